@@ -1,0 +1,52 @@
+//! Database migrations of both services.
+//!
+//! Each service owns one database: [`OrdersMigrator`] builds the order service's (`orders`,
+//! `order_status_history`, `outbox`), [`ProcessorMigrator`] the processor's (`processing`,
+//! `outbox`). Both outbox tables have the same shape, so one relay (in `shared`) serves both.
+//!
+//! [`migrate`] runs a migrator inside one transaction holding a PostgreSQL advisory lock, so several
+//! instances starting at once apply each migration exactly once.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::{DatabaseConnection, TransactionTrait};
+
+mod m20261122_000001_outbox;
+mod m20261122_000002_orders;
+mod m20261122_000003_processing;
+
+/// Migrations of the order service's database.
+pub struct OrdersMigrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for OrdersMigrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261122_000001_outbox::Migration),
+            Box::new(m20261122_000002_orders::Migration),
+        ]
+    }
+}
+
+/// Migrations of the processor service's database.
+pub struct ProcessorMigrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for ProcessorMigrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261122_000001_outbox::Migration),
+            Box::new(m20261122_000003_processing::Migration),
+        ]
+    }
+}
+
+/// Applies every pending migration of `M` in one transaction, serialised across instances by a
+/// transaction-scoped advisory lock.
+pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<(), DbErr> {
+    let txn = db.begin().await?;
+    // Any constant works as long as every instance uses the same one.
+    txn.execute_unprepared("SELECT pg_advisory_xact_lock(7234011)")
+        .await?;
+    M::up(&txn, None).await?;
+    txn.commit().await
+}

@@ -1,0 +1,190 @@
+//! The broker connection, re-established on demand, and publishing with publisher confirms.
+//!
+//! Nothing here gives up on the broker: [`Broker::connection`] connects (and declares the topology)
+//! when there is no live connection, and the consumer loop and the outbox relay call it again, with
+//! backoff, whenever theirs breaks. A service therefore starts, serves HTTP and reports not-ready
+//! while RabbitMQ is away, and resumes by itself when it returns.
+
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::join_all;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use uuid::Uuid;
+
+use crate::configuration::Secret;
+use crate::topology::Topology;
+
+/// AMQP delivery mode 2: the broker writes the message to disk.
+const PERSISTENT: u8 = 2;
+
+pub struct Broker {
+    url: Secret,
+    topology: Topology,
+    connection_name: String,
+    current: Mutex<Option<Arc<Connection>>>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl Broker {
+    pub fn new(url: Secret, topology: Topology, connection_name: impl Into<String>) -> Arc<Self> {
+        Arc::new(Self {
+            url,
+            topology,
+            connection_name: connection_name.into(),
+            current: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    fn live(&self) -> Option<Arc<Connection>> {
+        let current = self.current.lock().ok()?;
+        current
+            .as_ref()
+            .filter(|connection| connection.status().connected())
+            .cloned()
+    }
+
+    /// The live connection; connects and declares the topology first if there is none.
+    pub async fn connection(&self) -> Result<Arc<Connection>, lapin::Error> {
+        if let Some(connection) = self.live() {
+            return Ok(connection);
+        }
+        // One connection attempt at a time; whoever waited here reuses the winner's connection.
+        let _connecting = self.connecting.lock().await;
+        if let Some(connection) = self.live() {
+            return Ok(connection);
+        }
+        let properties = ConnectionProperties::default()
+            .with_connection_name(LongString::from(self.connection_name.as_bytes()));
+        let connection = Connection::connect(self.url.expose(), properties).await?;
+        let channel = connection.create_channel().await?;
+        self.topology.declare(&channel).await?;
+        channel.close(200, "OK".into()).await?;
+        tracing::info!(connection = %self.connection_name, "connected to RabbitMQ, topology declared");
+        let connection = Arc::new(connection);
+        if let Ok(mut current) = self.current.lock() {
+            *current = Some(connection.clone());
+        }
+        Ok(connection)
+    }
+
+    /// Whether a live connection exists right now (for readiness; never connects).
+    pub fn is_connected(&self) -> bool {
+        self.live().is_some()
+    }
+
+    /// Closes the connection (at shutdown).
+    pub async fn close(&self) {
+        let connection = self.current.lock().ok().and_then(|mut c| c.take());
+        if let Some(connection) = connection
+            && connection.status().connected()
+            && let Err(error) = connection.close(200, "shutting down".into()).await
+        {
+            tracing::warn!(%error, "closing the broker connection failed");
+        }
+    }
+}
+
+/// A message ready for the wire: the body is encoded once, when the event is written.
+#[derive(Clone, Debug)]
+pub struct OutgoingMessage {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub routing_key: String,
+    pub correlation_id: Option<Uuid>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    #[error("the broker returned the message as unroutable: {0}")]
+    Returned(String),
+    #[error(transparent)]
+    Channel(#[from] lapin::Error),
+}
+
+/// A channel in confirm mode publishing to the topology's exchange, `mandatory` so that an
+/// unroutable message comes back instead of vanishing.
+pub struct Publisher {
+    channel: Channel,
+    exchange: ShortString,
+}
+
+impl Publisher {
+    pub async fn open(broker: &Broker) -> Result<Self, lapin::Error> {
+        let connection = broker.connection().await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Self {
+            channel,
+            exchange: broker.topology().exchange.as_str().into(),
+        })
+    }
+
+    /// Whether the channel can still publish; a broken one is replaced by the caller.
+    pub fn is_open(&self) -> bool {
+        self.channel.status().connected()
+    }
+
+    /// Publishes every message with its confirm in flight together, then waits for all confirms.
+    /// The result at index i says whether message i is safely with the broker.
+    pub async fn publish_all(&self, messages: &[OutgoingMessage]) -> Vec<Result<(), PublishError>> {
+        let mut confirms = Vec::with_capacity(messages.len());
+        for message in messages {
+            confirms.push(
+                self.channel
+                    .basic_publish(
+                        self.exchange.clone(),
+                        message.routing_key.as_str().into(),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..BasicPublishOptions::default()
+                        },
+                        &message.body,
+                        properties(message),
+                    )
+                    .await,
+            );
+        }
+        join_all(confirms.into_iter().map(|confirm| async move {
+            let confirmation = confirm?.await?;
+            if confirmation.is_nack() {
+                return Err(PublishError::Nacked);
+            }
+            match confirmation.take_message() {
+                Some(returned) => Err(PublishError::Returned(returned.reply_text.to_string())),
+                None => Ok(()),
+            }
+        }))
+        .await
+    }
+
+    pub async fn close(self) {
+        if self.channel.status().connected() {
+            let _ = self.channel.close(200, "OK".into()).await;
+        }
+    }
+}
+
+fn properties(message: &OutgoingMessage) -> BasicProperties {
+    let properties = BasicProperties::default()
+        .with_delivery_mode(PERSISTENT)
+        .with_content_type("application/json".into())
+        .with_message_id(message.event_id.to_string().into())
+        .with_type(message.event_type.as_str().into())
+        .with_timestamp(chrono::Utc::now().timestamp().max(0) as u64);
+    match message.correlation_id {
+        Some(id) => properties.with_correlation_id(id.to_string().into()),
+        None => properties,
+    }
+}

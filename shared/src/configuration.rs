@@ -1,0 +1,299 @@
+//! Layered configuration: the service's defaults, then an optional TOML file, then environment
+//! variables (`PREFIX__SECTION__KEY`). Every error names the environment variable to fix.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::topology::Topology;
+
+/// A value that must never appear in logs (a URL with a password, a token).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself: call this only where it is used, never to print it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Address to bind, `0.0.0.0` in containers.
+    pub host: String,
+    /// Port to bind; 0 picks a free one (tests).
+    pub port: u16,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://user[:password]@host:port/database`; the database is created if missing.
+    pub url: Secret,
+    /// Upper bound of the connection pool.
+    pub max_connections: u32,
+    /// How long a request waits for a pooled connection before failing, in milliseconds.
+    pub acquire_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpSettings {
+    /// `amqp://user:password@host:port/vhost`.
+    pub url: Secret,
+    /// Deliveries a consumer holds unacknowledged at once; also how many it processes concurrently.
+    pub prefetch: u16,
+    /// Durable topic exchange carrying `order.created` and `order.processed`.
+    pub exchange: String,
+    /// Exchange receiving what a queue dead-letters.
+    pub dead_letter_exchange: String,
+    /// The processor's work queue, bound to `order.created`.
+    pub order_created_queue: String,
+    /// The order service's queue, bound to `order.processed`.
+    pub order_processed_queue: String,
+    /// Where `order.created` messages that cannot be processed end.
+    pub order_created_dead_letter_queue: String,
+    /// Where `order.processed` messages that cannot be applied end.
+    pub order_processed_dead_letter_queue: String,
+}
+
+impl AmqpSettings {
+    pub fn topology(&self) -> Topology {
+        Topology {
+            exchange: self.exchange.clone(),
+            dead_letter_exchange: self.dead_letter_exchange.clone(),
+            order_created_queue: self.order_created_queue.clone(),
+            order_processed_queue: self.order_processed_queue.clone(),
+            order_created_dead_letter_queue: self.order_created_dead_letter_queue.clone(),
+            order_processed_dead_letter_queue: self.order_processed_dead_letter_queue.clone(),
+        }
+    }
+
+    /// The defaults of the messaging contract, pointing at the local broker.
+    pub fn local() -> Self {
+        let topology = Topology::default();
+        Self {
+            url: Secret::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            prefetch: 64,
+            exchange: topology.exchange,
+            dead_letter_exchange: topology.dead_letter_exchange,
+            order_created_queue: topology.order_created_queue,
+            order_processed_queue: topology.order_processed_queue,
+            order_created_dead_letter_queue: topology.order_created_dead_letter_queue,
+            order_processed_dead_letter_queue: topology.order_processed_dead_letter_queue,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxSettings {
+    /// Run the relay in this instance. Off only for an API-only instance whose outbox another
+    /// instance relays (rows wait in the database meanwhile; nothing is lost).
+    pub relay_enabled: bool,
+    /// Rows taken, published and marked sent together.
+    pub batch_size: u32,
+    /// Safety-net poll; the relay is normally woken at once by the commit (in process, or by
+    /// PostgreSQL NOTIFY from another instance).
+    pub poll_interval_ms: u64,
+    /// Sent rows are deleted after this many hours.
+    pub retention_hours: u32,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        Self {
+            relay_enabled: true,
+            batch_size: 200,
+            poll_interval_ms: 1000,
+            retention_hours: 24,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownSettings {
+    /// On SIGTERM/SIGINT, time allowed to finish in-flight work before exiting.
+    pub grace_seconds: u64,
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self { grace_seconds: 30 }
+    }
+}
+
+/// A configuration that cannot be used, naming the variable to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {variable}: {message}")]
+pub struct ConfigurationError {
+    pub variable: String,
+    pub message: String,
+}
+
+impl ConfigurationError {
+    /// An error about the setting at `path` (`amqp.prefetch`) of the service whose environment
+    /// prefix is `prefix`.
+    pub fn new(prefix: &str, path: &str, message: impl Into<String>) -> Self {
+        Self {
+            variable: env_var_name(prefix, path),
+            message: message.into(),
+        }
+    }
+}
+
+/// `ORDER_SERVICE` + `amqp.prefetch` -> `ORDER_SERVICE__AMQP__PREFETCH`.
+pub fn env_var_name(prefix: &str, path: &str) -> String {
+    let mut name = prefix.to_owned();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        name.push_str("__");
+        name.push_str(&part.to_uppercase());
+    }
+    name
+}
+
+/// Loads `T`: `defaults`, then the TOML file named by `{PREFIX}_CONFIG_FILE` if set, then the
+/// environment variables `{PREFIX}__SECTION__KEY`.
+pub fn load<T>(prefix: &str, defaults: &T) -> Result<T, ConfigurationError>
+where
+    T: Serialize + DeserializeOwned,
+{
+    let file_variable = format!("{prefix}_CONFIG_FILE");
+    let mut builder = config::Config::builder().add_source(
+        config::Config::try_from(defaults)
+            .map_err(|e| ConfigurationError::new(prefix, "", e.to_string()))?,
+    );
+    if let Ok(path) = std::env::var(&file_variable) {
+        builder = builder.add_source(config::File::new(&path, config::FileFormat::Toml));
+    }
+    builder
+        .add_source(
+            config::Environment::with_prefix(prefix)
+                .prefix_separator("__")
+                .separator("__"),
+        )
+        .build()
+        .and_then(|c| c.try_deserialize::<T>())
+        .map_err(|e| from_config_error(prefix, &file_variable, e))
+}
+
+fn from_config_error(prefix: &str, file_variable: &str, error: config::ConfigError) -> ConfigurationError {
+    match &error {
+        config::ConfigError::Type { key: Some(key), .. } => ConfigurationError::new(prefix, key, error.to_string()),
+        config::ConfigError::Foreign(_) | config::ConfigError::FileParse { .. } | config::ConfigError::NotFound(_) => {
+            ConfigurationError { variable: file_variable.to_owned(), message: error.to_string() }
+        }
+        // serde's own messages ("unknown field `prot`, expected one of ...") carry no path.
+        _ => ConfigurationError { variable: format!("{prefix}__*"), message: error.to_string() },
+    }
+}
+
+/// Fails with the variable's name unless `value` lies in `range`.
+pub fn check_range<V>(
+    prefix: &str,
+    path: &str,
+    value: V,
+    range: std::ops::RangeInclusive<V>,
+) -> Result<(), ConfigurationError>
+where
+    V: PartialOrd + fmt::Display,
+{
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigurationError::new(
+            prefix,
+            path,
+            format!(
+                "{value} is out of range ({}..={})",
+                range.start(),
+                range.end()
+            ),
+        ))
+    }
+}
+
+/// Checks what every service has in common.
+pub fn check_common(
+    prefix: &str,
+    database: &DatabaseSettings,
+    amqp: &AmqpSettings,
+    outbox: &OutboxSettings,
+    shutdown: &ShutdownSettings,
+) -> Result<(), ConfigurationError> {
+    if !database.url.expose().starts_with("postgres://")
+        && !database.url.expose().starts_with("postgresql://")
+    {
+        return Err(ConfigurationError::new(
+            prefix,
+            "database.url",
+            "must be a postgres:// URL",
+        ));
+    }
+    check_range(prefix, "database.max_connections", database.max_connections, 1..=1000)?;
+    check_range(prefix, "database.acquire_timeout_ms", database.acquire_timeout_ms, 1..=600_000)?;
+    if amqp.url.expose().parse::<lapin::uri::AMQPUri>().is_err() {
+        return Err(ConfigurationError::new(
+            prefix,
+            "amqp.url",
+            "must be an amqp:// URL",
+        ));
+    }
+    check_range(prefix, "amqp.prefetch", amqp.prefetch, 1..=10_000)?;
+    for (path, name) in [
+        ("amqp.exchange", &amqp.exchange),
+        ("amqp.dead_letter_exchange", &amqp.dead_letter_exchange),
+        ("amqp.order_created_queue", &amqp.order_created_queue),
+        ("amqp.order_processed_queue", &amqp.order_processed_queue),
+        ("amqp.order_created_dead_letter_queue", &amqp.order_created_dead_letter_queue),
+        ("amqp.order_processed_dead_letter_queue", &amqp.order_processed_dead_letter_queue),
+    ] {
+        if name.is_empty() || name.len() > 255 {
+            return Err(ConfigurationError::new(prefix, path, "must be 1..=255 characters"));
+        }
+    }
+    check_range(prefix, "outbox.batch_size", outbox.batch_size, 1..=10_000)?;
+    check_range(prefix, "outbox.poll_interval_ms", outbox.poll_interval_ms, 10..=3_600_000)?;
+    check_range(prefix, "shutdown.grace_seconds", shutdown.grace_seconds, 1..=3600)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_var_names_follow_the_double_underscore_convention() {
+        assert_eq!(
+            env_var_name("ORDER_SERVICE", "amqp.prefetch"),
+            "ORDER_SERVICE__AMQP__PREFETCH"
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let secret = Secret::new("postgres://u:hunter2@h/db");
+        assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn ranges_name_the_variable() {
+        let error = check_range("P", "amqp.prefetch", 0u16, 1..=10).unwrap_err();
+        assert_eq!(error.variable, "P__AMQP__PREFETCH");
+    }
+}

@@ -1,0 +1,280 @@
+//! HTTP plumbing both services share: RFC 9457 problem details, reading a JSON body with the path
+//! of the offending field, and the health/readiness report.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::ContentType;
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
+use sea_orm::DatabaseConnection;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::broker::Broker;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// One offending field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// Path of the field in the request, e.g. `items[0].price`.
+    #[schema(example = "items[0].price")]
+    pub field: String,
+    #[schema(example = "must have at most 2 decimal places")]
+    pub message: String,
+}
+
+/// An error response (RFC 9457, `application/problem+json`).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    #[schema(example = "urn:order-pipeline:problem:validation")]
+    pub kind: String,
+    #[schema(example = "Validation failed")]
+    pub title: String,
+    #[schema(example = 422)]
+    pub status: u16,
+    #[schema(example = "items[0].price: must have at most 2 decimal places")]
+    pub detail: String,
+    /// The first offending field, when the problem is about one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "items[0].price")]
+    pub field: Option<String>,
+    /// Every offending field.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, kind: &str, title: &str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!("urn:order-pipeline:problem:{kind}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            field: None,
+            errors: Vec::new(),
+        }
+    }
+
+    /// 422: the request is well-formed but these fields are invalid.
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let detail = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Self {
+            field: errors.first().map(|e| e.field.clone()),
+            errors,
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                "Validation failed",
+                detail,
+            )
+        }
+    }
+
+    /// 400 about one field (a wrong type, a malformed value).
+    pub fn bad_field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let field = field.into();
+        let message = message.into();
+        Self {
+            detail: format!("{field}: {message}"),
+            field: Some(field.clone()),
+            errors: vec![FieldError { field, message }],
+            ..Self::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", "")
+        }
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+
+    /// 503: a dependency (the database) is unavailable; the client may retry.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+            detail,
+        )
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal server error",
+            "the error was logged",
+        )
+    }
+
+    pub fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    pub fn response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code())
+            .content_type(PROBLEM_JSON)
+            .json(self)
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.title, self.detail)
+    }
+}
+
+impl actix_web::ResponseError for Problem {
+    fn status_code(&self) -> StatusCode {
+        Problem::status_code(self)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.response()
+    }
+}
+
+/// Reads a JSON body of at most [`MAX_BODY_BYTES`]: 415-style content-type errors and malformed
+/// JSON are 400, an oversized body 413, and a wrong type names the field's path.
+pub async fn read_json<T: DeserializeOwned>(
+    request: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<T, Problem> {
+    let content_type = request
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let is_json = content_type
+        .split(';')
+        .next()
+        .map(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+        .unwrap_or(false);
+    if !is_json {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "content-type",
+            "Unsupported content type",
+            format!("expected Content-Type: application/json, got {content_type:?}"),
+        ));
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            Problem::new(StatusCode::BAD_REQUEST, "body", "Unreadable body", e.to_string())
+        })?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "Payload too large",
+                format!("the body must be at most {MAX_BODY_BYTES} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let deserializer = &mut serde_json::Deserializer::from_slice(&body);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if inner.is_syntax() || inner.is_eof() || path == "." {
+            Problem::new(StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON", inner.to_string())
+                .with_field_if(path != ".", &path)
+        } else {
+            Problem::bad_field(path, strip_position(&inner.to_string()))
+        }
+    })
+}
+
+impl Problem {
+    fn with_field_if(mut self, condition: bool, field: &str) -> Self {
+        if condition {
+            self.field = Some(field.to_owned());
+        }
+        self
+    }
+}
+
+/// serde_json appends " at line 1 column 42"; the field path says more.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(index) => message[..index].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Answer for unknown routes.
+pub async fn not_found() -> HttpResponse {
+    Problem::not_found("no such resource").response()
+}
+
+/// State of each dependency: `"ok"` or what went wrong.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Checks {
+    #[schema(example = "ok")]
+    pub database: String,
+    #[schema(example = "ok")]
+    pub broker: String,
+}
+
+/// The body of `/health` and `/ready`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct HealthReport {
+    /// `ready` when every check is `ok`, otherwise `not_ready`.
+    #[schema(example = "ready")]
+    pub status: String,
+    pub checks: Checks,
+}
+
+impl HealthReport {
+    pub fn is_ready(&self) -> bool {
+        self.status == "ready"
+    }
+}
+
+/// Pings the database (bounded by a timeout) and looks at the broker connection.
+pub async fn check_dependencies(db: &DatabaseConnection, broker: &Broker) -> HealthReport {
+    let database = match tokio::time::timeout(Duration::from_secs(2), db.ping()).await {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(error)) => format!("error: {error}"),
+        Err(_) => "error: no answer within 2 s".to_owned(),
+    };
+    let broker = if broker.is_connected() {
+        "ok".to_owned()
+    } else {
+        "error: not connected".to_owned()
+    };
+    let ready = database == "ok" && broker == "ok";
+    HealthReport {
+        status: if ready { "ready" } else { "not_ready" }.to_owned(),
+        checks: Checks { database, broker },
+    }
+}
+
+/// `GET /health`: 200 while the process runs, with the same report as `/ready`.
+pub async fn liveness(db: &DatabaseConnection, broker: &Broker) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(ContentType::json())
+        .json(check_dependencies(db, broker).await)
+}
+
+/// `GET /ready`: 200 when PostgreSQL and RabbitMQ are reachable, 503 otherwise.
+pub async fn readiness(db: &DatabaseConnection, broker: &Broker) -> HttpResponse {
+    let report = check_dependencies(db, broker).await;
+    let status = if report.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    HttpResponse::build(status).json(report)
+}

@@ -1,0 +1,14 @@
+//! What both services share: the event contracts, the AMQP topology, the broker connection with
+//! publisher confirms, the consumer loop, the transactional outbox and its relay, configuration
+//! loading, telemetry, database set-up and the HTTP plumbing (problem details, health checks).
+
+pub mod broker;
+pub mod configuration;
+pub mod consumer;
+pub mod database;
+pub mod events;
+pub mod http;
+pub mod outbox;
+pub mod shutdown;
+pub mod telemetry;
+pub mod topology;

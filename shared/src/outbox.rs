@@ -1,0 +1,288 @@
+//! The transactional outbox and its relay.
+//!
+//! A service writes an event with [`enqueue`] inside the transaction that changes its state, so
+//! the two commit or roll back together. The [`Relay`] takes unsent rows in batches
+//! (`FOR UPDATE SKIP LOCKED`, so several instances share the work), publishes each batch with all
+//! its confirms in flight, and marks the confirmed rows sent in one statement before committing.
+//! A crash anywhere leaves rows unsent, and they are published again: consumers are idempotent.
+//!
+//! The relay is woken at once by a commit: in process through [`Relay::waker`], from other
+//! instances through PostgreSQL `NOTIFY outbox` (fired by a trigger on insert). A slow poll is the
+//! safety net.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::sea_query::{Expr, LockBehavior, LockType};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{Broker, OutgoingMessage, PublishError, Publisher};
+use crate::configuration::OutboxSettings;
+use crate::events::{Envelope, Event};
+use crate::shutdown::{reconnect_backoff, sleep_unless_cancelled};
+
+/// The PostgreSQL channel the insert trigger notifies.
+pub const NOTIFY_CHANNEL: &str = "outbox";
+
+pub mod entity {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "outbox")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub event_id: Uuid,
+        pub event_type: String,
+        pub routing_key: String,
+        pub correlation_id: Option<Uuid>,
+        pub body: Vec<u8>,
+        pub created_at: DateTimeUtc,
+        pub sent_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("could not encode the event: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+/// Writes `event` to the outbox on `db`, which should be the transaction of the state change.
+pub async fn enqueue<C: ConnectionTrait, P: Event>(
+    db: &C,
+    event: &Envelope<P>,
+) -> Result<(), OutboxError> {
+    let row = entity::ActiveModel {
+        event_id: Set(event.event_id),
+        event_type: Set(event.event_type.clone()),
+        routing_key: Set(P::ROUTING_KEY.to_owned()),
+        correlation_id: Set(Some(event.correlation_id)),
+        body: Set(event.encode()?),
+        created_at: Set(event.occurred_at),
+        sent_at: Set(None),
+        ..Default::default()
+    };
+    entity::Entity::insert(row).exec_without_returning(db).await?;
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error(transparent)]
+    Db(#[from] DbErr),
+    #[error("cannot open a publishing channel: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("{failed} of {total} messages not confirmed, first: {first}")]
+    Publish {
+        failed: usize,
+        total: usize,
+        first: PublishError,
+    },
+}
+
+pub struct Relay {
+    db: DatabaseConnection,
+    broker: Arc<Broker>,
+    settings: OutboxSettings,
+    wake: Arc<Notify>,
+}
+
+impl Relay {
+    pub fn new(db: DatabaseConnection, broker: Arc<Broker>, settings: OutboxSettings) -> Self {
+        Self {
+            db,
+            broker,
+            settings,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Notify this after committing outbox rows, to have them published at once.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Relays until `shutdown` trips; the batch in flight then is finished, not abandoned.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let listener = tokio::spawn(listen_for_commits(
+            self.db.clone(),
+            self.wake.clone(),
+            shutdown.clone(),
+        ));
+        let poll = Duration::from_millis(self.settings.poll_interval_ms);
+        let mut publisher: Option<Publisher> = None;
+        let mut backoff = reconnect_backoff();
+        let mut last_purge = tokio::time::Instant::now();
+        loop {
+            match self.relay_batch(&mut publisher).await {
+                // A full batch: more may be waiting.
+                Ok(count) if count == self.settings.batch_size as usize => {
+                    backoff = reconnect_backoff();
+                    if shutdown.is_cancelled() {
+                        break;
+                    }
+                    continue;
+                }
+                Ok(_) => backoff = reconnect_backoff(),
+                Err(error) => {
+                    tracing::warn!(%error, "outbox relay failed; retrying");
+                    if publisher.as_ref().is_some_and(|p| !p.is_open()) {
+                        publisher = None;
+                    }
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+                    if !sleep_unless_cancelled(delay, &shutdown).await {
+                        break;
+                    }
+                    continue;
+                }
+            }
+            if last_purge.elapsed() > Duration::from_secs(60) {
+                last_purge = tokio::time::Instant::now();
+                self.purge_sent().await;
+            }
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(poll) => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+        if let Some(publisher) = publisher {
+            publisher.close().await;
+        }
+        listener.abort();
+        tracing::info!("outbox relay stopped");
+    }
+
+    /// Publishes one batch of unsent rows; returns how many rows it took.
+    async fn relay_batch(&self, publisher: &mut Option<Publisher>) -> Result<usize, RelayError> {
+        use entity::{Column, Entity};
+
+        let txn = self.db.begin().await?;
+        let rows = Entity::find()
+            .filter(Column::SentAt.is_null())
+            .order_by_asc(Column::Id)
+            .limit(u64::from(self.settings.batch_size))
+            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+            .all(&txn)
+            .await?;
+        if rows.is_empty() {
+            txn.commit().await?;
+            return Ok(0);
+        }
+        let publisher = match publisher {
+            Some(open) if open.is_open() => open,
+            slot => slot.insert(Publisher::open(&self.broker).await?),
+        };
+        let messages: Vec<OutgoingMessage> = rows
+            .iter()
+            .map(|row| OutgoingMessage {
+                event_id: row.event_id,
+                event_type: row.event_type.clone(),
+                routing_key: row.routing_key.clone(),
+                correlation_id: row.correlation_id,
+                body: row.body.clone(),
+            })
+            .collect();
+        let results = publisher.publish_all(&messages).await;
+        let mut confirmed = Vec::with_capacity(rows.len());
+        let mut failures = Vec::new();
+        for (row, result) in rows.iter().zip(results) {
+            match result {
+                Ok(()) => confirmed.push(row.id),
+                Err(error) => {
+                    tracing::warn!(event_id = %row.event_id, order_id = ?row.correlation_id, %error, "event not confirmed; it stays in the outbox");
+                    failures.push(error);
+                }
+            }
+        }
+        if !confirmed.is_empty() {
+            Entity::update_many()
+                .col_expr(Column::SentAt, Expr::current_timestamp().into())
+                .filter(Column::Id.is_in(confirmed.iter().copied()))
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        tracing::debug!(published = confirmed.len(), "outbox batch relayed");
+        match failures.into_iter().next() {
+            None => Ok(rows.len()),
+            Some(first) => Err(RelayError::Publish {
+                failed: rows.len() - confirmed.len(),
+                total: rows.len(),
+                first,
+            }),
+        }
+    }
+
+    async fn purge_sent(&self) {
+        use entity::{Column, Entity};
+        let cutoff =
+            chrono::Utc::now() - chrono::Duration::hours(i64::from(self.settings.retention_hours));
+        match Entity::delete_many()
+            .filter(Column::SentAt.lt(cutoff))
+            .exec(&self.db)
+            .await
+        {
+            Ok(result) if result.rows_affected > 0 => {
+                tracing::info!(rows = result.rows_affected, "purged sent outbox rows");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "could not purge sent outbox rows"),
+        }
+    }
+}
+
+/// Wakes the relay on every `NOTIFY outbox` (commits from any instance on this database).
+async fn listen_for_commits(db: DatabaseConnection, wake: Arc<Notify>, shutdown: CancellationToken) {
+    let mut backoff = reconnect_backoff();
+    while !shutdown.is_cancelled() {
+        let pool = db.get_postgres_connection_pool();
+        let mut listener = match sea_orm::sqlx::postgres::PgListener::connect_with(pool).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(%error, "cannot LISTEN for outbox commits; polling meanwhile");
+                let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+                if !sleep_unless_cancelled(delay, &shutdown).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if let Err(error) = listener.listen(NOTIFY_CHANNEL).await {
+            tracing::warn!(%error, "cannot LISTEN for outbox commits; polling meanwhile");
+            let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+            if !sleep_unless_cancelled(delay, &shutdown).await {
+                return;
+            }
+            continue;
+        }
+        backoff = reconnect_backoff();
+        loop {
+            tokio::select! {
+                notification = listener.recv() => match notification {
+                    Ok(_) => wake.notify_one(),
+                    Err(error) => {
+                        tracing::warn!(%error, "outbox LISTEN connection lost");
+                        // The rows may have been committed while we were not listening.
+                        wake.notify_one();
+                        break;
+                    }
+                },
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The AMQP topology both services declare, idempotently, at start and after every reconnection.
+//!
+//! ```text
+//! order_service --order.created--> [orders: topic] --order.created--> processor.order-created --> processor_service
+//! processor_service --order.processed--> [orders] --order.processed--> order-service.order-processed --> order_service
+//!
+//! a queue's rejected message --> [orders.dlx: topic] --order.created--> processor.order-created.dlq
+//!                                                  --order.processed--> order-service.order-processed.dlq
+//! ```
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, ExchangeKind};
+
+pub mod routing_keys {
+    pub const ORDER_CREATED: &str = "order.created";
+    pub const ORDER_PROCESSED: &str = "order.processed";
+}
+
+/// Names of the exchanges and queues; the defaults are the contract, tests prefix them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topology {
+    pub exchange: String,
+    pub dead_letter_exchange: String,
+    pub order_created_queue: String,
+    pub order_processed_queue: String,
+    pub order_created_dead_letter_queue: String,
+    pub order_processed_dead_letter_queue: String,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self {
+            exchange: "orders".into(),
+            dead_letter_exchange: "orders.dlx".into(),
+            order_created_queue: "processor.order-created".into(),
+            order_processed_queue: "order-service.order-processed".into(),
+            order_created_dead_letter_queue: "processor.order-created.dlq".into(),
+            order_processed_dead_letter_queue: "order-service.order-processed.dlq".into(),
+        }
+    }
+}
+
+impl Topology {
+    /// Every name prefixed with `prefix.`: isolates tests sharing one broker.
+    pub fn with_prefix(prefix: &str) -> Self {
+        let base = Self::default();
+        let p = |name: String| format!("{prefix}.{name}");
+        Self {
+            exchange: p(base.exchange),
+            dead_letter_exchange: p(base.dead_letter_exchange),
+            order_created_queue: p(base.order_created_queue),
+            order_processed_queue: p(base.order_processed_queue),
+            order_created_dead_letter_queue: p(base.order_created_dead_letter_queue),
+            order_processed_dead_letter_queue: p(base.order_processed_dead_letter_queue),
+        }
+    }
+
+    /// Declares everything. Idempotent: the arguments are the same on every declaration, as the
+    /// broker requires.
+    pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        channel
+            .exchange_declare(
+                self.exchange.as_str().into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_declare(
+                self.dead_letter_exchange.as_str().into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+
+        // Work queues: a rejected (requeue = false) message is dead-lettered to the DLX with its
+        // original routing key, which routes it to the matching dead-letter queue.
+        let mut work_queue_arguments = FieldTable::default();
+        work_queue_arguments.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(LongString::from(self.dead_letter_exchange.as_bytes())),
+        );
+        for (queue, dead_letter_queue, routing_key) in [
+            (
+                &self.order_created_queue,
+                &self.order_created_dead_letter_queue,
+                routing_keys::ORDER_CREATED,
+            ),
+            (
+                &self.order_processed_queue,
+                &self.order_processed_dead_letter_queue,
+                routing_keys::ORDER_PROCESSED,
+            ),
+        ] {
+            let durable = QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            };
+            channel
+                .queue_declare(queue.as_str().into(), durable, work_queue_arguments.clone())
+                .await?;
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    self.exchange.as_str().into(),
+                    routing_key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            channel
+                .queue_declare(dead_letter_queue.as_str().into(), durable, FieldTable::default())
+                .await?;
+            channel
+                .queue_bind(
+                    dead_letter_queue.as_str().into(),
+                    self.dead_letter_exchange.as_str().into(),
+                    routing_key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Removes everything `declare` made (tests clean up after themselves with this).
+    pub async fn delete(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+        for queue in [
+            &self.order_created_queue,
+            &self.order_processed_queue,
+            &self.order_created_dead_letter_queue,
+            &self.order_processed_dead_letter_queue,
+        ] {
+            channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await?;
+        }
+        for exchange in [&self.exchange, &self.dead_letter_exchange] {
+            channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await?;
+        }
+        Ok(())
+    }
+}
