@@ -187,21 +187,30 @@ pub async fn read_json<T: DeserializeOwned>(
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
-        if inner.is_syntax() || inner.is_eof() || path == "." {
-            Problem::new(StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON", inner.to_string())
-                .with_field_if(path != ".", &path)
-        } else {
-            Problem::bad_field(path, strip_position(&inner.to_string()))
+        if inner.is_syntax() || inner.is_eof() {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                "Malformed JSON",
+                inner.to_string(),
+            );
         }
+        let message = strip_position(&inner.to_string());
+        Problem::bad_field(field_of(&path, &message), message)
     })
 }
 
-impl Problem {
-    fn with_field_if(mut self, condition: bool, field: &str) -> Self {
-        if condition {
-            self.field = Some(field.to_owned());
-        }
-        self
+/// The offending field: serde reports a missing or unknown field in its message, not its path.
+fn field_of(path: &str, message: &str) -> String {
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next());
+    match (path, named) {
+        (".", Some(name)) => name.to_owned(),
+        (".", None) => "body".to_owned(),
+        (path, Some(name)) => format!("{path}.{name}"),
+        (path, None) => path.to_owned(),
     }
 }
 
@@ -277,4 +286,61 @@ pub async fn readiness(db: &DatabaseConnection, broker: &Broker) -> HttpResponse
         StatusCode::SERVICE_UNAVAILABLE
     };
     HttpResponse::build(status).json(report)
+}
+
+/// `GET /health`: liveness. 200 while the process runs, with the same report as `/ready`.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    responses((status = 200, description = "The process runs; the checks say how its dependencies are", body = HealthReport))
+)]
+pub async fn health(
+    db: web::Data<DatabaseConnection>,
+    broker: web::Data<std::sync::Arc<Broker>>,
+) -> HttpResponse {
+    liveness(&db, &broker).await
+}
+
+/// `GET /ready`: readiness. 200 when PostgreSQL and RabbitMQ are reachable, otherwise 503.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready: database and broker reachable", body = HealthReport),
+        (status = 503, description = "Not ready: a check says what is wrong", body = HealthReport),
+    )
+)]
+pub async fn ready(
+    db: web::Data<DatabaseConnection>,
+    broker: web::Data<std::sync::Arc<Broker>>,
+) -> HttpResponse {
+    readiness(&db, &broker).await
+}
+
+/// Error handlers that turn actix's own extractor errors into problem details.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|error, _| {
+        Problem::bad_field("query", error.to_string()).into()
+    })
+}
+
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|error, _| {
+        Problem::bad_field("path", error.to_string()).into()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_and_unknown_fields_are_named_with_their_path() {
+        assert_eq!(field_of(".", "missing field `customer_id`"), "customer_id");
+        assert_eq!(field_of("items[0]", "missing field `price`"), "items[0].price");
+        assert_eq!(field_of("items[0].quantity", "invalid type: string"), "items[0].quantity");
+        assert_eq!(field_of(".", "invalid type: sequence"), "body");
+    }
 }

@@ -9,6 +9,7 @@ pub mod database;
 pub mod events;
 pub mod http;
 pub mod outbox;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topology;

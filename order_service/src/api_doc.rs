@@ -1,0 +1,27 @@
+//! The OpenAPI document, served at `/api-docs/openapi.json` and browsable at `/docs/`.
+
+use utoipa::OpenApi;
+
+use crate::routes::orders;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "order_service",
+        description = "Takes orders, stores each with its `order.created` event in one transaction, and reports the processor's verdict. Errors are `application/problem+json` (RFC 9457) naming the offending field.",
+    ),
+    paths(
+        orders::create_order,
+        orders::get_order,
+        orders::list_orders,
+        orders::order_history,
+        shared::http::health,
+        shared::http::ready,
+    ),
+    components(schemas(shared::http::Problem, shared::http::FieldError)),
+    tags(
+        (name = "orders", description = "Placing and following orders"),
+        (name = "health", description = "Liveness and readiness"),
+    )
+)]
+pub struct ApiDoc;

@@ -1,0 +1,58 @@
+//! Settings of the order service: defaults, then the TOML file named by
+//! `ORDER_SERVICE_CONFIG_FILE`, then `ORDER_SERVICE__SECTION__KEY` environment variables.
+
+use serde::{Deserialize, Serialize};
+use shared::configuration::{
+    AmqpSettings, ConfigurationError, DatabaseSettings, HttpSettings, OutboxSettings, Secret,
+    ShutdownSettings, check_common,
+};
+
+pub const ENV_PREFIX: &str = "ORDER_SERVICE";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub amqp: AmqpSettings,
+    pub outbox: OutboxSettings,
+    pub shutdown: ShutdownSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            http: HttpSettings {
+                host: "0.0.0.0".into(),
+                port: 8000,
+            },
+            database: DatabaseSettings {
+                url: Secret::new("postgres://postgres@127.0.0.1:5432/orders"),
+                max_connections: 16,
+                acquire_timeout_ms: 3000,
+            },
+            amqp: AmqpSettings::local(),
+            outbox: OutboxSettings::default(),
+            shutdown: ShutdownSettings::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads and checks the settings; an error names the variable to fix.
+    pub fn load() -> Result<Self, ConfigurationError> {
+        let settings: Self = shared::configuration::load(ENV_PREFIX, &Self::default())?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigurationError> {
+        check_common(
+            ENV_PREFIX,
+            &self.database,
+            &self.amqp,
+            &self.outbox,
+            &self.shutdown,
+        )
+    }
+}

@@ -1,0 +1,225 @@
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+
+/// Who ordered: 1 to 64 characters, not blank.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CustomerId(String);
+
+/// What was ordered: 1 to 64 characters, not blank.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProductId(String);
+
+fn parse_identifier(value: &str) -> Result<String, String> {
+    let length = value.chars().count();
+    if value.trim().is_empty() {
+        Err("must not be empty or blank".into())
+    } else if length > 64 {
+        Err(format!("must be at most 64 characters, got {length}"))
+    } else if value.chars().any(char::is_control) {
+        Err("must not contain control characters".into())
+    } else {
+        Ok(value.to_owned())
+    }
+}
+
+impl CustomerId {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        parse_identifier(value).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl ProductId {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        parse_identifier(value).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// How many: 1 to 10,000.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quantity(u32);
+
+impl Quantity {
+    pub const MAX: u32 = 10_000;
+
+    pub fn parse(value: i64) -> Result<Self, String> {
+        match u32::try_from(value) {
+            Ok(quantity) if (1..=Self::MAX).contains(&quantity) => Ok(Self(quantity)),
+            _ => Err(format!("must be between 1 and {}, got {value}", Self::MAX)),
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// A unit price: exact, 0 to 1,000,000, at most 2 decimal places once trailing zeros are dropped
+/// (`10.500` is 10.50, `10.501` is refused). Always held with scale 2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Price(Decimal);
+
+impl Price {
+    pub const MAX: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
+
+    /// Parses the JSON text of a price: a number (`10.50`) or a string (`"10.50"`), exactly.
+    pub fn parse_json(raw: &str) -> Result<Self, String> {
+        let text = if raw.starts_with('"') {
+            serde_json::from_str::<String>(raw).map_err(|_| "must be a decimal number".to_owned())?
+        } else {
+            raw.to_owned()
+        };
+        Self::parse(text.trim())
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let invalid = || format!("must be a decimal number, got {text:?}");
+        let value = if text.contains(['e', 'E']) {
+            Decimal::from_scientific(text).map_err(|_| invalid())?
+        } else {
+            Decimal::from_str(text).map_err(|_| invalid())?
+        };
+        let mut value = value.normalize();
+        if value.is_sign_negative() && !value.is_zero() {
+            return Err("must be greater than or equal to 0".into());
+        }
+        if value.scale() > 2 {
+            return Err("must have at most 2 decimal places".into());
+        }
+        if value > Self::MAX {
+            return Err(format!("must be at most {}", Self::MAX));
+        }
+        value.set_sign_positive(true);
+        value.rescale(2);
+        Ok(Self(value))
+    }
+
+    pub fn get(self) -> Decimal {
+        self.0
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewOrderLine {
+    pub product_id: ProductId,
+    pub quantity: Quantity,
+    pub price: Price,
+}
+
+/// A valid order, not yet stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewOrder {
+    customer_id: CustomerId,
+    lines: Vec<NewOrderLine>,
+}
+
+impl NewOrder {
+    pub const MAX_LINES: usize = 100;
+
+    /// Checks the number of lines (1 to 100).
+    pub fn new(customer_id: CustomerId, lines: Vec<NewOrderLine>) -> Result<Self, String> {
+        if lines.is_empty() || lines.len() > Self::MAX_LINES {
+            return Err(format!(
+                "must hold 1 to {} items, got {}",
+                Self::MAX_LINES,
+                lines.len()
+            ));
+        }
+        Ok(Self { customer_id, lines })
+    }
+
+    pub fn customer_id(&self) -> &CustomerId {
+        &self.customer_id
+    }
+
+    pub fn lines(&self) -> &[NewOrderLine] {
+        &self.lines
+    }
+
+    /// Sum of quantity x price, exact, scale 2. Cannot overflow: at most
+    /// 100 x 10,000 x 1,000,000 = 10^12.
+    pub fn total(&self) -> Decimal {
+        let mut total: Decimal = self
+            .lines
+            .iter()
+            .map(|line| Decimal::from(line.quantity.get()) * line.price.get())
+            .sum();
+        total.rescale(2);
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn price(text: &str) -> Result<String, String> {
+        Price::parse_json(text).map(|p| p.get().to_string())
+    }
+
+    #[test]
+    fn prices_are_exact_and_scaled_to_cents() {
+        assert_eq!(price("10.5"), Ok("10.50".into()));
+        assert_eq!(price("\"10.50\""), Ok("10.50".into()));
+        assert_eq!(price("10.500"), Ok("10.50".into()));
+        assert_eq!(price("0"), Ok("0.00".into()));
+        assert_eq!(price("1e2"), Ok("100.00".into()));
+        assert_eq!(price("1000000"), Ok("1000000.00".into()));
+    }
+
+    #[test]
+    fn prices_out_of_the_rules_are_refused() {
+        assert!(price("10.501").unwrap_err().contains("2 decimal places"));
+        // Beyond f64 precision: still refused, because the text is parsed exactly.
+        assert!(price("10.500000000000000000001").is_err());
+        assert!(price("-0.01").unwrap_err().contains(">= 0") || price("-0.01").is_err());
+        assert!(price("1000000.01").unwrap_err().contains("at most"));
+        assert!(price("\"abc\"").is_err());
+        assert!(price("\"\"").is_err());
+    }
+
+    #[test]
+    fn quantities_are_bounded() {
+        assert!(Quantity::parse(0).is_err());
+        assert!(Quantity::parse(-1).is_err());
+        assert!(Quantity::parse(10_001).is_err());
+        assert_eq!(Quantity::parse(10_000).map(Quantity::get), Ok(10_000));
+    }
+
+    #[test]
+    fn identifiers_are_bounded_in_characters() {
+        assert!(CustomerId::parse("").is_err());
+        assert!(CustomerId::parse("   ").is_err());
+        assert!(CustomerId::parse(&"é".repeat(64)).is_ok());
+        assert!(CustomerId::parse(&"a".repeat(65)).is_err());
+        assert!(ProductId::parse("p\u{0}").is_err());
+    }
+
+    #[test]
+    fn the_total_is_the_sum_of_quantity_times_price() {
+        let line = |quantity, price: &str| NewOrderLine {
+            product_id: ProductId::parse("p").unwrap(),
+            quantity: Quantity::parse(quantity).unwrap(),
+            price: Price::parse(price).unwrap(),
+        };
+        let order = NewOrder::new(
+            CustomerId::parse("c").unwrap(),
+            vec![line(2, "10.50"), line(3, "0.10")],
+        )
+        .unwrap();
+        assert_eq!(order.total().to_string(), "21.30");
+    }
+
+    #[test]
+    fn an_order_has_1_to_100_lines() {
+        assert!(NewOrder::new(CustomerId::parse("c").unwrap(), vec![]).is_err());
+    }
+}

@@ -1,0 +1,74 @@
+use serde::{Deserialize, Serialize};
+use shared::events::ProcessingStatus;
+use utoipa::ToSchema;
+
+/// Where an order stands. `pending` until the processor decides; then `completed`, `rejected` or
+/// `failed`. The only move out of a final status is `failed` -> `completed` (a replayed order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    Pending,
+    Completed,
+    Rejected,
+    Failed,
+}
+
+impl OrderStatus {
+    pub const ALL: [Self; 4] = [Self::Pending, Self::Completed, Self::Rejected, Self::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Completed => "completed",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == value)
+    }
+
+    /// The statuses an order may move to `self` from. Anything else is a duplicate or a late
+    /// event, and is ignored.
+    pub fn allowed_predecessors(self) -> &'static [Self] {
+        match self {
+            Self::Pending => &[],
+            Self::Completed => &[Self::Pending, Self::Failed],
+            Self::Rejected | Self::Failed => &[Self::Pending],
+        }
+    }
+}
+
+impl From<ProcessingStatus> for OrderStatus {
+    fn from(status: ProcessingStatus) -> Self {
+        match status {
+            ProcessingStatus::Completed => Self::Completed,
+            ProcessingStatus::Rejected => Self::Rejected,
+            ProcessingStatus::Failed => Self::Failed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_final_status_never_moves_back_to_pending_or_sideways() {
+        for target in OrderStatus::ALL {
+            assert!(!target.allowed_predecessors().contains(&OrderStatus::Completed));
+            assert!(!target.allowed_predecessors().contains(&OrderStatus::Rejected));
+        }
+        assert!(OrderStatus::Pending.allowed_predecessors().is_empty());
+        assert!(!OrderStatus::Failed.allowed_predecessors().contains(&OrderStatus::Failed));
+    }
+
+    #[test]
+    fn statuses_round_trip_through_their_names() {
+        for status in OrderStatus::ALL {
+            assert_eq!(OrderStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(OrderStatus::parse("PENDING"), None);
+    }
+}

@@ -1,0 +1,48 @@
+//! Consuming `order.processed`: the processor's verdict moves the order to its final status.
+
+use shared::consumer::{Handler, Outcome};
+use shared::events::{Envelope, OrderProcessed};
+
+use crate::store::{Applied, OrderStore};
+
+pub struct OrderProcessedHandler {
+    store: OrderStore,
+}
+
+impl OrderProcessedHandler {
+    pub fn new(store: OrderStore) -> Self {
+        Self { store }
+    }
+}
+
+impl Handler for OrderProcessedHandler {
+    type Event = OrderProcessed;
+
+    async fn handle(&self, envelope: Envelope<OrderProcessed>) -> Outcome {
+        let event = &envelope.payload;
+        if event.order_id != envelope.correlation_id {
+            return Outcome::DeadLetter {
+                reason: format!(
+                    "payload order_id {} differs from correlation_id {}",
+                    event.order_id, envelope.correlation_id
+                ),
+            };
+        }
+        match self.store.apply_processed(event).await {
+            Ok(Applied::Moved { from_final }) => {
+                tracing::info!(status = event.status.as_str(), from_final, "order status updated");
+                Outcome::Ack
+            }
+            Ok(Applied::Ignored) => {
+                tracing::info!(status = event.status.as_str(), "duplicate or late order.processed ignored");
+                Outcome::Ack
+            }
+            Ok(Applied::UnknownOrder) => Outcome::DeadLetter {
+                reason: format!("order {} does not exist", event.order_id),
+            },
+            Err(error) => Outcome::Requeue {
+                reason: error.to_string(),
+            },
+        }
+    }
+}

@@ -1,0 +1,375 @@
+use actix_web::http::header::LOCATION;
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use shared::events::OrderLine;
+use shared::http::{FieldError, Problem, read_json};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::domain::{CustomerId, NewOrder, NewOrderLine, OrderStatus, Price, ProductId, Quantity};
+use crate::entities::{order, order_status_history};
+use crate::store::{Cursor, ListFilter, OrderStore, StoreError};
+
+pub const DEFAULT_PAGE_SIZE: u64 = 50;
+pub const MAX_PAGE_SIZE: u64 = 500;
+
+/// A new order.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"customer_id": "customer-123", "items": [{"product_id": "product-1", "quantity": 2, "price": 10.50}]}))]
+pub struct CreateOrderRequest {
+    /// 1 to 64 characters.
+    #[schema(example = "customer-123", min_length = 1, max_length = 64)]
+    pub customer_id: String,
+    /// 1 to 100 lines.
+    #[schema(min_items = 1, max_items = 100)]
+    pub items: Vec<OrderItemRequest>,
+}
+
+/// One line of a new order.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderItemRequest {
+    /// 1 to 64 characters.
+    #[schema(example = "product-1", min_length = 1, max_length = 64)]
+    pub product_id: String,
+    /// 1 to 10,000.
+    #[schema(example = 2, minimum = 1, maximum = 10000)]
+    pub quantity: i64,
+    /// Unit price, a JSON number or a string, read exactly: 0 to 1,000,000 with at most 2 decimal
+    /// places once trailing zeros are dropped.
+    #[schema(value_type = String, example = "10.50")]
+    pub price: Box<RawValue>,
+}
+
+impl CreateOrderRequest {
+    /// Parses every field, reporting every offending one with its path.
+    pub fn parse(&self) -> Result<NewOrder, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut error = |field: String, message: String| errors.push(FieldError { field, message });
+        let customer_id = CustomerId::parse(&self.customer_id)
+            .map_err(|m| error("customer_id".into(), m))
+            .ok();
+        let mut lines = Vec::with_capacity(self.items.len());
+        if self.items.is_empty() || self.items.len() > NewOrder::MAX_LINES {
+            error(
+                "items".into(),
+                format!("must hold 1 to {} items, got {}", NewOrder::MAX_LINES, self.items.len()),
+            );
+        } else {
+            for (index, item) in self.items.iter().enumerate() {
+                let product_id = ProductId::parse(&item.product_id)
+                    .map_err(|m| error(format!("items[{index}].product_id"), m));
+                let quantity = Quantity::parse(item.quantity)
+                    .map_err(|m| error(format!("items[{index}].quantity"), m));
+                let price = Price::parse_json(item.price.get())
+                    .map_err(|m| error(format!("items[{index}].price"), m));
+                if let (Ok(product_id), Ok(quantity), Ok(price)) = (product_id, quantity, price) {
+                    lines.push(NewOrderLine { product_id, quantity, price });
+                }
+            }
+        }
+        match customer_id {
+            Some(customer_id) if errors.is_empty() => {
+                NewOrder::new(customer_id, lines).map_err(|message| {
+                    vec![FieldError { field: "items".into(), message }]
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+/// One line of an order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderItemResponse {
+    #[schema(example = "product-1")]
+    pub product_id: String,
+    #[schema(example = 2)]
+    pub quantity: u32,
+    /// Exact decimal, as a string.
+    #[schema(value_type = String, example = "10.50")]
+    pub price: Decimal,
+}
+
+/// An order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderResponse {
+    #[schema(example = "0b4f3b8e-6f0a-4a43-9d55-2f4a3f5a9c1e")]
+    pub id: Uuid,
+    #[schema(example = "customer-123")]
+    pub customer_id: String,
+    pub items: Vec<OrderItemResponse>,
+    /// Sum of quantity x price, exact decimal as a string.
+    #[schema(value_type = String, example = "21.00")]
+    pub total_amount: Decimal,
+    pub status: OrderStatus,
+    /// Why the order was rejected or failed; null otherwise.
+    #[schema(example = json!(null))]
+    pub error_message: Option<String>,
+    /// RFC 3339, UTC.
+    pub created_at: DateTime<Utc>,
+    /// RFC 3339, UTC.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<order::Model> for OrderResponse {
+    type Error = Problem;
+
+    fn try_from(model: order::Model) -> Result<Self, Problem> {
+        let lines: Vec<OrderLine> = serde_json::from_value(model.items).map_err(|error| {
+            tracing::error!(order_id = %model.id, %error, "stored items do not parse");
+            Problem::internal()
+        })?;
+        let status = OrderStatus::parse(&model.status).ok_or_else(|| {
+            tracing::error!(order_id = %model.id, status = %model.status, "stored status unknown");
+            Problem::internal()
+        })?;
+        Ok(Self {
+            id: model.id,
+            customer_id: model.customer_id,
+            items: lines
+                .into_iter()
+                .map(|line| OrderItemResponse {
+                    product_id: line.product_id,
+                    quantity: line.quantity,
+                    price: line.price,
+                })
+                .collect(),
+            total_amount: model.total_amount,
+            status,
+            error_message: model.error_message,
+            created_at: model.created_at,
+            updated_at: model.updated_at,
+        })
+    }
+}
+
+/// A page of orders, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderPage {
+    pub items: Vec<OrderResponse>,
+    /// Pass as `after` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// One step of an order's life.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryEntry {
+    pub status: OrderStatus,
+    /// RFC 3339, UTC.
+    pub at: DateTime<Utc>,
+    /// Why, for `rejected` and `failed`.
+    pub reason: Option<String>,
+}
+
+impl From<StoreError> for Problem {
+    fn from(error: StoreError) -> Self {
+        if error.is_unavailable() {
+            tracing::warn!(%error, "database unavailable");
+            Problem::unavailable("the database is unavailable; retry later")
+        } else {
+            tracing::error!(%error, "database error");
+            Problem::internal()
+        }
+    }
+}
+
+fn parse_order_id(id: &str) -> Result<Uuid, Problem> {
+    Uuid::parse_str(id).map_err(|_| Problem::bad_field("id", format!("must be a UUID, got {id:?}")))
+}
+
+/// Place an order.
+///
+/// Stores the order and its `order.created` event in one transaction; the event is published to
+/// RabbitMQ right after the commit. The order starts `pending`.
+#[utoipa::path(
+    post,
+    path = "/orders",
+    tag = "orders",
+    request_body = CreateOrderRequest,
+    responses(
+        (status = 201, description = "Order accepted", body = OrderResponse,
+            headers(("Location" = String, description = "/orders/{id}"))),
+        (status = 400, description = "Malformed JSON, a wrong type or content type", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field breaks a rule; `field` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(name = "create order", skip_all, fields(order_id = tracing::field::Empty))]
+pub async fn create_order(
+    request: HttpRequest,
+    payload: web::Payload,
+    store: web::Data<OrderStore>,
+) -> Result<HttpResponse, Problem> {
+    let body: CreateOrderRequest = read_json(&request, payload).await?;
+    let new_order = body.parse().map_err(Problem::validation)?;
+    let order = store.create(&new_order).await?;
+    tracing::Span::current().record("order_id", tracing::field::display(order.id));
+    let location = format!("/orders/{}", order.id);
+    Ok(HttpResponse::Created()
+        .insert_header((LOCATION, location))
+        .json(OrderResponse::try_from(order)?))
+}
+
+/// Get an order.
+#[utoipa::path(
+    get,
+    path = "/orders/{id}",
+    tag = "orders",
+    params(("id" = Uuid, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The order", body = OrderResponse),
+        (status = 400, description = "`id` is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(name = "get order", skip(store), fields(order_id = %id))]
+pub async fn get_order(
+    id: web::Path<String>,
+    store: web::Data<OrderStore>,
+) -> Result<HttpResponse, Problem> {
+    let id = parse_order_id(&id)?;
+    match store.get(id).await? {
+        Some(order) => Ok(HttpResponse::Ok().json(OrderResponse::try_from(order)?)),
+        None => Err(Problem::not_found(format!("order {id} does not exist"))),
+    }
+}
+
+/// Filters and page of `GET /orders`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only this customer's orders.
+    pub customer_id: Option<String>,
+    /// Only orders in this status: pending, completed, rejected or failed.
+    pub status: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub after: Option<String>,
+}
+
+impl ListQuery {
+    fn parse(&self) -> Result<ListFilter, Problem> {
+        let mut errors = Vec::new();
+        let status = match self.status.as_deref() {
+            None => None,
+            Some(text) => {
+                let status = OrderStatus::parse(text);
+                if status.is_none() {
+                    errors.push(FieldError {
+                        field: "status".into(),
+                        message: "must be one of pending, completed, rejected, failed".into(),
+                    });
+                }
+                status
+            }
+        };
+        let limit = match self.limit.as_deref() {
+            None => DEFAULT_PAGE_SIZE,
+            Some(text) => match text.parse::<u64>() {
+                Ok(limit) if (1..=MAX_PAGE_SIZE).contains(&limit) => limit,
+                _ => {
+                    errors.push(FieldError {
+                        field: "limit".into(),
+                        message: format!("must be an integer from 1 to {MAX_PAGE_SIZE}"),
+                    });
+                    DEFAULT_PAGE_SIZE
+                }
+            },
+        };
+        let after = match self.after.as_deref() {
+            None | Some("") => None,
+            Some(text) => {
+                let cursor = Cursor::decode(text);
+                if cursor.is_none() {
+                    errors.push(FieldError {
+                        field: "after".into(),
+                        message: "must be a next_cursor returned by this API".into(),
+                    });
+                }
+                cursor
+            }
+        };
+        if !errors.is_empty() {
+            return Err(Problem::validation(errors));
+        }
+        Ok(ListFilter {
+            customer_id: self.customer_id.clone(),
+            status,
+            limit,
+            after,
+        })
+    }
+}
+
+/// List orders, newest first, with keyset pagination.
+#[utoipa::path(
+    get,
+    path = "/orders",
+    tag = "orders",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of orders", body = OrderPage),
+        (status = 422, description = "A bad filter or limit; `field` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(name = "list orders", skip_all)]
+pub async fn list_orders(
+    query: web::Query<ListQuery>,
+    store: web::Data<OrderStore>,
+) -> Result<HttpResponse, Problem> {
+    let filter = query.parse()?;
+    let (orders, next) = store.list(&filter).await?;
+    let items = orders
+        .into_iter()
+        .map(OrderResponse::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(HttpResponse::Ok().json(OrderPage {
+        items,
+        next_cursor: next.map(|cursor| cursor.encode()),
+    }))
+}
+
+/// An order's status history, oldest first, starting with `pending`.
+#[utoipa::path(
+    get,
+    path = "/orders/{id}/history",
+    tag = "orders",
+    params(("id" = Uuid, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The history", body = [HistoryEntry]),
+        (status = 400, description = "`id` is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(name = "get order history", skip(store), fields(order_id = %id))]
+pub async fn order_history(
+    id: web::Path<String>,
+    store: web::Data<OrderStore>,
+) -> Result<HttpResponse, Problem> {
+    let id = parse_order_id(&id)?;
+    let Some(rows) = store.history(id).await? else {
+        return Err(Problem::not_found(format!("order {id} does not exist")));
+    };
+    let entries = rows
+        .into_iter()
+        .map(|row: order_status_history::Model| {
+            let status = OrderStatus::parse(&row.status).ok_or_else(Problem::internal)?;
+            Ok(HistoryEntry {
+                status,
+                at: row.at,
+                reason: row.reason,
+            })
+        })
+        .collect::<Result<Vec<_>, Problem>>()?;
+    Ok(HttpResponse::Ok().json(entries))
+}

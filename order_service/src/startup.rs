@@ -1,0 +1,141 @@
+//! Builds the order service from its settings: database (created and migrated), broker, outbox
+//! relay, `order.processed` consumer and HTTP server.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use anyhow::Context;
+use migration::OrdersMigrator;
+use sea_orm::DatabaseConnection;
+use shared::broker::Broker;
+use shared::consumer::{self, ConsumerSettings};
+use shared::outbox::Relay;
+use shared::service::{Service, Worker};
+use tokio_util::sync::CancellationToken;
+use tracing_actix_web::TracingLogger;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::api_doc::ApiDoc;
+use crate::configuration::Settings;
+use crate::messaging::OrderProcessedHandler;
+use crate::routes;
+use crate::store::OrderStore;
+
+pub struct Application {
+    port: u16,
+    settings: Settings,
+    db: DatabaseConnection,
+    broker: Arc<Broker>,
+    relay: Relay,
+    store: OrderStore,
+    server: actix_web::dev::Server,
+}
+
+impl Application {
+    /// Connects to PostgreSQL (creating and migrating the database), prepares the broker
+    /// connection (made in the background, so the API serves even while RabbitMQ is away) and binds
+    /// the HTTP listener (port 0 picks a free port; see [`Application::port`]).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let db = shared::database::connect(&settings.database)
+            .await
+            .context("connecting to PostgreSQL")?;
+        migration::migrate::<OrdersMigrator>(&db)
+            .await
+            .context("migrating the orders database")?;
+        let broker = Broker::new(
+            settings.amqp.url.clone(),
+            settings.amqp.topology(),
+            "order_service",
+        );
+        let relay = Relay::new(db.clone(), broker.clone(), settings.outbox.clone());
+        let store = OrderStore::new(db.clone(), relay.waker());
+
+        let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
+            .with_context(|| {
+                format!("binding {}:{}", settings.http.host, settings.http.port)
+            })?;
+        let port = listener.local_addr()?.port();
+        let server = {
+            let store = web::Data::new(store.clone());
+            let db = web::Data::new(db.clone());
+            let broker = web::Data::new(broker.clone());
+            let openapi = ApiDoc::openapi();
+            HttpServer::new(move || {
+                App::new()
+                    .wrap(TracingLogger::default())
+                    .app_data(store.clone())
+                    .app_data(db.clone())
+                    .app_data(broker.clone())
+                    .app_data(shared::http::query_config())
+                    .app_data(shared::http::path_config())
+                    .configure(routes::configure)
+                    .route(
+                        "/docs",
+                        web::get().to(|| async {
+                            HttpResponse::PermanentRedirect()
+                                .insert_header(("Location", "/docs/"))
+                                .finish()
+                        }),
+                    )
+                    .service(
+                        SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", openapi.clone()),
+                    )
+                    .default_service(web::to(shared::http::not_found))
+            })
+            .listen(listener)?
+            .disable_signals()
+            .shutdown_timeout(settings.shutdown.grace_seconds)
+            .run()
+        };
+        tracing::info!(port, "order_service listening");
+        Ok(Self {
+            port,
+            settings,
+            db,
+            broker,
+            relay,
+            store,
+            server,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves HTTP, relays the outbox and consumes `order.processed` until `shutdown` trips.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut workers: Vec<(&'static str, Worker)> = Vec::new();
+        let handler = Arc::new(OrderProcessedHandler::new(self.store));
+        workers.push((
+            "order.processed consumer",
+            Box::pin(consumer::run(
+                self.broker.clone(),
+                ConsumerSettings {
+                    queue: self.settings.amqp.order_processed_queue.clone(),
+                    prefetch: self.settings.amqp.prefetch,
+                    requeue_delay: Duration::from_secs(1),
+                },
+                handler,
+                shutdown.clone(),
+            )),
+        ));
+        if self.settings.outbox.relay_enabled {
+            workers.push(("outbox relay", Box::pin(self.relay.run(shutdown.clone()))));
+        } else {
+            tracing::warn!("outbox relay disabled: events wait in the outbox for another instance");
+        }
+        Service {
+            server: self.server,
+            workers,
+            broker: self.broker,
+            db: self.db,
+            grace: Duration::from_secs(self.settings.shutdown.grace_seconds),
+        }
+        .run_until_stopped(shutdown)
+        .await
+    }
+}

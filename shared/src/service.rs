@@ -1,0 +1,82 @@
+//! Running a service: its HTTP server and its background workers (consumer, outbox relay) side by
+//! side until the shutdown token trips or one of them stops, then a graceful stop bounded by the
+//! grace period.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use sea_orm::DatabaseConnection;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+
+pub type Worker = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+pub struct Service {
+    pub server: Server,
+    /// Named background work; each must return when the shutdown token trips.
+    pub workers: Vec<(&'static str, Worker)>,
+    pub broker: Arc<Broker>,
+    pub db: DatabaseConnection,
+    pub grace: Duration,
+}
+
+impl Service {
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let mut server = tokio::spawn(self.server);
+        let mut workers = JoinSet::new();
+        for (name, worker) in self.workers {
+            workers.spawn(async move {
+                worker.await;
+                name
+            });
+        }
+        let mut outcome = Ok(());
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            result = &mut server => {
+                outcome = match result {
+                    Ok(Ok(())) => Err(anyhow::anyhow!("the HTTP server stopped by itself")),
+                    Ok(Err(error)) => Err(anyhow::anyhow!("the HTTP server failed: {error}")),
+                    Err(error) => Err(anyhow::anyhow!("the HTTP server panicked: {error}")),
+                };
+            }
+            Some(finished) = workers.join_next() => {
+                let name = finished.unwrap_or("a worker");
+                outcome = Err(anyhow::anyhow!("{name} stopped by itself"));
+            }
+        }
+        if let Err(error) = &outcome {
+            tracing::error!(%error, "stopping the service");
+        }
+        shutdown.cancel();
+        let deadline = tokio::time::Instant::now() + self.grace;
+        // No new requests; those in flight finish (actix bounds this by its shutdown timeout).
+        if tokio::time::timeout_at(deadline, handle.stop(true)).await.is_err() {
+            tracing::warn!("HTTP requests still in flight at the end of the grace period");
+        }
+        let drained = tokio::time::timeout_at(deadline, async {
+            while let Some(finished) = workers.join_next().await {
+                if let Ok(name) = finished {
+                    tracing::info!(worker = name, "worker stopped");
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("workers still busy at the end of the grace period; aborting them");
+            workers.shutdown().await;
+        }
+        self.broker.close().await;
+        if let Err(error) = self.db.close().await {
+            tracing::warn!(%error, "closing the database pool failed");
+        }
+        tracing::info!("stopped");
+        outcome
+    }
+}
