@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::web;
 use anyhow::Context;
 use migration::OrdersMigrator;
 use sea_orm::DatabaseConnection;
@@ -14,9 +14,7 @@ use shared::consumer::{self, ConsumerSettings};
 use shared::outbox::Relay;
 use shared::service::{Service, Worker};
 use tokio_util::sync::CancellationToken;
-use tracing_actix_web::TracingLogger;
 use utoipa::OpenApi;
-use utoipa_swagger_ui::SwaggerUi;
 
 use crate::api_doc::ApiDoc;
 use crate::configuration::Settings;
@@ -62,33 +60,17 @@ impl Application {
             let store = web::Data::new(store.clone());
             let db = web::Data::new(db.clone());
             let broker = web::Data::new(broker.clone());
-            let openapi = ApiDoc::openapi();
-            HttpServer::new(move || {
-                App::new()
-                    .wrap(TracingLogger::default())
-                    .app_data(store.clone())
-                    .app_data(db.clone())
-                    .app_data(broker.clone())
-                    .app_data(shared::http::query_config())
-                    .app_data(shared::http::path_config())
-                    .configure(routes::configure)
-                    .route(
-                        "/docs",
-                        web::get().to(|| async {
-                            HttpResponse::PermanentRedirect()
-                                .insert_header(("Location", "/docs/"))
-                                .finish()
-                        }),
-                    )
-                    .service(
-                        SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", openapi.clone()),
-                    )
-                    .default_service(web::to(shared::http::not_found))
-            })
-            .listen(listener)?
-            .disable_signals()
-            .shutdown_timeout(settings.shutdown.grace_seconds)
-            .run()
+            shared::http::serve(
+                listener,
+                settings.shutdown.grace_seconds,
+                ApiDoc::openapi(),
+                move |cfg: &mut web::ServiceConfig| {
+                    cfg.app_data(store.clone())
+                        .app_data(db.clone())
+                        .app_data(broker.clone())
+                        .configure(routes::configure);
+                },
+            )?
         };
         tracing::info!(port, "order_service listening");
         Ok(Self {

@@ -1,1 +1,18 @@
-fn main() {}
+use processor_service::configuration::Settings;
+use processor_service::startup::Application;
+use shared::telemetry::{LogFormat, get_subscriber, init_subscriber};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_subscriber(get_subscriber(
+        "processor_service",
+        LogFormat::from_env(),
+        std::io::stdout,
+    ))?;
+    let settings = Settings::load()?;
+    let application = Application::build(settings).await?;
+    let shutdown = CancellationToken::new();
+    shared::shutdown::cancel_on_signal(shutdown.clone());
+    application.run_until_stopped(shutdown).await
+}

@@ -200,13 +200,13 @@ pub async fn read_json<T: DeserializeOwned>(
     })
 }
 
-/// The offending field: serde reports a missing or unknown field in its message, not its path.
+/// The offending field. serde_path_to_error's path ends at the field for a wrong type or an
+/// unknown field, but at the parent for a missing one, which only the message names.
 fn field_of(path: &str, message: &str) -> String {
-    let named = ["missing field `", "unknown field `"]
-        .iter()
-        .find_map(|prefix| message.strip_prefix(prefix))
+    let missing = message
+        .strip_prefix("missing field `")
         .and_then(|rest| rest.split('`').next());
-    match (path, named) {
+    match (path, missing) {
         (".", Some(name)) => name.to_owned(),
         (".", None) => "body".to_owned(),
         (path, Some(name)) => format!("{path}.{name}"),
@@ -341,6 +341,46 @@ mod tests {
         assert_eq!(field_of(".", "missing field `customer_id`"), "customer_id");
         assert_eq!(field_of("items[0]", "missing field `price`"), "items[0].price");
         assert_eq!(field_of("items[0].quantity", "invalid type: string"), "items[0].quantity");
+        assert_eq!(field_of("colour", "unknown field `colour`, expected"), "colour");
         assert_eq!(field_of(".", "invalid type: sequence"), "body");
     }
+}
+
+/// The HTTP server both services run: request tracing, problem-details errors for extractors and
+/// unknown routes, Swagger UI at `/docs/` and the OpenAPI document at `/api-docs/openapi.json`.
+/// `configure` adds the service's routes and state.
+pub fn serve<F>(
+    listener: std::net::TcpListener,
+    grace_seconds: u64,
+    openapi: utoipa::openapi::OpenApi,
+    configure: F,
+) -> std::io::Result<actix_web::dev::Server>
+where
+    F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+{
+    use actix_web::{App, HttpServer};
+    Ok(HttpServer::new(move || {
+        App::new()
+            .wrap(tracing_actix_web::TracingLogger::default())
+            .app_data(query_config())
+            .app_data(path_config())
+            .configure(configure.clone())
+            .route(
+                "/docs",
+                web::get().to(|| async {
+                    HttpResponse::PermanentRedirect()
+                        .insert_header(("Location", "/docs/"))
+                        .finish()
+                }),
+            )
+            .service(
+                utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
+                    .url("/api-docs/openapi.json", openapi.clone()),
+            )
+            .default_service(web::to(not_found))
+    })
+    .listen(listener)?
+    .disable_signals()
+    .shutdown_timeout(grace_seconds)
+    .run())
 }

@@ -13,3 +13,5 @@ pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topology;
+#[cfg(feature = "test-support")]
+pub mod testing;

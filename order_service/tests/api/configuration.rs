@@ -1,0 +1,40 @@
+//! Start-up with a bad setting fails with a message naming the variable.
+
+use std::process::Command;
+
+fn start_with(variable: &str, value: &str) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_order_service"))
+        .env(variable, value)
+        // Never reach a real start: if the setting were accepted, this one fails it instead.
+        .env("ORDER_SERVICE__DATABASE__URL", "postgres://nobody@127.0.0.1:1/none")
+        .output()
+        .expect("run order_service");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_non_numeric_port_fails_start_up_naming_the_variable() {
+    let (ok, stderr) = start_with("ORDER_SERVICE__HTTP__PORT", "eighty");
+    assert!(!ok);
+    assert!(stderr.contains("ORDER_SERVICE__HTTP__PORT"), "{stderr}");
+}
+
+#[test]
+fn an_out_of_range_prefetch_fails_start_up_naming_the_variable() {
+    let (ok, stderr) = start_with("ORDER_SERVICE__AMQP__PREFETCH", "0");
+    assert!(!ok);
+    assert!(stderr.contains("ORDER_SERVICE__AMQP__PREFETCH"), "{stderr}");
+}
+
+#[test]
+fn a_database_url_of_another_kind_fails_start_up_naming_the_variable() {
+    let output = Command::new(env!("CARGO_BIN_EXE_order_service"))
+        .env("ORDER_SERVICE__DATABASE__URL", "mysql://x/y")
+        .output()
+        .expect("run order_service");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("ORDER_SERVICE__DATABASE__URL"));
+}

@@ -1,0 +1,14 @@
+//! Integration tests of the order service against the real PostgreSQL and RabbitMQ. Each test
+//! starts the service through `helpers::spawn_app`, with its own database and broker names.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod configuration;
+mod health;
+mod helpers;
+mod listing;
+mod openapi;
+mod orders;
+mod outbox;
+mod processed;
+mod validation;

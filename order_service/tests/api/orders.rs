@@ -1,0 +1,113 @@
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shared::events::OrderCreated;
+use shared::topology::routing_keys;
+
+use crate::helpers::{DEADLINE, spawn_app, valid_order};
+
+#[tokio::test]
+async fn a_valid_order_is_stored_pending_and_announced_with_order_created() {
+    let app = spawn_app().await;
+    let mut tap = app.probe.tap(routing_keys::ORDER_CREATED).await;
+
+    let response = app.post_order(&valid_order()).await;
+
+    assert_eq!(response.status(), 201);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let order: Value = response.json().await.unwrap();
+    let id = order["id"].as_str().unwrap();
+    assert_eq!(location, format!("/orders/{id}"));
+    assert_eq!(order["customer_id"], "customer-123");
+    assert_eq!(order["status"], "pending");
+    assert_eq!(order["error_message"], Value::Null);
+    assert_eq!(order["total_amount"], "21.00");
+    assert_eq!(
+        order["items"],
+        json!([{"product_id": "product-1", "quantity": 2, "price": "10.50"}])
+    );
+    let created_at = order["created_at"].as_str().unwrap();
+    assert!(created_at.ends_with('Z'), "UTC RFC 3339: {created_at}");
+    chrono::DateTime::parse_from_rfc3339(created_at).unwrap();
+
+    // What was answered is what is stored.
+    assert_eq!(app.get_json(&location).await, order);
+
+    let event = tap.next_event::<OrderCreated>(DEADLINE).await;
+    assert_eq!(event.event_type, "order.created");
+    assert_eq!(event.schema_version, 1);
+    assert_eq!(event.correlation_id.to_string(), id);
+    assert_eq!(event.payload.order_id.to_string(), id);
+    assert_eq!(event.payload.total_amount.to_string(), "21.00");
+    assert_eq!(event.payload.items[0].price.to_string(), "10.50");
+}
+
+#[tokio::test]
+async fn prices_are_exact_whether_sent_as_numbers_or_strings() {
+    let app = spawn_app().await;
+    let order = app
+        .create_order(&json!({
+            "customer_id": "c",
+            "items": [
+                {"product_id": "a", "quantity": 3, "price": "0.10"},
+                {"product_id": "b", "quantity": 7, "price": 0.2},
+                {"product_id": "c", "quantity": 1, "price": 10.500}
+            ]
+        }))
+        .await;
+    // 0.30 + 1.40 + 10.50, with no binary floating point drift.
+    assert_eq!(order["total_amount"], "12.20");
+    assert_eq!(order["items"][2]["price"], "10.50");
+}
+
+#[tokio::test]
+async fn an_unknown_order_is_a_problem_404() {
+    let app = spawn_app().await;
+    let response = app
+        .get(&format!("/orders/{}", uuid::Uuid::new_v4()))
+        .await;
+    assert_eq!(response.status(), 404);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["status"], 404);
+}
+
+#[tokio::test]
+async fn an_id_that_is_not_a_uuid_is_a_problem_400_naming_it() {
+    let app = spawn_app().await;
+    for path in ["/orders/not-a-uuid", "/orders/123/history"] {
+        let response = app.get(path).await;
+        assert_eq!(response.status(), 400, "{path}");
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["field"], "id");
+    }
+}
+
+#[tokio::test]
+async fn the_history_of_a_new_order_starts_with_pending() {
+    let app = spawn_app().await;
+    let order = app.create_order(&valid_order()).await;
+    let history = app
+        .get_json(&format!("/orders/{}/history", order["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(history.as_array().unwrap().len(), 1);
+    assert_eq!(history[0]["status"], "pending");
+    assert_eq!(history[0]["reason"], Value::Null);
+    assert_eq!(history[0]["at"], order["created_at"]);
+
+    let unknown = app
+        .get(&format!("/orders/{}/history", uuid::Uuid::new_v4()))
+        .await;
+    assert_eq!(unknown.status(), 404);
+}
+
+#[tokio::test]
+async fn the_swagger_ui_is_served_offline_at_docs() {
+    let app = spawn_app().await;
+    let response = app.get("/docs/").await;
+    assert_eq!(response.status(), 200);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("swagger"), "{page}");
+    let _ = Duration::ZERO;
+}

@@ -1,0 +1,3 @@
+//! sea-orm entities of the processor's tables.
+
+pub mod processing;

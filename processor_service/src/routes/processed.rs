@@ -1,0 +1,94 @@
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use shared::events::ProcessingStatus;
+use shared::http::Problem;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::entities::processing;
+use crate::store::{ProcessingStore, StoreError};
+
+/// The processor's record of an order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProcessedResponse {
+    pub order_id: Uuid,
+    /// Null while the order is being processed.
+    #[schema(value_type = Option<String>, example = "completed")]
+    pub decision: Option<ProcessingStatus>,
+    /// Why, for `rejected` and `failed`.
+    pub reason: Option<String>,
+    /// Deliveries of the order's `order.created` that reached the processor.
+    #[schema(example = 1)]
+    pub attempts: i32,
+    /// RFC 3339, UTC.
+    pub first_seen_at: DateTime<Utc>,
+    /// RFC 3339, UTC; null while undecided.
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<processing::Model> for ProcessedResponse {
+    type Error = Problem;
+
+    fn try_from(model: processing::Model) -> Result<Self, Problem> {
+        let decision = match model.decision.as_deref() {
+            None => None,
+            Some(text) => Some(ProcessingStatus::parse(text).ok_or_else(|| {
+                tracing::error!(order_id = %model.order_id, decision = text, "stored decision unknown");
+                Problem::internal()
+            })?),
+        };
+        Ok(Self {
+            order_id: model.order_id,
+            decision,
+            reason: model.reason,
+            attempts: model.attempts,
+            first_seen_at: model.first_seen_at,
+            decided_at: model.decided_at,
+        })
+    }
+}
+
+impl From<StoreError> for Problem {
+    fn from(error: StoreError) -> Self {
+        match &error {
+            StoreError::Db(db) if matches!(db, sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_)) => {
+                tracing::warn!(%error, "database unavailable");
+                Problem::unavailable("the database is unavailable; retry later")
+            }
+            _ => {
+                tracing::error!(%error, "database error");
+                Problem::internal()
+            }
+        }
+    }
+}
+
+/// The processing record of an order.
+#[utoipa::path(
+    get,
+    path = "/processed/{order_id}",
+    tag = "processing",
+    params(("order_id" = Uuid, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The record", body = ProcessedResponse),
+        (status = 400, description = "`order_id` is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The processor has not seen this order", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(name = "get processing record", skip(store), fields(order_id = %order_id))]
+pub async fn get_processed(
+    order_id: web::Path<String>,
+    store: web::Data<ProcessingStore>,
+) -> Result<HttpResponse, Problem> {
+    let order_id = Uuid::parse_str(&order_id).map_err(|_| {
+        Problem::bad_field("order_id", format!("must be a UUID, got {:?}", order_id.as_str()))
+    })?;
+    match store.get(order_id).await? {
+        Some(record) => Ok(HttpResponse::Ok().json(ProcessedResponse::try_from(record)?)),
+        None => Err(Problem::not_found(format!(
+            "no processing record for order {order_id}"
+        ))),
+    }
+}

@@ -1,0 +1,123 @@
+//! Builds the processor from its settings: database (created and migrated), broker, outbox relay,
+//! `order.created` consumer and HTTP server.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use anyhow::Context;
+use migration::ProcessorMigrator;
+use sea_orm::DatabaseConnection;
+use shared::broker::Broker;
+use shared::consumer::{self, ConsumerSettings};
+use shared::outbox::Relay;
+use shared::service::{Service, Worker};
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+
+use crate::api_doc::ApiDoc;
+use crate::configuration::Settings;
+use crate::messaging::OrderCreatedHandler;
+use crate::routes;
+use crate::store::ProcessingStore;
+
+pub struct Application {
+    port: u16,
+    settings: Settings,
+    db: DatabaseConnection,
+    broker: Arc<Broker>,
+    relay: Relay,
+    store: ProcessingStore,
+    server: actix_web::dev::Server,
+}
+
+impl Application {
+    /// Connects to PostgreSQL (creating and migrating the database), prepares the broker
+    /// connection (made in the background) and binds the HTTP listener (port 0 picks a free one).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let db = shared::database::connect(&settings.database)
+            .await
+            .context("connecting to PostgreSQL")?;
+        migration::migrate::<ProcessorMigrator>(&db)
+            .await
+            .context("migrating the processor database")?;
+        let broker = Broker::new(
+            settings.amqp.url.clone(),
+            settings.amqp.topology(),
+            "processor_service",
+        );
+        let relay = Relay::new(db.clone(), broker.clone(), settings.outbox.clone());
+        let store = ProcessingStore::new(db.clone(), relay.waker());
+
+        let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
+            .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;
+        let port = listener.local_addr()?.port();
+        let server = {
+            let store = web::Data::new(store.clone());
+            let db = web::Data::new(db.clone());
+            let broker = web::Data::new(broker.clone());
+            shared::http::serve(
+                listener,
+                settings.shutdown.grace_seconds,
+                ApiDoc::openapi(),
+                move |cfg: &mut web::ServiceConfig| {
+                    cfg.app_data(store.clone())
+                        .app_data(db.clone())
+                        .app_data(broker.clone())
+                        .configure(routes::configure);
+                },
+            )?
+        };
+        tracing::info!(port, "processor_service listening");
+        Ok(Self {
+            port,
+            settings,
+            db,
+            broker,
+            relay,
+            store,
+            server,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves HTTP, consumes `order.created` and relays the outbox until `shutdown` trips.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let handler = Arc::new(OrderCreatedHandler::new(
+            self.store,
+            self.settings.rules.max_order_total,
+            Duration::from_millis(self.settings.work.delay_ms),
+        ));
+        let mut workers: Vec<(&'static str, Worker)> = vec![(
+            "order.created consumer",
+            Box::pin(consumer::run(
+                self.broker.clone(),
+                ConsumerSettings {
+                    queue: self.settings.amqp.order_created_queue.clone(),
+                    prefetch: self.settings.amqp.prefetch,
+                    requeue_delay: Duration::from_secs(1),
+                },
+                handler,
+                shutdown.clone(),
+            )),
+        )];
+        if self.settings.outbox.relay_enabled {
+            workers.push(("outbox relay", Box::pin(self.relay.run(shutdown.clone()))));
+        } else {
+            tracing::warn!("outbox relay disabled: events wait in the outbox for another instance");
+        }
+        Service {
+            server: self.server,
+            workers,
+            broker: self.broker,
+            db: self.db,
+            grace: Duration::from_secs(self.settings.shutdown.grace_seconds),
+        }
+        .run_until_stopped(shutdown)
+        .await
+    }
+}

@@ -1,0 +1,283 @@
+//! Test support (feature `test-support`): every test gets its own databases and its own exchange
+//! and queue names, and cleans them up; a [`BrokerProbe`] publishes raw messages and observes what
+//! the services publish without taking it from their queues.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
+    ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+
+use crate::configuration::{AmqpSettings, DatabaseSettings, Secret};
+use crate::events::{Envelope, Event};
+use crate::topology::Topology;
+
+/// PostgreSQL server the tests use (`TEST_DATABASE_SERVER`, default the local one).
+pub fn database_server() -> String {
+    std::env::var("TEST_DATABASE_SERVER")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// RabbitMQ the tests use (`TEST_AMQP_URL`, default the local one).
+pub fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// A short unique id for one test's resources.
+pub fn unique_id() -> String {
+    format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+pub fn database_settings(name: &str) -> DatabaseSettings {
+    DatabaseSettings {
+        url: Secret::new(format!("{}/{name}", database_server())),
+        max_connections: 8,
+        acquire_timeout_ms: 3000,
+    }
+}
+
+/// Broker settings whose every exchange and queue name carries `id`.
+pub fn amqp_settings(id: &str) -> AmqpSettings {
+    let topology = Topology::with_prefix(id);
+    AmqpSettings {
+        url: Secret::new(amqp_url()),
+        prefetch: 32,
+        exchange: topology.exchange,
+        dead_letter_exchange: topology.dead_letter_exchange,
+        order_created_queue: topology.order_created_queue,
+        order_processed_queue: topology.order_processed_queue,
+        order_created_dead_letter_queue: topology.order_created_dead_letter_queue,
+        order_processed_dead_letter_queue: topology.order_processed_dead_letter_queue,
+    }
+}
+
+/// Polls `check` until it gives a value, failing the test after `deadline`.
+pub async fn wait_until<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > end {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Drops the test's databases and broker names when the test ends (also when it panics).
+pub struct Cleanup {
+    pub databases: Vec<String>,
+    pub topology: Option<Topology>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let databases = std::mem::take(&mut self.databases);
+        let topology = self.topology.take();
+        // Drop runs inside the test's runtime: do the async clean-up on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                for url in databases {
+                    let _ = crate::database::drop_database(&url).await;
+                }
+                if let Some(topology) = topology
+                    && let Ok(connection) =
+                        Connection::connect(&amqp_url(), ConnectionProperties::default()).await
+                    && let Ok(channel) = connection.create_channel().await
+                {
+                    let _ = topology.delete(&channel).await;
+                    let _ = connection.close(200, "OK".into()).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A test's own connection to the broker: publishes like a service would, and taps routing keys.
+pub struct BrokerProbe {
+    pub topology: Topology,
+    connection: Connection,
+    channel: Channel,
+}
+
+impl BrokerProbe {
+    /// Connects and declares the topology (so messages can be routed before a service starts).
+    pub async fn connect(topology: Topology) -> Self {
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+            .await
+            .expect("connect to RabbitMQ");
+        let channel = connection.create_channel().await.expect("channel");
+        topology.declare(&channel).await.expect("declare topology");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirm mode");
+        Self {
+            topology,
+            connection,
+            channel,
+        }
+    }
+
+    /// Publishes `body` to the test's exchange and waits for the broker's confirm.
+    pub async fn publish_raw(&self, routing_key: &str, body: &[u8], properties: BasicProperties) {
+        let confirmation = self
+            .channel
+            .basic_publish(
+                self.topology.exchange.as_str().into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties.with_delivery_mode(2),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(confirmation.is_ack(), "broker refused the test message");
+    }
+
+    /// Publishes an event as a service would (`message_id` = `event_id`).
+    pub async fn publish<P: Event>(&self, event: &Envelope<P>) {
+        self.publish_raw(
+            P::ROUTING_KEY,
+            &event.encode().expect("encode"),
+            BasicProperties::default()
+                .with_message_id(event.event_id.to_string().into())
+                .with_content_type("application/json".into()),
+        )
+        .await;
+    }
+
+    /// A private queue receiving a copy of everything published with `routing_key`.
+    pub async fn tap(&self, routing_key: &str) -> Tap {
+        let channel = self.connection.create_channel().await.expect("channel");
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare tap queue");
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                self.topology.exchange.as_str().into(),
+                routing_key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind tap queue");
+        let consumer = channel
+            .basic_consume(
+                queue.name().clone(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume tap queue");
+        Tap {
+            _channel: channel,
+            consumer,
+        }
+    }
+
+    /// Takes one message from `queue`, if any.
+    pub async fn get(&self, queue: &str) -> Option<Delivery> {
+        let message = self
+            .channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")?;
+        Some(message.delivery)
+    }
+
+    /// Messages ready in `queue`.
+    pub async fn message_count(&self, queue: &str) -> u32 {
+        self.channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("passive declare")
+            .message_count()
+    }
+}
+
+/// Copies of the messages of one routing key, in order.
+pub struct Tap {
+    _channel: Channel,
+    consumer: Consumer,
+}
+
+impl Tap {
+    /// The next message, failing the test after `deadline`.
+    pub async fn next(&mut self, deadline: Duration) -> Delivery {
+        let delivery = tokio::time::timeout(deadline, self.consumer.next())
+            .await
+            .unwrap_or_else(|_| panic!("no message within {deadline:?}"))
+            .expect("tap consumer ended")
+            .expect("tap delivery");
+        delivery
+            .ack(BasicAckOptions::default())
+            .await
+            .expect("ack tap delivery");
+        delivery
+    }
+
+    /// The next message decoded as `P`.
+    pub async fn next_event<P: Event>(&mut self, deadline: Duration) -> Envelope<P> {
+        let delivery = self.next(deadline).await;
+        let envelope = Envelope::<P>::decode(&delivery.data).expect("decode tapped event");
+        assert_eq!(
+            delivery.properties.message_id().as_ref().map(|id| id.to_string()),
+            Some(envelope.event_id.to_string()),
+            "message_id must equal event_id"
+        );
+        envelope
+    }
+
+    /// Whether a message arrives within `window`: only for asserting that nothing more came after
+    /// a condition that guarantees it would have been published already.
+    pub async fn try_next(&mut self, window: Duration) -> Option<Delivery> {
+        let delivery = tokio::time::timeout(window, self.consumer.next())
+            .await
+            .ok()??
+            .ok()?;
+        let _ = delivery.ack(BasicAckOptions::default()).await;
+        Some(delivery)
+    }
+}
