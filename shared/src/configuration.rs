@@ -192,14 +192,31 @@ where
         .map_err(|e| from_config_error(prefix, &file_variable, e))
 }
 
-fn from_config_error(prefix: &str, file_variable: &str, error: config::ConfigError) -> ConfigurationError {
+fn from_config_error(
+    prefix: &str,
+    file_variable: &str,
+    error: config::ConfigError,
+) -> ConfigurationError {
+    let message = error.to_string();
     match &error {
-        config::ConfigError::Type { key: Some(key), .. } => ConfigurationError::new(prefix, key, error.to_string()),
-        config::ConfigError::Foreign(_) | config::ConfigError::FileParse { .. } | config::ConfigError::NotFound(_) => {
-            ConfigurationError { variable: file_variable.to_owned(), message: error.to_string() }
-        }
-        // serde's own messages ("unknown field `prot`, expected one of ...") carry no path.
-        _ => ConfigurationError { variable: format!("{prefix}__*"), message: error.to_string() },
+        config::ConfigError::Foreign(_)
+        | config::ConfigError::FileParse { .. }
+        | config::ConfigError::NotFound(_) => ConfigurationError {
+            variable: file_variable.to_owned(),
+            message,
+        },
+        // Type and custom errors end with "for key `section.key`".
+        _ => match message
+            .rsplit_once("for key `")
+            .and_then(|(_, rest)| rest.split('`').next())
+        {
+            Some(key) => ConfigurationError::new(prefix, key, message.clone()),
+            // serde's own messages ("unknown field `prot`, expected ...") carry no path.
+            None => ConfigurationError {
+                variable: format!("{prefix}__*"),
+                message,
+            },
+        },
     }
 }
 

@@ -1,0 +1,28 @@
+//! Start-up with a bad setting fails with a message naming the variable.
+
+use std::process::Command;
+
+fn start_with(variable: &str, value: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_processor_service"))
+        .env(variable, value)
+        // If the setting were accepted, start-up would fail here instead, without naming it.
+        .env("PROCESSOR_SERVICE__DATABASE__URL", "postgres://nobody@127.0.0.1:1/none")
+        .output()
+        .expect("run processor_service");
+    assert!(!output.status.success());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn bad_values_fail_start_up_naming_the_variable() {
+    for (variable, value) in [
+        ("PROCESSOR_SERVICE__RULES__MAX_ORDER_TOTAL", "lots"),
+        ("PROCESSOR_SERVICE__RULES__MAX_ORDER_TOTAL", "-1"),
+        ("PROCESSOR_SERVICE__WORK__DELAY_MS", "soon"),
+        ("PROCESSOR_SERVICE__AMQP__PREFETCH", "70000"),
+        ("PROCESSOR_SERVICE__HTTP__PORT", "-5"),
+    ] {
+        let stderr = start_with(variable, value);
+        assert!(stderr.contains(variable), "{variable}={value}: {stderr}");
+    }
+}

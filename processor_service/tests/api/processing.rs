@@ -1,0 +1,121 @@
+use serde_json::Value;
+use shared::events::{OrderProcessed, ProcessingStatus};
+use shared::topology::routing_keys;
+
+use crate::helpers::{DEADLINE, order_created, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn an_order_within_the_limit_is_completed_and_announced() {
+    let app = spawn_app().await;
+    let mut tap = app.probe.tap(routing_keys::ORDER_PROCESSED).await;
+    let event = order_created(2, "10.50");
+    let order_id = event.payload.order_id;
+
+    app.probe.publish(&event).await;
+
+    let verdict = tap.next_event::<OrderProcessed>(DEADLINE).await;
+    assert_eq!(verdict.payload.order_id, order_id);
+    assert_eq!(verdict.correlation_id, order_id);
+    assert_eq!(verdict.payload.status, ProcessingStatus::Completed);
+    assert_eq!(verdict.payload.reason, None);
+    let record = app.wait_for_record(order_id, |r| !r["decision"].is_null()).await;
+    assert_eq!(record["decision"], "completed");
+    assert_eq!(record["attempts"], 1);
+    assert_eq!(record["reason"], Value::Null);
+    assert!(record["decided_at"].as_str().unwrap().ends_with('Z'));
+}
+
+#[tokio::test]
+async fn an_order_over_the_limit_is_rejected_with_the_reason() {
+    let app = spawn_app_with(|settings| settings.rules.max_order_total = "100.00".parse().unwrap()).await;
+    let mut tap = app.probe.tap(routing_keys::ORDER_PROCESSED).await;
+    let over = order_created(1, "100.01");
+    let at_limit = order_created(1, "100.00");
+
+    app.probe.publish(&over).await;
+    app.probe.publish(&at_limit).await;
+
+    let mut verdicts = vec![
+        tap.next_event::<OrderProcessed>(DEADLINE).await.payload,
+        tap.next_event::<OrderProcessed>(DEADLINE).await.payload,
+    ];
+    verdicts.sort_by_key(|v| v.order_id != over.payload.order_id);
+    assert_eq!(verdicts[0].status, ProcessingStatus::Rejected);
+    let reason = verdicts[0].reason.clone().unwrap();
+    assert!(reason.contains("exceeds the maximum of 100.00"), "{reason}");
+    assert_eq!(verdicts[1].order_id, at_limit.payload.order_id);
+    assert_eq!(verdicts[1].status, ProcessingStatus::Completed);
+    let record = app
+        .wait_for_record(over.payload.order_id, |r| !r["decision"].is_null())
+        .await;
+    assert_eq!(record["decision"], "rejected");
+    assert_eq!(record["reason"], reason.as_str());
+}
+
+#[tokio::test]
+async fn a_duplicated_order_created_is_processed_once() {
+    let app = spawn_app().await;
+    let mut tap = app.probe.tap(routing_keys::ORDER_PROCESSED).await;
+    let event = order_created(1, "5.00");
+    let order_id = event.payload.order_id;
+    // The same event three times, and once more under another event id (a re-published order).
+    let mut republished = event.clone();
+    republished.event_id = uuid::Uuid::new_v4();
+    for message in [&event, &event, &event, &republished] {
+        app.probe.publish(message).await;
+    }
+
+    // Every delivery reached the processor...
+    let record = app.wait_for_record(order_id, |r| r["attempts"] == 4).await;
+    assert_eq!(record["decision"], "completed");
+    // ...and exactly one decision and one result event came of them.
+    assert_eq!(app.count("SELECT count(*) FROM processing").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM outbox").await, 1);
+    let verdict = tap.next_event::<OrderProcessed>(DEADLINE).await;
+    assert_eq!(verdict.payload.order_id, order_id);
+    shared::testing::wait_until("the outbox to be relayed", DEADLINE, || async {
+        (app.count("SELECT count(*) FROM outbox WHERE sent_at IS NULL").await == 0).then_some(())
+    })
+    .await;
+    assert!(
+        tap.try_next(std::time::Duration::from_millis(300)).await.is_none(),
+        "a second order.processed was published"
+    );
+}
+
+#[tokio::test]
+async fn poison_messages_are_dead_lettered_and_consuming_goes_on() {
+    let app = spawn_app().await;
+    let mut wrong_version = serde_json::to_value(order_created(1, "1.00")).unwrap();
+    wrong_version["schema_version"] = 99.into();
+    let mut inconsistent = order_created(1, "1.00");
+    inconsistent.payload.total_amount = "0.50".parse().unwrap();
+    let poison: Vec<(Vec<u8>, Option<String>)> = vec![
+        (b"not json".to_vec(), Some("m1".into())),
+        (br#"{"event_type":"order.created"}"#.to_vec(), Some("m2".into())),
+        (serde_json::to_vec(&wrong_version).unwrap(), Some("m3".into())),
+        (order_created(1, "1.00").encode().unwrap(), None),
+        (inconsistent.encode().unwrap(), Some(inconsistent.event_id.to_string())),
+    ];
+    let count = poison.len() as u32;
+    for (body, message_id) in poison {
+        let mut properties = lapin::BasicProperties::default();
+        if let Some(id) = message_id {
+            properties = properties.with_message_id(id.into());
+        }
+        app.probe
+            .publish_raw(routing_keys::ORDER_CREATED, &body, properties)
+            .await;
+    }
+    let dlq = app.settings.amqp.order_created_dead_letter_queue.clone();
+    shared::testing::wait_until("every poison message in the dead-letter queue", DEADLINE, || async {
+        (app.probe.message_count(&dlq).await == count).then_some(())
+    })
+    .await;
+    assert_eq!(app.count("SELECT count(*) FROM processing").await, 0);
+
+    let good = order_created(1, "1.00");
+    app.probe.publish(&good).await;
+    app.wait_for_record(good.payload.order_id, |r| r["decision"] == "completed")
+        .await;
+}
