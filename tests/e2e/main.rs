@@ -1,0 +1,7 @@
+//! The pipeline end to end: an order posted over HTTP goes through RabbitMQ to the processor and
+//! back, against the real PostgreSQL and RabbitMQ.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+mod pipeline;

@@ -1,0 +1,79 @@
+use std::collections::HashMap;
+
+use futures_util::future::join_all;
+use serde_json::Value;
+
+use crate::helpers::{order, spawn_pipeline};
+
+#[tokio::test]
+async fn an_order_goes_from_pending_to_completed_through_both_services() {
+    let pipeline = spawn_pipeline("10000.00").await;
+    let placed = pipeline.place(&order("customer-123", 2, "10.50")).await;
+    assert_eq!(placed["status"], "pending");
+    let id = placed["id"].as_str().unwrap();
+
+    let done = pipeline.wait_until_final(id).await;
+
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["error_message"], Value::Null);
+    assert_eq!(done["total_amount"], "21.00");
+    let history = pipeline
+        .get(format!("{}/orders/{id}/history", pipeline.orders))
+        .await;
+    let statuses: Vec<_> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(statuses, ["pending", "completed"]);
+    let record = pipeline
+        .get(format!("{}/processed/{id}", pipeline.processor))
+        .await;
+    assert_eq!(record["decision"], "completed");
+    assert_eq!(record["attempts"], 1);
+}
+
+#[tokio::test]
+async fn an_order_over_the_limit_ends_rejected_with_the_reason() {
+    let pipeline = spawn_pipeline("10000.00").await;
+    let placed = pipeline.place(&order("big-spender", 2, "5000.01")).await;
+    let id = placed["id"].as_str().unwrap();
+
+    let done = pipeline.wait_until_final(id).await;
+
+    assert_eq!(done["status"], "rejected");
+    let reason = done["error_message"].as_str().unwrap();
+    assert!(reason.contains("10000.02") && reason.contains("10000.00"), "{reason}");
+    let history = pipeline
+        .get(format!("{}/orders/{id}/history", pipeline.orders))
+        .await;
+    assert_eq!(history[1]["status"], "rejected");
+    assert_eq!(history[1]["reason"], reason);
+}
+
+#[tokio::test]
+async fn a_burst_of_concurrent_orders_all_end_final_each_decided_once() {
+    let pipeline = spawn_pipeline("100.00").await;
+    let bodies: Vec<Value> = (0..60)
+        .map(|i| order(&format!("customer-{}", i % 7), 1, if i % 3 == 0 { "150.00" } else { "20.00" }))
+        .collect();
+    let placed = join_all(bodies.iter().map(|body| pipeline.place(body))).await;
+
+    let mut statuses: HashMap<String, usize> = HashMap::new();
+    for order in &placed {
+        let id = order["id"].as_str().unwrap();
+        let done = pipeline.wait_until_final(id).await;
+        *statuses.entry(done["status"].as_str().unwrap().to_owned()).or_default() += 1;
+        let record = pipeline
+            .get(format!("{}/processed/{id}", pipeline.processor))
+            .await;
+        assert_eq!(record["decision"], done["status"]);
+        let history = pipeline
+            .get(format!("{}/orders/{id}/history", pipeline.orders))
+            .await;
+        assert_eq!(history.as_array().unwrap().len(), 2, "one move per order");
+    }
+    assert_eq!(statuses.get("rejected"), Some(&20));
+    assert_eq!(statuses.get("completed"), Some(&40));
+}
