@@ -30,11 +30,18 @@ impl Handler for OrderProcessedHandler {
         }
         match self.store.apply_processed(event).await {
             Ok(Applied::Moved { from_final }) => {
-                tracing::info!(status = event.status.as_str(), from_final, "order status updated");
+                tracing::info!(
+                    status = event.status.as_str(),
+                    from_final,
+                    "order status updated"
+                );
                 Outcome::Ack
             }
             Ok(Applied::Ignored) => {
-                tracing::info!(status = event.status.as_str(), "duplicate or late order.processed ignored");
+                tracing::info!(
+                    status = event.status.as_str(),
+                    "duplicate or late order.processed ignored"
+                );
                 Outcome::Ack
             }
             Ok(Applied::UnknownOrder) => Outcome::DeadLetter {

@@ -52,9 +52,7 @@ impl Application {
         let store = OrderStore::new(db.clone(), relay.waker());
 
         let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
-            .with_context(|| {
-                format!("binding {}:{}", settings.http.host, settings.http.port)
-            })?;
+            .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;
         let port = listener.local_addr()?.port();
         let server = {
             let store = web::Data::new(store.clone());

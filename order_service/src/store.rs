@@ -8,8 +8,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Set, TransactionTrait,
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
 };
 use shared::events::{Envelope, OrderCreated, OrderLine, OrderProcessed};
 use shared::outbox::{self, OutboxError};
@@ -36,8 +36,7 @@ impl StoreError {
             Self::Db(db) | Self::Outbox(OutboxError::Db(db)) => db,
             _ => return false,
         };
-        matches!(db, DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
-            || db.to_string().contains("connection")
+        shared::database::is_unavailable(db)
     }
 }
 
@@ -50,7 +49,11 @@ pub struct Cursor {
 
 impl Cursor {
     pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.created_at.timestamp_micros(), self.id))
+        URL_SAFE_NO_PAD.encode(format!(
+            "{}:{}",
+            self.created_at.timestamp_micros(),
+            self.id
+        ))
     }
 
     pub fn decode(text: &str) -> Option<Self> {
@@ -75,7 +78,9 @@ pub struct ListFilter {
 /// What applying an `order.processed` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applied {
-    Moved { from_final: bool },
+    Moved {
+        from_final: bool,
+    },
     /// Duplicate or late: the order already is where the event would take it, or further.
     Ignored,
     UnknownOrder,
@@ -128,7 +133,8 @@ impl OrderStore {
         let model = order::Model {
             id,
             customer_id: new_order.customer_id().as_str().to_owned(),
-            items: serde_json::to_value(&lines).map_err(|e| StoreError::Corrupt(id, e.to_string()))?,
+            items: serde_json::to_value(&lines)
+                .map_err(|e| StoreError::Corrupt(id, e.to_string()))?,
             total_amount: total,
             status: OrderStatus::Pending.as_str().to_owned(),
             error_message: None,

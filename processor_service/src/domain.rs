@@ -68,10 +68,18 @@ mod tests {
     #[test]
     fn the_limit_itself_is_allowed_and_a_cent_more_is_rejected() {
         let max = Decimal::new(1_000_000, 2);
-        assert_eq!(decide(&order(1_000_000), max).status, ProcessingStatus::Completed);
+        assert_eq!(
+            decide(&order(1_000_000), max).status,
+            ProcessingStatus::Completed
+        );
         let rejected = decide(&order(1_000_001), max);
         assert_eq!(rejected.status, ProcessingStatus::Rejected);
-        assert!(rejected.reason.unwrap().contains("exceeds the maximum of 10000.00"));
+        assert!(
+            rejected
+                .reason
+                .unwrap()
+                .contains("exceeds the maximum of 10000.00")
+        );
     }
 
     #[test]

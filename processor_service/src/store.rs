@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set, SqlErr,
-    TransactionTrait,
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set, SqlErr, TransactionTrait,
 };
 use shared::events::{Envelope, OrderProcessed};
 use shared::outbox::{self, OutboxError};
@@ -87,8 +86,14 @@ impl ProcessingStore {
         let now = chrono::Utc::now();
         let txn = self.db.begin().await?;
         let updated = processing::Entity::update_many()
-            .col_expr(processing::Column::Decision, Expr::value(decision.status.as_str()))
-            .col_expr(processing::Column::Reason, Expr::value(decision.reason.clone()))
+            .col_expr(
+                processing::Column::Decision,
+                Expr::value(decision.status.as_str()),
+            )
+            .col_expr(
+                processing::Column::Reason,
+                Expr::value(decision.reason.clone()),
+            )
             .col_expr(processing::Column::DecidedAt, Expr::value(now))
             .filter(processing::Column::OrderId.eq(order_id))
             .filter(processing::Column::Decision.is_null())
@@ -119,6 +124,8 @@ impl ProcessingStore {
     }
 
     pub async fn get(&self, order_id: Uuid) -> Result<Option<processing::Model>, StoreError> {
-        Ok(processing::Entity::find_by_id(order_id).one(&self.db).await?)
+        Ok(processing::Entity::find_by_id(order_id)
+            .one(&self.db)
+            .await?)
     }
 }

@@ -262,8 +262,18 @@ pub fn check_common(
             "must be a postgres:// URL",
         ));
     }
-    check_range(prefix, "database.max_connections", database.max_connections, 1..=1000)?;
-    check_range(prefix, "database.acquire_timeout_ms", database.acquire_timeout_ms, 1..=600_000)?;
+    check_range(
+        prefix,
+        "database.max_connections",
+        database.max_connections,
+        1..=1000,
+    )?;
+    check_range(
+        prefix,
+        "database.acquire_timeout_ms",
+        database.acquire_timeout_ms,
+        1..=600_000,
+    )?;
     if amqp.url.expose().parse::<lapin::uri::AMQPUri>().is_err() {
         return Err(ConfigurationError::new(
             prefix,
@@ -277,16 +287,36 @@ pub fn check_common(
         ("amqp.dead_letter_exchange", &amqp.dead_letter_exchange),
         ("amqp.order_created_queue", &amqp.order_created_queue),
         ("amqp.order_processed_queue", &amqp.order_processed_queue),
-        ("amqp.order_created_dead_letter_queue", &amqp.order_created_dead_letter_queue),
-        ("amqp.order_processed_dead_letter_queue", &amqp.order_processed_dead_letter_queue),
+        (
+            "amqp.order_created_dead_letter_queue",
+            &amqp.order_created_dead_letter_queue,
+        ),
+        (
+            "amqp.order_processed_dead_letter_queue",
+            &amqp.order_processed_dead_letter_queue,
+        ),
     ] {
         if name.is_empty() || name.len() > 255 {
-            return Err(ConfigurationError::new(prefix, path, "must be 1..=255 characters"));
+            return Err(ConfigurationError::new(
+                prefix,
+                path,
+                "must be 1..=255 characters",
+            ));
         }
     }
     check_range(prefix, "outbox.batch_size", outbox.batch_size, 1..=10_000)?;
-    check_range(prefix, "outbox.poll_interval_ms", outbox.poll_interval_ms, 10..=3_600_000)?;
-    check_range(prefix, "shutdown.grace_seconds", shutdown.grace_seconds, 1..=3600)?;
+    check_range(
+        prefix,
+        "outbox.poll_interval_ms",
+        outbox.poll_interval_ms,
+        10..=3_600_000,
+    )?;
+    check_range(
+        prefix,
+        "shutdown.grace_seconds",
+        shutdown.grace_seconds,
+        1..=3600,
+    )?;
     Ok(())
 }
 

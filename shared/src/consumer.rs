@@ -130,9 +130,7 @@ async fn settle<H: Handler>(handler: &H, settings: &ConsumerSettings, delivery: 
             Outcome::Ack => delivery.ack(BasicAckOptions::default()).await,
             Outcome::DeadLetter { reason } => {
                 tracing::warn!(%reason, "dead-lettering message");
-                delivery
-                    .reject(BasicRejectOptions { requeue: false })
-                    .await
+                delivery.reject(BasicRejectOptions { requeue: false }).await
             }
             Outcome::Requeue { reason } => {
                 tracing::warn!(%reason, "requeueing message");
@@ -155,7 +153,12 @@ async fn settle<H: Handler>(handler: &H, settings: &ConsumerSettings, delivery: 
 }
 
 async fn decide<H: Handler>(handler: &H, delivery: &Delivery) -> Outcome {
-    let Some(message_id) = delivery.properties.message_id().as_ref().map(|id| id.to_string()) else {
+    let Some(message_id) = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|id| id.to_string())
+    else {
         return Outcome::DeadLetter {
             reason: "message has no message_id".into(),
         };

@@ -28,7 +28,9 @@ fn maintenance_url(url: &str) -> Result<(String, String), DatabaseSetupError> {
     };
     let (server, name) = without_query
         .rsplit_once('/')
-        .filter(|(server, name)| server.contains("://") && !server.ends_with('/') && !name.is_empty())
+        .filter(|(server, name)| {
+            server.contains("://") && !server.ends_with('/') && !name.is_empty()
+        })
         .ok_or(DatabaseSetupError::NoDatabaseName)?;
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(DatabaseSetupError::BadDatabaseName(name.to_owned()));
@@ -62,7 +64,9 @@ pub async fn create_database_if_missing(url: &str) -> Result<(), DatabaseSetupEr
             .await
         {
             Ok(_) => tracing::info!(database = %name, "database created"),
-            Err(error) if error.to_string().contains(DUPLICATE_DATABASE) || error.to_string().contains("already exists") => {}
+            Err(error)
+                if error.to_string().contains(DUPLICATE_DATABASE)
+                    || error.to_string().contains("already exists") => {}
             Err(error) => return Err(error.into()),
         }
     }
@@ -70,8 +74,15 @@ pub async fn create_database_if_missing(url: &str) -> Result<(), DatabaseSetupEr
     Ok(())
 }
 
+/// Whether `error` means the database cannot be reached (as opposed to a bug or bad data).
+pub fn is_unavailable(error: &DbErr) -> bool {
+    matches!(error, DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
+}
+
 /// Creates the database if needed and opens the pool.
-pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, DatabaseSetupError> {
+pub async fn connect(
+    settings: &DatabaseSettings,
+) -> Result<DatabaseConnection, DatabaseSetupError> {
     create_database_if_missing(settings.url.expose()).await?;
     let mut options = ConnectOptions::new(settings.url.expose().to_owned());
     options

@@ -8,13 +8,26 @@ use actix_web::http::header::ContentType;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use sea_orm::DatabaseConnection;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
 
 use crate::broker::Broker;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The URIs in a problem's `type`, one per kind of problem.
+pub mod problem_type {
+    pub const VALIDATION: &str = "urn:order-pipeline:problem:validation";
+    pub const BAD_REQUEST: &str = "urn:order-pipeline:problem:bad-request";
+    pub const CONTENT_TYPE: &str = "urn:order-pipeline:problem:content-type";
+    pub const MALFORMED_JSON: &str = "urn:order-pipeline:problem:malformed-json";
+    pub const BODY: &str = "urn:order-pipeline:problem:unreadable-body";
+    pub const TOO_LARGE: &str = "urn:order-pipeline:problem:too-large";
+    pub const NOT_FOUND: &str = "urn:order-pipeline:problem:not-found";
+    pub const UNAVAILABLE: &str = "urn:order-pipeline:problem:unavailable";
+    pub const INTERNAL: &str = "urn:order-pipeline:problem:internal";
+}
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -35,9 +48,9 @@ pub struct Problem {
     /// A URI naming the kind of problem.
     #[serde(rename = "type")]
     #[schema(example = "urn:order-pipeline:problem:validation")]
-    pub kind: String,
+    pub kind: &'static str,
     #[schema(example = "Validation failed")]
-    pub title: String,
+    pub title: &'static str,
     #[schema(example = 422)]
     pub status: u16,
     #[schema(example = "items[0].price: must have at most 2 decimal places")]
@@ -52,10 +65,16 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(status: StatusCode, kind: &str, title: &str, detail: impl Into<String>) -> Self {
+    /// `kind` is the URI naming the problem (see [`problem_type`]).
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
         Self {
-            kind: format!("urn:order-pipeline:problem:{kind}"),
-            title: title.to_owned(),
+            kind,
+            title,
             status: status.as_u16(),
             detail: detail.into(),
             field: None,
@@ -75,7 +94,7 @@ impl Problem {
             errors,
             ..Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "validation",
+                problem_type::VALIDATION,
                 "Validation failed",
                 detail,
             )
@@ -90,19 +109,29 @@ impl Problem {
             detail: format!("{field}: {message}"),
             field: Some(field.clone()),
             errors: vec![FieldError { field, message }],
-            ..Self::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", "")
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                problem_type::BAD_REQUEST,
+                "Bad request",
+                "",
+            )
         }
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+        Self::new(
+            StatusCode::NOT_FOUND,
+            problem_type::NOT_FOUND,
+            "Not found",
+            detail,
+        )
     }
 
     /// 503: a dependency (the database) is unavailable; the client may retry.
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
+            problem_type::UNAVAILABLE,
             "Service unavailable",
             detail,
         )
@@ -111,7 +140,7 @@ impl Problem {
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            problem_type::INTERNAL,
             "Internal server error",
             "the error was logged",
         )
@@ -163,7 +192,7 @@ pub async fn read_json<T: DeserializeOwned>(
     if !is_json {
         return Err(Problem::new(
             StatusCode::BAD_REQUEST,
-            "content-type",
+            problem_type::CONTENT_TYPE,
             "Unsupported content type",
             format!("expected Content-Type: application/json, got {content_type:?}"),
         ));
@@ -171,12 +200,17 @@ pub async fn read_json<T: DeserializeOwned>(
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
-            Problem::new(StatusCode::BAD_REQUEST, "body", "Unreadable body", e.to_string())
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                problem_type::BODY,
+                "Unreadable body",
+                e.to_string(),
+            )
         })?;
         if body.len() + chunk.len() > MAX_BODY_BYTES {
             return Err(Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
+                problem_type::TOO_LARGE,
                 "Payload too large",
                 format!("the body must be at most {MAX_BODY_BYTES} bytes"),
             ));
@@ -190,7 +224,7 @@ pub async fn read_json<T: DeserializeOwned>(
         if inner.is_syntax() || inner.is_eof() {
             return Problem::new(
                 StatusCode::BAD_REQUEST,
-                "malformed-json",
+                problem_type::MALFORMED_JSON,
                 "Malformed JSON",
                 inner.to_string(),
             );
@@ -321,29 +355,13 @@ pub async fn ready(
 
 /// Error handlers that turn actix's own extractor errors into problem details.
 pub fn query_config() -> web::QueryConfig {
-    web::QueryConfig::default().error_handler(|error, _| {
-        Problem::bad_field("query", error.to_string()).into()
-    })
+    web::QueryConfig::default()
+        .error_handler(|error, _| Problem::bad_field("query", error.to_string()).into())
 }
 
 pub fn path_config() -> web::PathConfig {
-    web::PathConfig::default().error_handler(|error, _| {
-        Problem::bad_field("path", error.to_string()).into()
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn missing_and_unknown_fields_are_named_with_their_path() {
-        assert_eq!(field_of(".", "missing field `customer_id`"), "customer_id");
-        assert_eq!(field_of("items[0]", "missing field `price`"), "items[0].price");
-        assert_eq!(field_of("items[0].quantity", "invalid type: string"), "items[0].quantity");
-        assert_eq!(field_of("colour", "unknown field `colour`, expected"), "colour");
-        assert_eq!(field_of(".", "invalid type: sequence"), "body");
-    }
+    web::PathConfig::default()
+        .error_handler(|error, _| Problem::bad_field("path", error.to_string()).into())
 }
 
 /// The HTTP server both services run: request tracing, problem-details errors for extractors and
@@ -383,4 +401,27 @@ where
     .disable_signals()
     .shutdown_timeout(grace_seconds)
     .run())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_and_unknown_fields_are_named_with_their_path() {
+        assert_eq!(field_of(".", "missing field `customer_id`"), "customer_id");
+        assert_eq!(
+            field_of("items[0]", "missing field `price`"),
+            "items[0].price"
+        );
+        assert_eq!(
+            field_of("items[0].quantity", "invalid type: string"),
+            "items[0].quantity"
+        );
+        assert_eq!(
+            field_of("colour", "unknown field `colour`, expected"),
+            "colour"
+        );
+        assert_eq!(field_of(".", "invalid type: sequence"), "body");
+    }
 }

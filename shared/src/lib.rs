@@ -12,6 +12,6 @@ pub mod outbox;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
-pub mod topology;
 #[cfg(feature = "test-support")]
 pub mod testing;
+pub mod topology;

@@ -75,7 +75,9 @@ pub async fn enqueue<C: ConnectionTrait, P: Event>(
         sent_at: Set(None),
         ..Default::default()
     };
-    entity::Entity::insert(row).exec_without_returning(db).await?;
+    entity::Entity::insert(row)
+        .exec_without_returning(db)
+        .await?;
     Ok(())
 }
 
@@ -210,7 +212,7 @@ impl Relay {
         }
         if !confirmed.is_empty() {
             Entity::update_many()
-                .col_expr(Column::SentAt, Expr::current_timestamp().into())
+                .col_expr(Column::SentAt, Expr::current_timestamp())
                 .filter(Column::Id.is_in(confirmed.iter().copied()))
                 .exec(&txn)
                 .await?;
@@ -246,7 +248,11 @@ impl Relay {
 }
 
 /// Wakes the relay on every `NOTIFY outbox` (commits from any instance on this database).
-async fn listen_for_commits(db: DatabaseConnection, wake: Arc<Notify>, shutdown: CancellationToken) {
+async fn listen_for_commits(
+    db: DatabaseConnection,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
     let mut backoff = reconnect_backoff();
     while !shutdown.is_cancelled() {
         let pool = db.get_postgres_connection_pool();

@@ -57,7 +57,10 @@ impl Service {
         shutdown.cancel();
         let deadline = tokio::time::Instant::now() + self.grace;
         // No new requests; those in flight finish (actix bounds this by its shutdown timeout).
-        if tokio::time::timeout_at(deadline, handle.stop(true)).await.is_err() {
+        if tokio::time::timeout_at(deadline, handle.stop(true))
+            .await
+            .is_err()
+        {
             tracing::warn!("HTTP requests still in flight at the end of the grace period");
         }
         let drained = tokio::time::timeout_at(deadline, async {

@@ -116,7 +116,11 @@ impl Topology {
                 )
                 .await?;
             channel
-                .queue_declare(dead_letter_queue.as_str().into(), durable, FieldTable::default())
+                .queue_declare(
+                    dead_letter_queue.as_str().into(),
+                    durable,
+                    FieldTable::default(),
+                )
                 .await?;
             channel
                 .queue_bind(

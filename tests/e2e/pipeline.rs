@@ -44,7 +44,10 @@ async fn an_order_over_the_limit_ends_rejected_with_the_reason() {
 
     assert_eq!(done["status"], "rejected");
     let reason = done["error_message"].as_str().unwrap();
-    assert!(reason.contains("10000.02") && reason.contains("10000.00"), "{reason}");
+    assert!(
+        reason.contains("10000.02") && reason.contains("10000.00"),
+        "{reason}"
+    );
     let history = pipeline
         .get(format!("{}/orders/{id}/history", pipeline.orders))
         .await;
@@ -56,7 +59,13 @@ async fn an_order_over_the_limit_ends_rejected_with_the_reason() {
 async fn a_burst_of_concurrent_orders_all_end_final_each_decided_once() {
     let pipeline = spawn_pipeline("100.00").await;
     let bodies: Vec<Value> = (0..60)
-        .map(|i| order(&format!("customer-{}", i % 7), 1, if i % 3 == 0 { "150.00" } else { "20.00" }))
+        .map(|i| {
+            order(
+                &format!("customer-{}", i % 7),
+                1,
+                if i % 3 == 0 { "150.00" } else { "20.00" },
+            )
+        })
         .collect();
     let placed = join_all(bodies.iter().map(|body| pipeline.place(body))).await;
 
@@ -64,7 +73,9 @@ async fn a_burst_of_concurrent_orders_all_end_final_each_decided_once() {
     for order in &placed {
         let id = order["id"].as_str().unwrap();
         let done = pipeline.wait_until_final(id).await;
-        *statuses.entry(done["status"].as_str().unwrap().to_owned()).or_default() += 1;
+        *statuses
+            .entry(done["status"].as_str().unwrap().to_owned())
+            .or_default() += 1;
         let record = pipeline
             .get(format!("{}/processed/{id}", pipeline.processor))
             .await;

@@ -73,7 +73,8 @@ impl Price {
     /// Parses the JSON text of a price: a number (`10.50`) or a string (`"10.50"`), exactly.
     pub fn parse_json(raw: &str) -> Result<Self, String> {
         let text = if raw.starts_with('"') {
-            serde_json::from_str::<String>(raw).map_err(|_| "must be a decimal number".to_owned())?
+            serde_json::from_str::<String>(raw)
+                .map_err(|_| "must be a decimal number".to_owned())?
         } else {
             raw.to_owned()
         };

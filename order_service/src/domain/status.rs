@@ -26,7 +26,9 @@ impl OrderStatus {
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|status| status.as_str() == value)
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == value)
     }
 
     /// The statuses an order may move to `self` from. Anything else is a duplicate or a late
@@ -57,11 +59,23 @@ mod tests {
     #[test]
     fn a_final_status_never_moves_back_to_pending_or_sideways() {
         for target in OrderStatus::ALL {
-            assert!(!target.allowed_predecessors().contains(&OrderStatus::Completed));
-            assert!(!target.allowed_predecessors().contains(&OrderStatus::Rejected));
+            assert!(
+                !target
+                    .allowed_predecessors()
+                    .contains(&OrderStatus::Completed)
+            );
+            assert!(
+                !target
+                    .allowed_predecessors()
+                    .contains(&OrderStatus::Rejected)
+            );
         }
         assert!(OrderStatus::Pending.allowed_predecessors().is_empty());
-        assert!(!OrderStatus::Failed.allowed_predecessors().contains(&OrderStatus::Failed));
+        assert!(
+            !OrderStatus::Failed
+                .allowed_predecessors()
+                .contains(&OrderStatus::Failed)
+        );
     }
 
     #[test]

@@ -57,7 +57,11 @@ impl CreateOrderRequest {
         if self.items.is_empty() || self.items.len() > NewOrder::MAX_LINES {
             error(
                 "items".into(),
-                format!("must hold 1 to {} items, got {}", NewOrder::MAX_LINES, self.items.len()),
+                format!(
+                    "must hold 1 to {} items, got {}",
+                    NewOrder::MAX_LINES,
+                    self.items.len()
+                ),
             );
         } else {
             for (index, item) in self.items.iter().enumerate() {
@@ -68,14 +72,21 @@ impl CreateOrderRequest {
                 let price = Price::parse_json(item.price.get())
                     .map_err(|m| error(format!("items[{index}].price"), m));
                 if let (Ok(product_id), Ok(quantity), Ok(price)) = (product_id, quantity, price) {
-                    lines.push(NewOrderLine { product_id, quantity, price });
+                    lines.push(NewOrderLine {
+                        product_id,
+                        quantity,
+                        price,
+                    });
                 }
             }
         }
         match customer_id {
             Some(customer_id) if errors.is_empty() => {
                 NewOrder::new(customer_id, lines).map_err(|message| {
-                    vec![FieldError { field: "items".into(), message }]
+                    vec![FieldError {
+                        field: "items".into(),
+                        message,
+                    }]
                 })
             }
             _ => Err(errors),

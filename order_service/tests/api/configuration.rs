@@ -6,7 +6,10 @@ fn start_with(variable: &str, value: &str) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_order_service"))
         .env(variable, value)
         // Never reach a real start: if the setting were accepted, this one fails it instead.
-        .env("ORDER_SERVICE__DATABASE__URL", "postgres://nobody@127.0.0.1:1/none")
+        .env(
+            "ORDER_SERVICE__DATABASE__URL",
+            "postgres://nobody@127.0.0.1:1/none",
+        )
         .output()
         .expect("run order_service");
     (

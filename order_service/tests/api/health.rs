@@ -30,7 +30,8 @@ async fn ready_answers_200_once_database_and_broker_are_reachable() {
 async fn ready_answers_503_naming_the_broker_when_it_is_unreachable() {
     let app = crate::helpers::spawn_app_with(|settings| {
         // Nothing listens on port 1.
-        settings.amqp.url = shared::configuration::Secret::new("amqp://guest:guest@127.0.0.1:1/%2f");
+        settings.amqp.url =
+            shared::configuration::Secret::new("amqp://guest:guest@127.0.0.1:1/%2f");
     })
     .await;
     let response = app.get("/ready").await;
@@ -43,7 +44,11 @@ async fn ready_answers_503_naming_the_broker_when_it_is_unreachable() {
     assert_eq!(app.get("/health").await.status(), 200);
     let response = app.post_order(&crate::helpers::valid_order()).await;
     assert_eq!(response.status(), 201);
-    assert_eq!(app.count("SELECT count(*) FROM outbox WHERE sent_at IS NULL").await, 1);
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+            .await,
+        1
+    );
 }
 
 #[tokio::test]

@@ -21,7 +21,13 @@ async fn pages_walk_every_order_newest_first_without_gaps_or_repeats() {
     loop {
         let page = app.get_json(&path).await;
         pages += 1;
-        seen.extend(page["items"].as_array().unwrap().iter().map(|o| o["id"].clone()));
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["id"].clone()),
+        );
         match page["next_cursor"].as_str() {
             Some(cursor) => path = format!("/orders?limit=3&after={cursor}"),
             None => break,
@@ -45,7 +51,9 @@ async fn filters_by_customer_and_status() {
     assert!(items.iter().all(|o| o["customer_id"] == "bob"));
     assert_eq!(page["next_cursor"], Value::Null);
 
-    let pending = app.get_json("/orders?status=pending&customer_id=alice").await;
+    let pending = app
+        .get_json("/orders?status=pending&customer_id=alice")
+        .await;
     assert_eq!(pending["items"][0]["id"], alice["id"]);
     let completed = app.get_json("/orders?status=completed").await;
     assert!(completed["items"].as_array().unwrap().is_empty());
@@ -71,7 +79,10 @@ async fn bad_list_parameters_are_422_naming_them() {
     ] {
         let response = app.get(&format!("/orders?{query}")).await;
         assert_eq!(response.status(), 422, "{query}");
-        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
         let problem: Value = response.json().await.unwrap();
         assert_eq!(problem["field"], field, "{query}");
     }

@@ -45,8 +45,7 @@ async fn the_openapi_document_is_valid_and_complete() {
             );
         }
     }
-    let problem = &document["paths"]["/orders"]["post"]["responses"]["422"]["content"]
-        ["application/problem+json"];
+    let problem = &document["paths"]["/orders"]["post"]["responses"]["422"]["content"]["application/problem+json"];
     assert!(problem.is_object(), "errors are documented as problem+json");
     assert!(
         document["paths"]["/orders"]["post"]["requestBody"]["content"]["application/json"]["example"]
@@ -54,8 +53,19 @@ async fn the_openapi_document_is_valid_and_complete() {
             || document["components"]["schemas"]["CreateOrderRequest"]["example"].is_object(),
         "the request has an example"
     );
-    for schema in ["CreateOrderRequest", "OrderResponse", "OrderPage", "HistoryEntry", "Problem", "HealthReport", "OrderStatus"] {
-        assert!(document["components"]["schemas"][schema].is_object(), "schema {schema}");
+    for schema in [
+        "CreateOrderRequest",
+        "OrderResponse",
+        "OrderPage",
+        "HistoryEntry",
+        "Problem",
+        "HealthReport",
+        "OrderStatus",
+    ] {
+        assert!(
+            document["components"]["schemas"][schema].is_object(),
+            "schema {schema}"
+        );
     }
     let mut refs = Vec::new();
     references(&document, &mut refs);

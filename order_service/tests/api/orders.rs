@@ -63,11 +63,12 @@ async fn prices_are_exact_whether_sent_as_numbers_or_strings() {
 #[tokio::test]
 async fn an_unknown_order_is_a_problem_404() {
     let app = spawn_app().await;
-    let response = app
-        .get(&format!("/orders/{}", uuid::Uuid::new_v4()))
-        .await;
+    let response = app.get(&format!("/orders/{}", uuid::Uuid::new_v4())).await;
     assert_eq!(response.status(), 404);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["status"], 404);
 }
@@ -78,7 +79,10 @@ async fn an_id_that_is_not_a_uuid_is_a_problem_400_naming_it() {
     for path in ["/orders/not-a-uuid", "/orders/123/history"] {
         let response = app.get(path).await;
         assert_eq!(response.status(), 400, "{path}");
-        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
         let problem: Value = response.json().await.unwrap();
         assert_eq!(problem["field"], "id");
     }
@@ -89,7 +93,10 @@ async fn the_history_of_a_new_order_starts_with_pending() {
     let app = spawn_app().await;
     let order = app.create_order(&valid_order()).await;
     let history = app
-        .get_json(&format!("/orders/{}/history", order["id"].as_str().unwrap()))
+        .get_json(&format!(
+            "/orders/{}/history",
+            order["id"].as_str().unwrap()
+        ))
         .await;
     assert_eq!(history.as_array().unwrap().len(), 1);
     assert_eq!(history[0]["status"], "pending");

@@ -12,7 +12,8 @@ async fn an_order_committed_before_a_stop_is_published_after_the_restart() {
     let mut tap = app.probe.tap(routing_keys::ORDER_CREATED).await;
     let order = app.create_order(&valid_order()).await;
     assert_eq!(
-        app.count("SELECT count(*) FROM outbox WHERE sent_at IS NULL").await,
+        app.count("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+            .await,
         1
     );
     let stopped = app.stop().await;
@@ -22,9 +23,15 @@ async fn an_order_committed_before_a_stop_is_published_after_the_restart() {
         .await;
 
     let event = tap.next_event::<OrderCreated>(DEADLINE).await;
-    assert_eq!(event.payload.order_id.to_string(), order["id"].as_str().unwrap());
+    assert_eq!(
+        event.payload.order_id.to_string(),
+        order["id"].as_str().unwrap()
+    );
     shared::testing::wait_until("the outbox row to be marked sent", DEADLINE, || async {
-        (app.count("SELECT count(*) FROM outbox WHERE sent_at IS NULL").await == 0).then_some(())
+        (app.count("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+            .await
+            == 0)
+            .then_some(())
     })
     .await;
     assert_eq!(app.count("SELECT count(*) FROM outbox").await, 1);
@@ -36,12 +43,20 @@ async fn many_orders_are_each_published_once() {
     let mut tap = app.probe.tap(routing_keys::ORDER_CREATED).await;
     let mut ids = std::collections::HashSet::new();
     for _ in 0..30 {
-        ids.insert(app.create_order(&valid_order()).await["id"].as_str().unwrap().to_owned());
+        ids.insert(
+            app.create_order(&valid_order()).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     let mut seen = std::collections::HashSet::new();
     for _ in 0..30 {
         let event = tap.next_event::<OrderCreated>(DEADLINE).await;
-        assert!(seen.insert(event.payload.order_id.to_string()), "published twice");
+        assert!(
+            seen.insert(event.payload.order_id.to_string()),
+            "published twice"
+        );
     }
     assert_eq!(seen, ids);
 }

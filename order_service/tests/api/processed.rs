@@ -7,7 +7,11 @@ use uuid::Uuid;
 
 use crate::helpers::{DEADLINE, TestApp, spawn_app, valid_order};
 
-fn verdict(order_id: Uuid, status: ProcessingStatus, reason: Option<&str>) -> Envelope<OrderProcessed> {
+fn verdict(
+    order_id: Uuid,
+    status: ProcessingStatus,
+    reason: Option<&str>,
+) -> Envelope<OrderProcessed> {
     Envelope::new(
         order_id,
         OrderProcessed {
@@ -40,8 +44,7 @@ async fn history(app: &TestApp, id: Uuid) -> Vec<Value> {
 async fn wait_for_consumer_to_drain(app: &TestApp) {
     let queue = app.settings.amqp.order_processed_queue.clone();
     shared::testing::wait_until("the order.processed queue to drain", DEADLINE, || async {
-        (app.probe.message_count(&queue).await == 0
-            && app.count("SELECT 0::bigint").await == 0)
+        (app.probe.message_count(&queue).await == 0 && app.count("SELECT 0::bigint").await == 0)
             .then_some(())
     })
     .await;
@@ -67,7 +70,11 @@ async fn rejected_and_failed_verdicts_carry_their_reason() {
     let rejected = new_order(&app).await;
     let failed = new_order(&app).await;
     app.probe
-        .publish(&verdict(rejected, ProcessingStatus::Rejected, Some("too expensive")))
+        .publish(&verdict(
+            rejected,
+            ProcessingStatus::Rejected,
+            Some("too expensive"),
+        ))
         .await;
     app.probe
         .publish(&verdict(failed, ProcessingStatus::Failed, Some("gave up")))
@@ -105,7 +112,11 @@ async fn duplicate_and_late_verdicts_change_nothing_and_write_nothing() {
 
     let after = app.get_json(&format!("/orders/{id}")).await;
     assert_eq!(after, before, "the order did not move");
-    assert_eq!(history(&app, id).await.len(), 2, "no history row was written twice");
+    assert_eq!(
+        history(&app, id).await.len(),
+        2,
+        "no history row was written twice"
+    );
     assert_eq!(
         app.probe
             .message_count(&app.settings.amqp.order_processed_dead_letter_queue)
@@ -144,9 +155,11 @@ async fn a_message_that_is_not_an_event_is_dead_lettered_and_consuming_goes_on()
         )
         .await;
     let dlq = app.settings.amqp.order_processed_dead_letter_queue.clone();
-    shared::testing::wait_until("the poison message in the dead-letter queue", DEADLINE, || async {
-        (app.probe.message_count(&dlq).await == 1).then_some(())
-    })
+    shared::testing::wait_until(
+        "the poison message in the dead-letter queue",
+        DEADLINE,
+        || async { (app.probe.message_count(&dlq).await == 1).then_some(()) },
+    )
     .await;
     let id = new_order(&app).await;
     app.probe

@@ -14,7 +14,10 @@ fn item(product_id: Value, quantity: Value, price: Value) -> Value {
 
 async fn assert_nothing_stored(app: &TestApp) {
     assert_eq!(app.count("SELECT count(*) FROM orders").await, 0);
-    assert_eq!(app.count("SELECT count(*) FROM order_status_history").await, 0);
+    assert_eq!(
+        app.count("SELECT count(*) FROM order_status_history").await,
+        0
+    );
     // The relay publishes only from the outbox: an empty outbox means nothing was published.
     assert_eq!(app.count("SELECT count(*) FROM outbox").await, 0);
 }
@@ -26,24 +29,60 @@ async fn each_rule_refuses_with_422_naming_the_field() {
         .map(|_| item(json!("p"), json!(1), json!(1)))
         .collect();
     let cases: Vec<(Value, &str)> = vec![
-        (json!({"customer_id": "", "items": [item(json!("p"), json!(1), json!(1))]}), "customer_id"),
-        (json!({"customer_id": "x".repeat(65), "items": [item(json!("p"), json!(1), json!(1))]}), "customer_id"),
+        (
+            json!({"customer_id": "", "items": [item(json!("p"), json!(1), json!(1))]}),
+            "customer_id",
+        ),
+        (
+            json!({"customer_id": "x".repeat(65), "items": [item(json!("p"), json!(1), json!(1))]}),
+            "customer_id",
+        ),
         (json!({"customer_id": "c", "items": []}), "items"),
         (json!({"customer_id": "c", "items": many_items}), "items"),
-        (with_item(item(json!(""), json!(1), json!(1))), "items[0].product_id"),
-        (with_item(item(json!("p".repeat(65)), json!(1), json!(1))), "items[0].product_id"),
-        (with_item(item(json!("p"), json!(0), json!(1))), "items[0].quantity"),
-        (with_item(item(json!("p"), json!(-3), json!(1))), "items[0].quantity"),
-        (with_item(item(json!("p"), json!(10001), json!(1))), "items[0].quantity"),
-        (with_item(item(json!("p"), json!(1), json!(-0.01))), "items[0].price"),
-        (with_item(item(json!("p"), json!(1), json!("10.501"))), "items[0].price"),
-        (with_item(item(json!("p"), json!(1), json!(1000000.01))), "items[0].price"),
-        (with_item(item(json!("p"), json!(1), json!("ten"))), "items[0].price"),
+        (
+            with_item(item(json!(""), json!(1), json!(1))),
+            "items[0].product_id",
+        ),
+        (
+            with_item(item(json!("p".repeat(65)), json!(1), json!(1))),
+            "items[0].product_id",
+        ),
+        (
+            with_item(item(json!("p"), json!(0), json!(1))),
+            "items[0].quantity",
+        ),
+        (
+            with_item(item(json!("p"), json!(-3), json!(1))),
+            "items[0].quantity",
+        ),
+        (
+            with_item(item(json!("p"), json!(10001), json!(1))),
+            "items[0].quantity",
+        ),
+        (
+            with_item(item(json!("p"), json!(1), json!(-0.01))),
+            "items[0].price",
+        ),
+        (
+            with_item(item(json!("p"), json!(1), json!("10.501"))),
+            "items[0].price",
+        ),
+        (
+            with_item(item(json!("p"), json!(1), json!(1000000.01))),
+            "items[0].price",
+        ),
+        (
+            with_item(item(json!("p"), json!(1), json!("ten"))),
+            "items[0].price",
+        ),
     ];
     for (body, field) in cases {
         let response = app.post_order(&body).await;
         assert_eq!(response.status(), 422, "{field}: {body}");
-        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
         let problem: Value = response.json().await.unwrap();
         assert_eq!(problem["status"], 422);
         assert_eq!(problem["field"], field, "{problem}");
@@ -89,12 +128,32 @@ async fn malformed_requests_are_400_naming_the_field_when_there_is_one() {
     };
     let cases: Vec<(&str, &str, Option<&str>)> = vec![
         ("{not json", "application/json", None),
-        (r#"{"customer_id": "c", "items": [{"product_id": "p", "quantity": "2", "price": 1}]}"#, "application/json", Some("items[0].quantity")),
-        (r#"{"customer_id": 12, "items": []}"#, "application/json", Some("customer_id")),
+        (
+            r#"{"customer_id": "c", "items": [{"product_id": "p", "quantity": "2", "price": 1}]}"#,
+            "application/json",
+            Some("items[0].quantity"),
+        ),
+        (
+            r#"{"customer_id": 12, "items": []}"#,
+            "application/json",
+            Some("customer_id"),
+        ),
         (r#"{"items": []}"#, "application/json", Some("customer_id")),
-        (r#"{"customer_id": "c", "items": [{"product_id": "p", "quantity": 1}]}"#, "application/json", Some("items[0].price")),
-        (r#"{"customer_id": "c", "items": [{"product_id": "p", "quantity": 1, "price": true}]}"#, "application/json", Some("items[0].price")),
-        (r#"{"customer_id": "c", "items": [], "colour": "red"}"#, "application/json", Some("colour")),
+        (
+            r#"{"customer_id": "c", "items": [{"product_id": "p", "quantity": 1}]}"#,
+            "application/json",
+            Some("items[0].price"),
+        ),
+        (
+            r#"{"customer_id": "c", "items": [{"product_id": "p", "quantity": 1, "price": true}]}"#,
+            "application/json",
+            Some("items[0].price"),
+        ),
+        (
+            r#"{"customer_id": "c", "items": [], "colour": "red"}"#,
+            "application/json",
+            Some("colour"),
+        ),
         (r#"{"customer_id": "c", "items": []}"#, "text/plain", None),
     ];
     for (body, content_type, field) in cases {
@@ -104,7 +163,10 @@ async fn malformed_requests_are_400_naming_the_field_when_there_is_one() {
             "{body}: {}",
             response.status()
         );
-        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
         let problem: Value = response.json().await.unwrap();
         if let Some(field) = field {
             assert_eq!(problem["field"], field, "{body}: {problem}");
@@ -119,6 +181,9 @@ async fn a_body_over_64_kib_is_a_problem_413() {
     let body = json!({"customer_id": "c", "items": [], "padding": "x".repeat(70 * 1024)});
     let response = app.post_order(&body).await;
     assert_eq!(response.status(), 413);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     assert_nothing_stored(&app).await;
 }

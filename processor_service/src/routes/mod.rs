@@ -7,5 +7,8 @@ use actix_web::web;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(shared::http::health))
         .route("/ready", web::get().to(shared::http::ready))
-        .route("/processed/{order_id}", web::get().to(processed::get_processed));
+        .route(
+            "/processed/{order_id}",
+            web::get().to(processed::get_processed),
+        );
 }

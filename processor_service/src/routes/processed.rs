@@ -51,16 +51,14 @@ impl TryFrom<processing::Model> for ProcessedResponse {
 
 impl From<StoreError> for Problem {
     fn from(error: StoreError) -> Self {
-        match &error {
-            StoreError::Db(db) if matches!(db, sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_)) => {
-                tracing::warn!(%error, "database unavailable");
-                Problem::unavailable("the database is unavailable; retry later")
-            }
-            _ => {
-                tracing::error!(%error, "database error");
-                Problem::internal()
-            }
+        if let StoreError::Db(db) = &error
+            && shared::database::is_unavailable(db)
+        {
+            tracing::warn!(%error, "database unavailable");
+            return Problem::unavailable("the database is unavailable; retry later");
         }
+        tracing::error!(%error, "database error");
+        Problem::internal()
     }
 }
 
@@ -83,7 +81,10 @@ pub async fn get_processed(
     store: web::Data<ProcessingStore>,
 ) -> Result<HttpResponse, Problem> {
     let order_id = Uuid::parse_str(&order_id).map_err(|_| {
-        Problem::bad_field("order_id", format!("must be a UUID, got {:?}", order_id.as_str()))
+        Problem::bad_field(
+            "order_id",
+            format!("must be a UUID, got {:?}", order_id.as_str()),
+        )
     })?;
     match store.get(order_id).await? {
         Some(record) => Ok(HttpResponse::Ok().json(ProcessedResponse::try_from(record)?)),

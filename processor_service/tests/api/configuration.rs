@@ -6,7 +6,10 @@ fn start_with(variable: &str, value: &str) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_processor_service"))
         .env(variable, value)
         // If the setting were accepted, start-up would fail here instead, without naming it.
-        .env("PROCESSOR_SERVICE__DATABASE__URL", "postgres://nobody@127.0.0.1:1/none")
+        .env(
+            "PROCESSOR_SERVICE__DATABASE__URL",
+            "postgres://nobody@127.0.0.1:1/none",
+        )
         .output()
         .expect("run processor_service");
     assert!(!output.status.success());

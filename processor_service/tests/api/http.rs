@@ -9,7 +9,10 @@ async fn an_unknown_order_has_no_record_404_and_a_bad_id_is_400() {
         .get(&format!("/processed/{}", uuid::Uuid::new_v4()))
         .await;
     assert_eq!(response.status(), 404);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     let response = app.get("/processed/nope").await;
     assert_eq!(response.status(), 400);
     let problem: Value = response.json().await.unwrap();
@@ -51,7 +54,10 @@ async fn the_openapi_document_is_valid_and_complete() {
         }
     }
     for schema in ["ProcessedResponse", "Problem", "HealthReport"] {
-        assert!(document["components"]["schemas"][schema].is_object(), "{schema}");
+        assert!(
+            document["components"]["schemas"][schema].is_object(),
+            "{schema}"
+        );
     }
     assert_eq!(app.get("/docs/").await.status(), 200);
 }

@@ -18,7 +18,9 @@ async fn an_order_within_the_limit_is_completed_and_announced() {
     assert_eq!(verdict.correlation_id, order_id);
     assert_eq!(verdict.payload.status, ProcessingStatus::Completed);
     assert_eq!(verdict.payload.reason, None);
-    let record = app.wait_for_record(order_id, |r| !r["decision"].is_null()).await;
+    let record = app
+        .wait_for_record(order_id, |r| !r["decision"].is_null())
+        .await;
     assert_eq!(record["decision"], "completed");
     assert_eq!(record["attempts"], 1);
     assert_eq!(record["reason"], Value::Null);
@@ -27,7 +29,8 @@ async fn an_order_within_the_limit_is_completed_and_announced() {
 
 #[tokio::test]
 async fn an_order_over_the_limit_is_rejected_with_the_reason() {
-    let app = spawn_app_with(|settings| settings.rules.max_order_total = "100.00".parse().unwrap()).await;
+    let app =
+        spawn_app_with(|settings| settings.rules.max_order_total = "100.00".parse().unwrap()).await;
     let mut tap = app.probe.tap(routing_keys::ORDER_PROCESSED).await;
     let over = order_created(1, "100.01");
     let at_limit = order_created(1, "100.00");
@@ -35,7 +38,7 @@ async fn an_order_over_the_limit_is_rejected_with_the_reason() {
     app.probe.publish(&over).await;
     app.probe.publish(&at_limit).await;
 
-    let mut verdicts = vec![
+    let mut verdicts = [
         tap.next_event::<OrderProcessed>(DEADLINE).await.payload,
         tap.next_event::<OrderProcessed>(DEADLINE).await.payload,
     ];
@@ -74,11 +77,16 @@ async fn a_duplicated_order_created_is_processed_once() {
     let verdict = tap.next_event::<OrderProcessed>(DEADLINE).await;
     assert_eq!(verdict.payload.order_id, order_id);
     shared::testing::wait_until("the outbox to be relayed", DEADLINE, || async {
-        (app.count("SELECT count(*) FROM outbox WHERE sent_at IS NULL").await == 0).then_some(())
+        (app.count("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+            .await
+            == 0)
+            .then_some(())
     })
     .await;
     assert!(
-        tap.try_next(std::time::Duration::from_millis(300)).await.is_none(),
+        tap.try_next(std::time::Duration::from_millis(300))
+            .await
+            .is_none(),
         "a second order.processed was published"
     );
 }
@@ -92,10 +100,19 @@ async fn poison_messages_are_dead_lettered_and_consuming_goes_on() {
     inconsistent.payload.total_amount = "0.50".parse().unwrap();
     let poison: Vec<(Vec<u8>, Option<String>)> = vec![
         (b"not json".to_vec(), Some("m1".into())),
-        (br#"{"event_type":"order.created"}"#.to_vec(), Some("m2".into())),
-        (serde_json::to_vec(&wrong_version).unwrap(), Some("m3".into())),
+        (
+            br#"{"event_type":"order.created"}"#.to_vec(),
+            Some("m2".into()),
+        ),
+        (
+            serde_json::to_vec(&wrong_version).unwrap(),
+            Some("m3".into()),
+        ),
         (order_created(1, "1.00").encode().unwrap(), None),
-        (inconsistent.encode().unwrap(), Some(inconsistent.event_id.to_string())),
+        (
+            inconsistent.encode().unwrap(),
+            Some(inconsistent.event_id.to_string()),
+        ),
     ];
     let count = poison.len() as u32;
     for (body, message_id) in poison {
@@ -108,9 +125,11 @@ async fn poison_messages_are_dead_lettered_and_consuming_goes_on() {
             .await;
     }
     let dlq = app.settings.amqp.order_created_dead_letter_queue.clone();
-    shared::testing::wait_until("every poison message in the dead-letter queue", DEADLINE, || async {
-        (app.probe.message_count(&dlq).await == count).then_some(())
-    })
+    shared::testing::wait_until(
+        "every poison message in the dead-letter queue",
+        DEADLINE,
+        || async { (app.probe.message_count(&dlq).await == count).then_some(()) },
+    )
     .await;
     assert_eq!(app.count("SELECT count(*) FROM processing").await, 0);
 
