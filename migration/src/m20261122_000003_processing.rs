@@ -14,7 +14,9 @@ impl MigrationTrait for Migration {
                 r#"
 CREATE TABLE processing (
     order_id      UUID PRIMARY KEY,
-    event_id      UUID        NOT NULL UNIQUE,
+    -- The event that first claimed the order. Indexed but not unique: under concurrency PostgreSQL
+    -- raises a second unique index's violation instead of taking the ON CONFLICT (order_id) path.
+    event_id      UUID        NOT NULL,
     decision      VARCHAR(16) CHECK (decision IN ('completed', 'rejected', 'failed')),
     reason        TEXT,
     attempts      INTEGER     NOT NULL DEFAULT 1 CHECK (attempts >= 1),
@@ -22,6 +24,7 @@ CREATE TABLE processing (
     decided_at    TIMESTAMPTZ,
     CHECK ((decision IS NULL) = (decided_at IS NULL))
 );
+CREATE INDEX processing_event_idx ON processing (event_id);
 "#,
             )
             .await?;

@@ -7,7 +7,7 @@ use shared::consumer::{Handler, Outcome};
 use shared::events::{Envelope, OrderCreated};
 
 use crate::domain;
-use crate::store::{Claim, ProcessingStore, StoreError};
+use crate::store::{Claim, ProcessingStore};
 
 pub struct OrderCreatedHandler {
     store: ProcessingStore,
@@ -48,11 +48,6 @@ impl Handler for OrderCreatedHandler {
             }
             Ok(Claim::Undecided { attempts }) => {
                 tracing::debug!(attempts, "processing order");
-            }
-            Err(error @ StoreError::EventIdReused { .. }) => {
-                return Outcome::DeadLetter {
-                    reason: error.to_string(),
-                };
             }
             Err(error) => {
                 return Outcome::Requeue {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set, SqlErr, TransactionTrait,
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set, TransactionTrait,
 };
 use shared::events::{Envelope, OrderProcessed};
 use shared::outbox::{self, OutboxError};
@@ -21,8 +21,6 @@ pub enum StoreError {
     Db(#[from] DbErr),
     #[error("outbox error: {0}")]
     Outbox(#[from] OutboxError),
-    #[error("event {event_id} was already seen for another order")]
-    EventIdReused { event_id: Uuid },
 }
 
 /// What the processing record says about a delivery.
@@ -73,9 +71,6 @@ impl ProcessingStore {
             Ok(record) => Ok(Claim::Undecided {
                 attempts: record.attempts,
             }),
-            Err(error) if matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-                Err(StoreError::EventIdReused { event_id })
-            }
             Err(error) => Err(error.into()),
         }
     }
