@@ -1,7 +1,7 @@
 //! Consuming `order.processed`: the processor's verdict moves the order to its final status.
 
-use shared::consumer::{Handler, Outcome};
-use shared::events::{Envelope, OrderProcessed};
+use shared::consumer::{Delivered, Handler, Outcome};
+use shared::events::OrderProcessed;
 
 use crate::store::{Applied, OrderStore};
 
@@ -18,7 +18,8 @@ impl OrderProcessedHandler {
 impl Handler for OrderProcessedHandler {
     type Event = OrderProcessed;
 
-    async fn handle(&self, envelope: Envelope<OrderProcessed>) -> Outcome {
+    async fn handle(&self, delivery: Delivered<OrderProcessed>) -> Outcome {
+        let envelope = &delivery.envelope;
         let event = &envelope.payload;
         if event.order_id != envelope.correlation_id {
             return Outcome::DeadLetter {
@@ -47,9 +48,16 @@ impl Handler for OrderProcessedHandler {
             Ok(Applied::UnknownOrder) => Outcome::DeadLetter {
                 reason: format!("order {} does not exist", event.order_id),
             },
-            Err(error) => Outcome::Requeue {
+            Err(error) if error.is_unavailable() => Outcome::Requeue {
+                reason: error.to_string(),
+            },
+            Err(error) => Outcome::Retry {
                 reason: error.to_string(),
             },
         }
+    }
+
+    async fn ready(&self) -> bool {
+        self.store.db().ping().await.is_ok()
     }
 }

@@ -97,6 +97,8 @@ impl Application {
                 ConsumerSettings {
                     queue: self.settings.amqp.order_processed_queue.clone(),
                     prefetch: self.settings.amqp.prefetch,
+                    dead_letter_exchange: self.settings.amqp.dead_letter_exchange.clone(),
+                    retry: None,
                     requeue_delay: Duration::from_secs(1),
                 },
                 handler,

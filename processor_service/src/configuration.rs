@@ -1,12 +1,15 @@
 //! Settings of the processor: defaults, then the TOML file named by
 //! `PROCESSOR_SERVICE_CONFIG_FILE`, then `PROCESSOR_SERVICE__SECTION__KEY` environment variables.
 
+use std::time::Duration;
+
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use shared::configuration::{
     AmqpSettings, ConfigurationError, DatabaseSettings, HttpSettings, OutboxSettings, Secret,
     ShutdownSettings, check_common, check_range,
 };
+use shared::topology::RetryTiers;
 
 pub const ENV_PREFIX: &str = "PROCESSOR_SERVICE";
 
@@ -26,6 +29,41 @@ pub struct WorkSettings {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    /// Tries of one delivery, in process, with exponential backoff and jitter.
+    pub immediate_attempts: u32,
+    /// Delay before the first redelivery through the broker; doubles up to `max_delay_ms`.
+    pub initial_delay_ms: u64,
+    pub max_delay_ms: u64,
+    /// Broker deliveries before the message is dead-lettered and the order fails.
+    pub max_attempts: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSettings {
+    /// Probability (0.0..=1.0) that one processing attempt fails transiently: for tests and demos.
+    pub transient_failure_rate: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer token of the operator endpoints; without it they are disabled (403).
+    pub token: Option<Secret>,
+}
+
+impl AdminSettings {
+    /// The token, if one is set and not empty.
+    pub fn token(&self) -> Option<&Secret> {
+        self.token
+            .as_ref()
+            .filter(|token| !token.expose().is_empty())
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     pub http: HttpSettings,
     pub database: DatabaseSettings,
@@ -34,6 +72,9 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     pub rules: RulesSettings,
     pub work: WorkSettings,
+    pub retry: RetrySettings,
+    pub faults: FaultSettings,
+    pub admin: AdminSettings,
 }
 
 impl Default for Settings {
@@ -55,6 +96,16 @@ impl Default for Settings {
                 max_order_total: Decimal::new(1_000_000, 2),
             },
             work: WorkSettings { delay_ms: 0 },
+            retry: RetrySettings {
+                immediate_attempts: 3,
+                initial_delay_ms: 1000,
+                max_delay_ms: 60_000,
+                max_attempts: 5,
+            },
+            faults: FaultSettings {
+                transient_failure_rate: 0.0,
+            },
+            admin: AdminSettings::default(),
         }
     }
 }
@@ -82,6 +133,47 @@ impl Settings {
                 "must be >= 0",
             ));
         }
-        check_range(ENV_PREFIX, "work.delay_ms", self.work.delay_ms, 0..=600_000)
+        check_range(ENV_PREFIX, "work.delay_ms", self.work.delay_ms, 0..=600_000)?;
+        let retry = &self.retry;
+        check_range(
+            ENV_PREFIX,
+            "retry.immediate_attempts",
+            retry.immediate_attempts,
+            1..=20,
+        )?;
+        check_range(
+            ENV_PREFIX,
+            "retry.initial_delay_ms",
+            retry.initial_delay_ms,
+            1..=3_600_000,
+        )?;
+        check_range(
+            ENV_PREFIX,
+            "retry.max_delay_ms",
+            retry.max_delay_ms,
+            retry.initial_delay_ms..=86_400_000,
+        )?;
+        check_range(
+            ENV_PREFIX,
+            "retry.max_attempts",
+            retry.max_attempts,
+            1..=100,
+        )?;
+        check_range(
+            ENV_PREFIX,
+            "faults.transient_failure_rate",
+            self.faults.transient_failure_rate,
+            0.0..=1.0,
+        )
+    }
+
+    /// The delay tiers of broker redelivery.
+    pub fn retry_tiers(&self) -> RetryTiers {
+        RetryTiers::new(
+            &self.amqp.order_created_queue,
+            Duration::from_millis(self.retry.initial_delay_ms),
+            Duration::from_millis(self.retry.max_delay_ms),
+            self.retry.max_attempts,
+        )
     }
 }

@@ -1,26 +1,65 @@
-//! Consuming `order.created`: claim, decide by the rules, write the verdict and its event.
+//! Consuming `order.created`: claim, decide by the rules (retrying transient failures in process),
+//! write the verdict and its event. What the consumer loop does with each outcome (retry queues,
+//! dead letters) is in `shared::consumer`.
 
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use rust_decimal::Decimal;
-use shared::consumer::{Handler, Outcome};
-use shared::events::{Envelope, OrderCreated};
+use shared::consumer::{Delivered, Handler, Outcome};
+use shared::events::{Envelope, OrderCreated, ProcessingStatus};
 
-use crate::domain;
-use crate::store::{Claim, ProcessingStore};
+use crate::domain::{self, Decision};
+use crate::store::{Claim, ProcessingStore, StoreError};
+
+/// How the handler processes one order.
+#[derive(Clone, Debug)]
+pub struct ProcessingSettings {
+    pub max_order_total: Decimal,
+    pub work_delay: Duration,
+    /// Tries per delivery, in process.
+    pub immediate_attempts: u32,
+    /// Probability that one try fails transiently (fault injection).
+    pub transient_failure_rate: f64,
+}
 
 pub struct OrderCreatedHandler {
     store: ProcessingStore,
-    max_order_total: Decimal,
-    work_delay: Duration,
+    settings: ProcessingSettings,
 }
 
+/// A failure that may pass if tried again.
+#[derive(Debug, thiserror::Error)]
+#[error("transient failure: {0}")]
+pub struct TransientFailure(String);
+
 impl OrderCreatedHandler {
-    pub fn new(store: ProcessingStore, max_order_total: Decimal, work_delay: Duration) -> Self {
-        Self {
-            store,
-            max_order_total,
-            work_delay,
+    pub fn new(store: ProcessingStore, settings: ProcessingSettings) -> Self {
+        Self { store, settings }
+    }
+
+    /// One try at the work: the (simulated) work itself, where a dependency could fail.
+    async fn process_once(&self, order: &OrderCreated) -> Result<Decision, TransientFailure> {
+        if !self.settings.work_delay.is_zero() {
+            tokio::time::sleep(self.settings.work_delay).await;
+        }
+        if self.settings.transient_failure_rate > 0.0
+            && fastrand::f64() < self.settings.transient_failure_rate
+        {
+            return Err(TransientFailure("injected transient failure".into()));
+        }
+        Ok(domain::decide(order, self.settings.max_order_total))
+    }
+
+    fn store_outcome(error: StoreError) -> Outcome {
+        if error.is_unavailable() {
+            Outcome::Requeue {
+                reason: error.to_string(),
+            }
+        } else {
+            Outcome::Retry {
+                reason: error.to_string(),
+            }
         }
     }
 }
@@ -28,7 +67,8 @@ impl OrderCreatedHandler {
 impl Handler for OrderCreatedHandler {
     type Event = OrderCreated;
 
-    async fn handle(&self, envelope: Envelope<OrderCreated>) -> Outcome {
+    async fn handle(&self, delivery: Delivered<OrderCreated>) -> Outcome {
+        let envelope = &delivery.envelope;
         let order = &envelope.payload;
         if order.order_id != envelope.correlation_id {
             return Outcome::DeadLetter {
@@ -41,7 +81,11 @@ impl Handler for OrderCreatedHandler {
         if let Err(reason) = domain::check_total(order) {
             return Outcome::DeadLetter { reason };
         }
-        match self.store.claim(order.order_id, envelope.event_id).await {
+        match self
+            .store
+            .claim(order.order_id, envelope.event_id, delivery.replayed)
+            .await
+        {
             Ok(Claim::Decided) => {
                 tracing::info!("order already decided; duplicate delivery acknowledged");
                 return Outcome::Ack;
@@ -49,25 +93,58 @@ impl Handler for OrderCreatedHandler {
             Ok(Claim::Undecided { attempts }) => {
                 tracing::debug!(attempts, "processing order");
             }
+            Err(error) => return Self::store_outcome(error),
+        }
+        let tries = self.settings.immediate_attempts.max(1) as usize;
+        let processed = (|| self.process_once(order))
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(10))
+                    .with_max_delay(Duration::from_millis(500))
+                    .with_max_times(tries - 1)
+                    .with_jitter(),
+            )
+            .notify(|error, delay| {
+                tracing::info!(%error, ?delay, "processing failed; trying again in process");
+            })
+            .await;
+        let decision = match processed {
+            Ok(decision) => decision,
             Err(error) => {
-                return Outcome::Requeue {
+                return Outcome::Retry {
                     reason: error.to_string(),
                 };
             }
-        }
-        if !self.work_delay.is_zero() {
-            tokio::time::sleep(self.work_delay).await;
-        }
-        let decision = domain::decide(order, self.max_order_total);
+        };
         match self.store.decide(order.order_id, &decision).await {
             Ok(true) => Outcome::Ack,
             Ok(false) => {
                 tracing::info!("another delivery decided this order first");
                 Outcome::Ack
             }
-            Err(error) => Outcome::Requeue {
-                reason: error.to_string(),
-            },
+            Err(error) => Self::store_outcome(error),
         }
+    }
+
+    /// After the last attempt: the order fails, and exactly one `order.processed` says so.
+    async fn exhausted(
+        &self,
+        envelope: &Envelope<OrderCreated>,
+        reason: &str,
+        _attempts: u32,
+    ) -> Result<(), String> {
+        let decision = Decision {
+            status: ProcessingStatus::Failed,
+            reason: Some(reason.to_owned()),
+        };
+        self.store
+            .decide(envelope.payload.order_id, &decision)
+            .await
+            .map(|_| ())
+            .map_err(|error| error.to_string())
+    }
+
+    async fn ready(&self) -> bool {
+        self.store.ping().await
     }
 }

@@ -10,7 +10,7 @@ use anyhow::Context;
 use migration::ProcessorMigrator;
 use sea_orm::DatabaseConnection;
 use shared::broker::Broker;
-use shared::consumer::{self, ConsumerSettings};
+use shared::consumer::{self, ConsumerSettings, RetryPolicy};
 use shared::outbox::Relay;
 use shared::service::{Service, Worker};
 use tokio_util::sync::CancellationToken;
@@ -18,7 +18,7 @@ use utoipa::OpenApi;
 
 use crate::api_doc::ApiDoc;
 use crate::configuration::Settings;
-use crate::messaging::OrderCreatedHandler;
+use crate::messaging::{OrderCreatedHandler, ProcessingSettings};
 use crate::routes;
 use crate::store::ProcessingStore;
 
@@ -89,8 +89,12 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let handler = Arc::new(OrderCreatedHandler::new(
             self.store,
-            self.settings.rules.max_order_total,
-            Duration::from_millis(self.settings.work.delay_ms),
+            ProcessingSettings {
+                max_order_total: self.settings.rules.max_order_total,
+                work_delay: Duration::from_millis(self.settings.work.delay_ms),
+                immediate_attempts: self.settings.retry.immediate_attempts,
+                transient_failure_rate: self.settings.faults.transient_failure_rate,
+            },
         ));
         let mut workers: Vec<(&'static str, Worker)> = vec![(
             "order.created consumer",
@@ -99,6 +103,11 @@ impl Application {
                 ConsumerSettings {
                     queue: self.settings.amqp.order_created_queue.clone(),
                     prefetch: self.settings.amqp.prefetch,
+                    dead_letter_exchange: self.settings.amqp.dead_letter_exchange.clone(),
+                    retry: Some(RetryPolicy {
+                        max_attempts: self.settings.retry.max_attempts,
+                        tiers: self.settings.retry_tiers(),
+                    }),
                     requeue_delay: Duration::from_secs(1),
                 },
                 handler,

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
+    Statement, TransactionTrait,
 };
 use shared::events::{Envelope, OrderProcessed};
 use shared::outbox::{self, OutboxError};
@@ -21,6 +22,18 @@ pub enum StoreError {
     Db(#[from] DbErr),
     #[error("outbox error: {0}")]
     Outbox(#[from] OutboxError),
+}
+
+impl StoreError {
+    /// Whether the database is unreachable (not the message's fault).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Db(db) | Self::Outbox(OutboxError::Db(db)) => {
+                shared::database::is_unavailable(db)
+            }
+            Self::Outbox(_) => false,
+        }
+    }
 }
 
 /// What the processing record says about a delivery.
@@ -44,35 +57,43 @@ impl ProcessingStore {
     }
 
     /// Records a delivery of `event_id` for `order_id`: inserts the record, or counts one more
-    /// attempt on it. The row lock this takes makes concurrent duplicates wait for each other.
-    pub async fn claim(&self, order_id: Uuid, event_id: Uuid) -> Result<Claim, StoreError> {
-        let row = processing::ActiveModel {
-            order_id: Set(order_id),
-            event_id: Set(event_id),
-            decision: Set(None),
-            reason: Set(None),
-            attempts: Set(1),
-            first_seen_at: Set(chrono::Utc::now()),
-            decided_at: Set(None),
-        };
-        let result = processing::Entity::insert(row)
-            .on_conflict(
-                OnConflict::column(processing::Column::OrderId)
-                    .value(
-                        processing::Column::Attempts,
-                        Expr::col((processing::Entity, processing::Column::Attempts)).add(1),
-                    )
-                    .to_owned(),
-            )
-            .exec_with_returning(&self.db)
-            .await;
-        match result {
-            Ok(record) if record.decision.is_some() => Ok(Claim::Decided),
-            Ok(record) => Ok(Claim::Undecided {
-                attempts: record.attempts,
-            }),
-            Err(error) => Err(error.into()),
-        }
+    /// attempt on it. A `replayed` delivery of a failed order clears the failure, so that the order
+    /// is processed again. The row lock this takes makes concurrent duplicates wait for each other.
+    pub async fn claim(
+        &self,
+        order_id: Uuid,
+        event_id: Uuid,
+        replayed: bool,
+    ) -> Result<Claim, StoreError> {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                r#"
+INSERT INTO processing (order_id, event_id, attempts, first_seen_at)
+VALUES ($1, $2, 1, now())
+ON CONFLICT (order_id) DO UPDATE SET
+    attempts   = processing.attempts + 1,
+    decision   = CASE WHEN $3 AND processing.decision = 'failed' THEN NULL ELSE processing.decision END,
+    reason     = CASE WHEN $3 AND processing.decision = 'failed' THEN NULL ELSE processing.reason END,
+    decided_at = CASE WHEN $3 AND processing.decision = 'failed' THEN NULL ELSE processing.decided_at END
+RETURNING decision, attempts
+"#,
+                [order_id.into(), event_id.into(), replayed.into()],
+            ))
+            .await?
+            .ok_or_else(|| DbErr::RecordNotInserted)?;
+        let decision: Option<String> = row.try_get("", "decision")?;
+        let attempts: i32 = row.try_get("", "attempts")?;
+        Ok(match decision {
+            Some(_) => Claim::Decided,
+            None => Claim::Undecided { attempts },
+        })
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        self.db.ping().await.is_ok()
     }
 
     /// Writes the decision and its `order.processed` event atomically, unless another delivery

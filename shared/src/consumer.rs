@@ -1,44 +1,93 @@
 //! The consumer loop: the one place where a message's fate is decided.
 //!
-//! Every delivery is decoded here (a message without `message_id`, not JSON, of another
-//! `event_type` or an unknown `schema_version` is poison and is dead-lettered at once), then given
-//! to the service's [`Handler`], whose [`Outcome`] is applied here: ack, dead-letter, or requeue.
+//! Every delivery is decoded here. A message without `message_id`, not JSON, of another
+//! `event_type` or of an unknown `schema_version` is poison: it goes straight to the dead-letter
+//! queue. A decoded event goes to the service's [`Handler`], and its [`Outcome`] is carried out here:
+//!
+//! | outcome | what happens |
+//! | --- | --- |
+//! | `Ack` | acknowledged |
+//! | `DeadLetter` | published to the dead-letter exchange with the failure headers (confirmed), then acknowledged |
+//! | `Retry` | while attempts remain, published to the retry queue of its delay tier (which routes it back to the work queue when its TTL expires) with `x-attempt` + 1, then acknowledged; after the last attempt, [`Handler::exhausted`] records the failure and the message is dead-lettered |
+//! | `Requeue` | not the message's fault (the service's own database is down): returned to the queue at no cost in attempts, and the consumer stops taking deliveries until [`Handler::ready`] |
+//!
 //! Up to `prefetch` deliveries are handled concurrently. When the channel or connection breaks, the
 //! loop reconnects with backoff; on shutdown it stops taking deliveries, lets the ones in flight
 //! finish, and closes its channel so that prefetched but unhandled ones return to the queue.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::broker::Broker;
-use crate::events::{Envelope, Event};
+use crate::events::{DecodeError, Envelope, Event};
+use crate::headers::{self, Headers};
 use crate::shutdown::{reconnect_backoff, sleep_unless_cancelled};
+use crate::topology::RetryTiers;
 
 /// What becomes of a delivery.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Done (or a duplicate of something done): remove it from the queue.
     Ack,
-    /// It can never succeed: move it to the dead-letter queue.
+    /// It can never succeed: move it to the dead-letter queue now.
     DeadLetter { reason: String },
-    /// It failed for a reason outside the message (the database is down): put it back.
+    /// It failed transiently: try again later, and dead-letter it after the last attempt.
+    Retry { reason: String },
+    /// It failed for a reason outside the message: put it back and pause consuming.
     Requeue { reason: String },
+}
+
+/// A decoded delivery, with where it stands in its attempts.
+#[derive(Clone, Debug)]
+pub struct Delivered<E> {
+    pub envelope: Envelope<E>,
+    /// 1 for the first delivery.
+    pub attempt: u32,
+    /// An operator replayed it from the dead-letter queue.
+    pub replayed: bool,
 }
 
 /// A service's handling of one event type.
 pub trait Handler: Send + Sync + 'static {
     type Event: Event;
 
-    fn handle(&self, envelope: Envelope<Self::Event>) -> impl Future<Output = Outcome> + Send;
+    fn handle(&self, delivery: Delivered<Self::Event>) -> impl Future<Output = Outcome> + Send;
+
+    /// Called once when a message is dead-lettered after its last attempt, before it is; an error
+    /// requeues the message instead (nothing is dead-lettered that was not recorded).
+    fn exhausted(
+        &self,
+        _envelope: &Envelope<Self::Event>,
+        _reason: &str,
+        _attempts: u32,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Whether the handler's own dependencies answer; polled while consuming is paused.
+    fn ready(&self) -> impl Future<Output = bool> + Send {
+        async { true }
+    }
+}
+
+/// How a consumer retries: attempts are broker deliveries.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Deliveries before a message is dead-lettered.
+    pub max_attempts: u32,
+    pub tiers: RetryTiers,
 }
 
 /// Where and how to consume.
@@ -46,11 +95,24 @@ pub trait Handler: Send + Sync + 'static {
 pub struct ConsumerSettings {
     pub queue: String,
     pub prefetch: u16,
+    /// Exchange that routes dead letters to the dead-letter queue (by the original routing key).
+    pub dead_letter_exchange: String,
+    /// Without one, `Retry` puts the message back on the queue after `requeue_delay`.
+    pub retry: Option<RetryPolicy>,
     /// Pause before a requeued delivery goes back, so that an outage is not a hot loop.
-    pub requeue_delay: std::time::Duration,
+    pub requeue_delay: Duration,
 }
 
-/// Consumes until `shutdown` trips, reconnecting whenever the broker goes away.
+#[derive(Debug, thiserror::Error)]
+enum Stop {
+    #[error(transparent)]
+    Broker(#[from] lapin::Error),
+    #[error("paused: {0}")]
+    Paused(String),
+}
+
+/// Consumes until `shutdown` trips, reconnecting whenever the broker goes away and pausing while
+/// the handler's dependencies are down.
 pub async fn run<H: Handler>(
     broker: Arc<Broker>,
     settings: ConsumerSettings,
@@ -64,9 +126,21 @@ pub async fn run<H: Handler>(
             Ok(()) => {
                 tracing::warn!(queue = %settings.queue, "consumer stream ended; consuming again");
             }
-            Err(error) => {
+            Err(Stop::Paused(reason)) => {
+                tracing::warn!(queue = %settings.queue, %reason, "consumer paused until its dependencies answer");
+                let mut wait = reconnect_backoff();
+                while !handler.ready().await {
+                    let delay = wait.next().unwrap_or(Duration::from_secs(10));
+                    if !sleep_unless_cancelled(delay, &shutdown).await {
+                        break;
+                    }
+                }
+                tracing::info!(queue = %settings.queue, "dependencies answer again; consumer resumes");
+                continue;
+            }
+            Err(Stop::Broker(error)) => {
                 tracing::warn!(queue = %settings.queue, %error, "consumer lost its channel; reconnecting");
-                let delay = backoff.next().unwrap_or(std::time::Duration::from_secs(10));
+                let delay = backoff.next().unwrap_or(Duration::from_secs(10));
                 if !sleep_unless_cancelled(delay, &shutdown).await {
                     break;
                 }
@@ -83,9 +157,15 @@ async fn consume<H: Handler>(
     settings: &ConsumerSettings,
     handler: &Arc<H>,
     shutdown: &CancellationToken,
-) -> Result<(), lapin::Error> {
+) -> Result<(), Stop> {
     let connection = broker.connection().await?;
     let channel = connection.create_channel().await?;
+    // Dead letters and retries are published on a channel of their own, with confirms.
+    let side = connection.create_channel().await?;
+    side.confirm_select(ConfirmSelectOptions::default()).await?;
+    if let Some(retry) = &settings.retry {
+        retry.tiers.declare(&channel).await?;
+    }
     channel
         .basic_qos(settings.prefetch, BasicQosOptions::default())
         .await?;
@@ -98,90 +178,278 @@ async fn consume<H: Handler>(
         )
         .await?;
     tracing::info!(queue = %settings.queue, prefetch = settings.prefetch, "consuming");
+    let side = &side;
     let result = consumer
         .take_until(shutdown.clone().cancelled_owned())
+        .map_err(Stop::from)
         .try_for_each_concurrent(usize::from(settings.prefetch), |delivery| {
             let handler = handler.clone();
-            let settings = settings.clone();
-            async move {
-                settle(&*handler, &settings, delivery).await;
-                Ok(())
-            }
+            async move { settle(&*handler, settings, side, delivery).await }
         })
         .await;
-    if channel.status().connected() {
-        // Unacknowledged deliveries return to the queue when the channel closes.
-        let _ = channel.close(200, "OK".into()).await;
+    for channel in [&channel, side] {
+        if channel.status().connected() {
+            // Unacknowledged deliveries return to the queue when the channel closes.
+            let _ = channel.close(200, "OK".into()).await;
+        }
     }
     result
 }
 
-async fn settle<H: Handler>(handler: &H, settings: &ConsumerSettings, delivery: Delivery) {
+async fn settle<H: Handler>(
+    handler: &H,
+    settings: &ConsumerSettings,
+    side: &Channel,
+    delivery: Delivery,
+) -> Result<(), Stop> {
+    let headers = Headers::from_table(delivery.properties.headers().as_ref());
+    let attempt = headers.attempt();
     let span = tracing::info_span!(
         "handle delivery",
         queue = %settings.queue,
         event_id = tracing::field::Empty,
         order_id = tracing::field::Empty,
+        attempt,
         redelivered = delivery.redelivered,
     );
     async {
-        let outcome = decide(handler, &delivery).await;
-        let result = match &outcome {
+        let (outcome, envelope) = decide(handler, &delivery, &headers, attempt).await;
+        let result = match outcome {
             Outcome::Ack => delivery.ack(BasicAckOptions::default()).await,
             Outcome::DeadLetter { reason } => {
-                tracing::warn!(%reason, "dead-lettering message");
-                delivery.reject(BasicRejectOptions { requeue: false }).await
+                let poison = envelope.is_none();
+                dead_letter(
+                    settings,
+                    side,
+                    &delivery,
+                    headers,
+                    &reason,
+                    attempt,
+                    poison,
+                    envelope.as_ref().map(|e| e.correlation_id),
+                )
+                .await
             }
+            Outcome::Retry { reason } => match (&settings.retry, envelope) {
+                (Some(retry), Some(_)) if attempt < retry.max_attempts => {
+                    let queue = retry.tiers.queue_for(attempt);
+                    tracing::warn!(%reason, retry_queue = %queue, "attempt failed; retrying later");
+                    let mut next = failure_headers(headers, &delivery, &reason);
+                    next.set_int(headers::ATTEMPT, i64::from(attempt) + 1);
+                    match publish(side, "", &queue, &delivery, next).await {
+                        Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+                        Err(error) => {
+                            requeue(
+                                &delivery,
+                                settings,
+                                &format!("cannot schedule the retry: {error}"),
+                            )
+                            .await
+                        }
+                    }
+                }
+                (Some(_), Some(envelope)) => {
+                    let reason = format!("gave up after {attempt} attempts: {reason}");
+                    match handler.exhausted(&envelope, &reason, attempt).await {
+                        Ok(()) => {
+                            dead_letter(
+                                settings,
+                                side,
+                                &delivery,
+                                headers,
+                                &reason,
+                                attempt,
+                                false,
+                                Some(envelope.correlation_id),
+                            )
+                            .await
+                        }
+                        Err(error) => {
+                            requeue(
+                                &delivery,
+                                settings,
+                                &format!("cannot record the failure: {error}"),
+                            )
+                            .await
+                        }
+                    }
+                }
+                _ => requeue(&delivery, settings, &reason).await,
+            },
             Outcome::Requeue { reason } => {
-                tracing::warn!(%reason, "requeueing message");
-                tokio::time::sleep(settings.requeue_delay).await;
-                delivery
+                let result = delivery
                     .nack(BasicNackOptions {
                         requeue: true,
                         ..BasicNackOptions::default()
                     })
-                    .await
+                    .await;
+                if let Err(error) = result {
+                    tracing::warn!(%error, "could not requeue; the broker redelivers it");
+                }
+                // Not the message's fault: stop taking deliveries until the handler is ready.
+                return Err(Stop::Paused(reason));
             }
         };
         if let Err(error) = result {
             // The channel is gone: the broker redelivers the message, and handlers are idempotent.
-            tracing::warn!(%error, ?outcome, "could not settle delivery; it will be redelivered");
+            tracing::warn!(%error, "could not settle delivery; it will be redelivered");
         }
+        Ok(())
     }
     .instrument(span)
     .await
 }
 
-async fn decide<H: Handler>(handler: &H, delivery: &Delivery) -> Outcome {
+/// Decodes and hands the event to the handler; the envelope is `None` for poison.
+async fn decide<H: Handler>(
+    handler: &H,
+    delivery: &Delivery,
+    headers: &Headers,
+    attempt: u32,
+) -> (Outcome, Option<Envelope<H::Event>>) {
+    let poison = |reason: String| (Outcome::DeadLetter { reason }, None);
     let Some(message_id) = delivery
         .properties
         .message_id()
         .as_ref()
         .map(|id| id.to_string())
     else {
-        return Outcome::DeadLetter {
-            reason: "message has no message_id".into(),
-        };
+        return poison("message has no message_id".into());
     };
     let envelope = match Envelope::<H::Event>::decode(&delivery.data) {
         Ok(envelope) => envelope,
-        Err(error) => {
-            return Outcome::DeadLetter {
-                reason: error.to_string(),
-            };
-        }
+        Err(error) => return poison(error.to_string()),
     };
     let span = tracing::Span::current();
     span.record("event_id", tracing::field::display(envelope.event_id));
     span.record("order_id", tracing::field::display(envelope.correlation_id));
     if message_id != envelope.event_id.to_string() {
-        return Outcome::DeadLetter {
-            reason: crate::events::DecodeError::MessageIdMismatch {
+        return poison(
+            DecodeError::MessageIdMismatch {
                 message_id,
                 event_id: envelope.event_id,
             }
             .to_string(),
-        };
+        );
     }
-    handler.handle(envelope).await
+    let outcome = handler
+        .handle(Delivered {
+            envelope: envelope.clone(),
+            attempt,
+            replayed: headers.str(headers::REPLAYED_AT).is_some(),
+        })
+        .await;
+    (outcome, Some(envelope))
+}
+
+/// The headers of a message that failed: reason, first and last failure, original routing key.
+fn failure_headers(mut headers: Headers, delivery: &Delivery, reason: &str) -> Headers {
+    let now = headers::now_rfc3339();
+    if headers.str(headers::FIRST_FAILED_AT).is_none() {
+        headers.set_str(headers::FIRST_FAILED_AT, now.clone());
+    }
+    if headers.str(headers::ORIGINAL_ROUTING_KEY).is_none() {
+        headers.set_str(
+            headers::ORIGINAL_ROUTING_KEY,
+            delivery.routing_key.to_string(),
+        );
+    }
+    headers
+        .set_str(headers::LAST_FAILED_AT, now)
+        .set_str(headers::FAILURE_REASON, reason);
+    headers
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn dead_letter(
+    settings: &ConsumerSettings,
+    side: &Channel,
+    delivery: &Delivery,
+    headers: Headers,
+    reason: &str,
+    attempt: u32,
+    poison: bool,
+    order_id: Option<uuid::Uuid>,
+) -> Result<bool, lapin::Error> {
+    tracing::warn!(%reason, poison, "dead-lettering message");
+    let mut headers = failure_headers(headers, delivery, reason);
+    headers.set_int(headers::ATTEMPTS, i64::from(attempt));
+    headers.remove(headers::ATTEMPT);
+    if poison {
+        headers.set_bool(headers::POISON, true);
+    }
+    if let Some(order_id) = order_id {
+        headers.set_str(headers::ORDER_ID, order_id.to_string());
+    }
+    let routing_key = headers
+        .str(headers::ORIGINAL_ROUTING_KEY)
+        .unwrap_or_else(|| delivery.routing_key.to_string());
+    match publish(
+        side,
+        &settings.dead_letter_exchange,
+        &routing_key,
+        delivery,
+        headers,
+    )
+    .await
+    {
+        Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+        Err(error) => requeue(delivery, settings, &format!("cannot dead-letter: {error}")).await,
+    }
+}
+
+async fn requeue(
+    delivery: &Delivery,
+    settings: &ConsumerSettings,
+    reason: &str,
+) -> Result<bool, lapin::Error> {
+    tracing::warn!(%reason, "requeueing message");
+    tokio::time::sleep(settings.requeue_delay).await;
+    delivery
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..BasicNackOptions::default()
+        })
+        .await
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PublishFailure {
+    #[error(transparent)]
+    Broker(#[from] lapin::Error),
+    #[error("the broker did not take the message (nack or unroutable)")]
+    Refused,
+}
+
+/// Publishes a copy of `delivery` with `headers`, persistent and mandatory, and waits for the
+/// broker's confirm.
+async fn publish(
+    side: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    delivery: &Delivery,
+    headers: Headers,
+) -> Result<(), PublishFailure> {
+    let properties: BasicProperties = delivery
+        .properties
+        .clone()
+        .with_headers(headers.into_table())
+        .with_delivery_mode(2);
+    let confirmation = side
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            &delivery.data,
+            properties,
+        )
+        .await?
+        .await?;
+    if confirmation.is_nack() || confirmation.take_message().is_some() {
+        return Err(PublishFailure::Refused);
+    }
+    Ok(())
 }

@@ -17,7 +17,7 @@ use crate::topology::routing_keys;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// A payload type with its place in the contract.
-pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
+pub trait Event: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
     const EVENT_TYPE: &'static str;
     const ROUTING_KEY: &'static str;
 }

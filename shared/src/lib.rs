@@ -7,6 +7,7 @@ pub mod configuration;
 pub mod consumer;
 pub mod database;
 pub mod events;
+pub mod headers;
 pub mod http;
 pub mod outbox;
 pub mod service;

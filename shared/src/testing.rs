@@ -82,12 +82,15 @@ where
 pub struct Cleanup {
     pub databases: Vec<String>,
     pub topology: Option<Topology>,
+    /// Queues beyond the topology's (retry queues).
+    pub queues: Vec<String>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let databases = std::mem::take(&mut self.databases);
         let topology = self.topology.take();
+        let queues = std::mem::take(&mut self.queues);
         // Drop runs inside the test's runtime: do the async clean-up on a thread of its own.
         let _ = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -106,6 +109,11 @@ impl Drop for Cleanup {
                     && let Ok(channel) = connection.create_channel().await
                 {
                     let _ = topology.delete(&channel).await;
+                    for queue in queues {
+                        let _ = channel
+                            .queue_delete(queue.as_str().into(), Default::default())
+                            .await;
+                    }
                     let _ = connection.close(200, "OK".into()).await;
                 }
             });

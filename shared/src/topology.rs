@@ -156,3 +156,119 @@ impl Topology {
         Ok(())
     }
 }
+
+/// Delayed redelivery without a plugin: one queue per delay, whose `x-message-ttl` expires the
+/// message into the default exchange with the work queue's name as routing key, i.e. back to the
+/// work queue. A queue per delay keeps every queue FIFO in expiry order.
+///
+/// ```text
+/// work queue --(attempt n failed)--> {work queue}.retry.{delay}ms --(TTL)--> work queue
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryTiers {
+    work_queue: String,
+    /// Delay after the failure of attempt i + 1.
+    delays: Vec<std::time::Duration>,
+}
+
+impl RetryTiers {
+    /// Delays growing from `initial` (doubling) to `max`, for `max_attempts - 1` retries.
+    pub fn new(
+        work_queue: &str,
+        initial: std::time::Duration,
+        max: std::time::Duration,
+        max_attempts: u32,
+    ) -> Self {
+        let retries = max_attempts.saturating_sub(1).max(1);
+        let delays = (0..retries)
+            .map(|n| {
+                let factor = 2u32.saturating_pow(n.min(31));
+                initial.saturating_mul(factor).min(max)
+            })
+            .collect();
+        Self {
+            work_queue: work_queue.to_owned(),
+            delays,
+        }
+    }
+
+    /// How long a message waits after its attempt `attempt` (1-based) failed.
+    pub fn delay_for(&self, attempt: u32) -> std::time::Duration {
+        let index = (attempt.max(1) - 1) as usize;
+        self.delays
+            .get(index)
+            .or(self.delays.last())
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn queue_named(&self, delay: std::time::Duration) -> String {
+        format!("{}.retry.{}ms", self.work_queue, delay.as_millis())
+    }
+
+    /// The retry queue for a message whose attempt `attempt` failed.
+    pub fn queue_for(&self, attempt: u32) -> String {
+        self.queue_named(self.delay_for(attempt))
+    }
+
+    /// Every retry queue, each once.
+    pub fn queues(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.delays.iter().map(|d| self.queue_named(*d)).collect();
+        names.dedup();
+        names
+    }
+
+    pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        let mut delays = self.delays.clone();
+        delays.dedup();
+        for delay in delays {
+            let mut arguments = FieldTable::default();
+            arguments.insert(
+                "x-message-ttl".into(),
+                AMQPValue::LongLongInt(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+            );
+            arguments.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(LongString::from(&b""[..])),
+            );
+            arguments.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(LongString::from(self.work_queue.as_bytes())),
+            );
+            channel
+                .queue_declare(
+                    self.queue_named(delay).as_str().into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    arguments,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn retry_delays_double_from_the_initial_delay_up_to_the_maximum() {
+        let tiers = RetryTiers::new("q", Duration::from_secs(1), Duration::from_secs(5), 6);
+        let delays: Vec<_> = (1..=6).map(|n| tiers.delay_for(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 5, 5, 5]);
+        assert_eq!(tiers.queue_for(1), "q.retry.1000ms");
+        assert_eq!(
+            tiers.queues(),
+            [
+                "q.retry.1000ms",
+                "q.retry.2000ms",
+                "q.retry.4000ms",
+                "q.retry.5000ms"
+            ]
+        );
+    }
+}

@@ -43,6 +43,7 @@ pub async fn spawn_pipeline(max_order_total: &str) -> Pipeline {
             processor_settings.database.url.expose().to_owned(),
         ],
         topology: Some(amqp.topology()),
+        queues: processor_settings.retry_tiers().queues(),
     };
     let order_app = order_service::startup::Application::build(order_settings)
         .await

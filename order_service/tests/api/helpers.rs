@@ -48,6 +48,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     let cleanup = Cleanup {
         databases: vec![settings.database.url.expose().to_owned()],
         topology: Some(settings.amqp.topology()),
+        queues: Vec::new(),
     };
     start(settings, cleanup).await
 }

@@ -44,6 +44,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     let cleanup = Cleanup {
         databases: vec![settings.database.url.expose().to_owned()],
         topology: Some(settings.amqp.topology()),
+        queues: settings.retry_tiers().queues(),
     };
     let probe = BrokerProbe::connect(settings.amqp.topology()).await;
     let application = Application::build(settings.clone())
