@@ -2,7 +2,9 @@
 //! business rules, and publishes `order.processed` through its own outbox.
 
 pub mod api_doc;
+pub mod cli;
 pub mod configuration;
+pub mod dead_letters;
 pub mod domain;
 pub mod entities;
 pub mod messaging;

@@ -1,3 +1,5 @@
+use clap::Parser;
+use processor_service::cli::{Cli, Command};
 use processor_service::configuration::Settings;
 use processor_service::startup::Application;
 use shared::telemetry::{LogFormat, get_subscriber, init_subscriber};
@@ -5,14 +7,31 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_subscriber(get_subscriber(
-        "processor_service",
-        LogFormat::from_env(),
-        std::io::stdout,
-    ))?;
-    let settings = Settings::load()?;
-    let application = Application::build(settings).await?;
-    let shutdown = CancellationToken::new();
-    shared::shutdown::cancel_on_signal(shutdown.clone());
-    application.run_until_stopped(shutdown).await
+    let cli = Cli::parse();
+    match cli.command {
+        None => {
+            init_subscriber(get_subscriber(
+                "processor_service",
+                LogFormat::from_env(),
+                std::io::stdout,
+            ))?;
+            let settings = Settings::load()?;
+            let application = Application::build(settings).await?;
+            let shutdown = CancellationToken::new();
+            shared::shutdown::cancel_on_signal(shutdown.clone());
+            application.run_until_stopped(shutdown).await
+        }
+        Some(Command::DeadLetters(command)) => {
+            // Logs go to stderr: stdout is the command's JSON.
+            init_subscriber(get_subscriber(
+                "processor_service",
+                LogFormat::from_env(),
+                std::io::stderr,
+            ))?;
+            let settings = Settings::load()?;
+            let output = processor_service::cli::run_dead_letters(&settings, command).await?;
+            println!("{output}");
+            Ok(())
+        }
+    }
 }

@@ -20,6 +20,7 @@ use crate::api_doc::ApiDoc;
 use crate::configuration::Settings;
 use crate::messaging::{OrderCreatedHandler, ProcessingSettings};
 use crate::routes;
+use crate::routes::dead_letters::DeadLetterAdmin;
 use crate::store::ProcessingStore;
 
 pub struct Application {
@@ -56,6 +57,12 @@ impl Application {
         let server = {
             let store = web::Data::new(store.clone());
             let db = web::Data::new(db.clone());
+            let admin = web::Data::new(DeadLetterAdmin {
+                token: settings.admin.token().cloned(),
+                broker: broker.clone(),
+                dead_letter_queue: settings.amqp.order_created_dead_letter_queue.clone(),
+                work_queue: settings.amqp.order_created_queue.clone(),
+            });
             let broker = web::Data::new(broker.clone());
             shared::http::serve(
                 listener,
@@ -65,6 +72,7 @@ impl Application {
                     cfg.app_data(store.clone())
                         .app_data(db.clone())
                         .app_data(broker.clone())
+                        .app_data(admin.clone())
                         .configure(routes::configure);
                 },
             )?

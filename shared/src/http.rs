@@ -25,6 +25,8 @@ pub mod problem_type {
     pub const BODY: &str = "urn:order-pipeline:problem:unreadable-body";
     pub const TOO_LARGE: &str = "urn:order-pipeline:problem:too-large";
     pub const NOT_FOUND: &str = "urn:order-pipeline:problem:not-found";
+    pub const UNAUTHORIZED: &str = "urn:order-pipeline:problem:unauthorized";
+    pub const FORBIDDEN: &str = "urn:order-pipeline:problem:forbidden";
     pub const UNAVAILABLE: &str = "urn:order-pipeline:problem:unavailable";
     pub const INTERNAL: &str = "urn:order-pipeline:problem:internal";
 }

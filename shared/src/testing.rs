@@ -228,6 +228,18 @@ impl BrokerProbe {
         Some(message.delivery)
     }
 
+    /// Looks at the first message of `queue` and puts it back.
+    pub async fn peek(&self, queue: &str) -> Option<Delivery> {
+        let channel = self.connection.create_channel().await.expect("channel");
+        let message = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+            .await
+            .expect("basic.get")?;
+        // Closing the channel returns the unacknowledged message to the queue.
+        channel.close(200, "OK".into()).await.expect("close");
+        Some(message.delivery)
+    }
+
     /// Messages ready in `queue`.
     pub async fn message_count(&self, queue: &str) -> u32 {
         self.channel

@@ -1,41 +1,89 @@
 use std::time::Duration;
 
+use order_service::configuration::Settings as OrderSettings;
+use processor_service::configuration::Settings as ProcessorSettings;
 use serde_json::{Value, json};
-use shared::testing::{self, Cleanup};
+use shared::testing::{self, BrokerProbe, Cleanup};
 use tokio::task::JoinHandle;
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::CancellationToken;
 
-pub const DEADLINE: Duration = Duration::from_secs(30);
+pub const DEADLINE: Duration = Duration::from_secs(60);
+pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+
+/// One running service, stopped when dropped.
+pub struct Service {
+    pub address: String,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Service {
+    fn spawn<F>(port: u16, run: impl FnOnce(CancellationToken) -> F) -> Self
+    where
+        F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(run(shutdown.clone()));
+        Self {
+            address: format!("http://127.0.0.1:{port}"),
+            shutdown,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops gracefully and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("service task").expect("clean stop");
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
 
 /// Both services, sharing one test's broker names, each with its own database.
 pub struct Pipeline {
-    _shutdown: DropGuard,
-    pub orders: String,
-    pub processor: String,
+    pub orders: Service,
+    pub processor: Service,
+    pub order_settings: OrderSettings,
+    pub processor_settings: ProcessorSettings,
+    pub probe: BrokerProbe,
     pub client: reqwest::Client,
-    _handles: Vec<JoinHandle<anyhow::Result<()>>>,
     _cleanup: Cleanup,
 }
 
 pub async fn spawn_pipeline(max_order_total: &str) -> Pipeline {
+    let max: rust_decimal::Decimal = max_order_total.parse().unwrap();
+    spawn_pipeline_with(|_, processor| processor.rules.max_order_total = max).await
+}
+
+pub async fn spawn_pipeline_with(
+    customize: impl FnOnce(&mut OrderSettings, &mut ProcessorSettings),
+) -> Pipeline {
     shared::telemetry::init_test_subscriber("e2e");
     let id = testing::unique_id();
     let amqp = testing::amqp_settings(&id);
 
-    let mut order_settings = order_service::configuration::Settings::default();
+    let mut order_settings = OrderSettings::default();
     order_settings.http.host = "127.0.0.1".into();
     order_settings.http.port = 0;
     order_settings.database = testing::database_settings(&format!("orders_{id}"));
     order_settings.amqp = amqp.clone();
     order_settings.shutdown.grace_seconds = 5;
 
-    let mut processor_settings = processor_service::configuration::Settings::default();
+    let mut processor_settings = ProcessorSettings::default();
     processor_settings.http.host = "127.0.0.1".into();
     processor_settings.http.port = 0;
     processor_settings.database = testing::database_settings(&format!("processor_{id}"));
     processor_settings.amqp = amqp.clone();
     processor_settings.shutdown.grace_seconds = 5;
-    processor_settings.rules.max_order_total = max_order_total.parse().unwrap();
+    processor_settings.admin.token = Some(shared::configuration::Secret::new(ADMIN_TOKEN));
+    customize(&mut order_settings, &mut processor_settings);
 
     let cleanup = Cleanup {
         databases: vec![
@@ -45,27 +93,34 @@ pub async fn spawn_pipeline(max_order_total: &str) -> Pipeline {
         topology: Some(amqp.topology()),
         queues: processor_settings.retry_tiers().queues(),
     };
-    let order_app = order_service::startup::Application::build(order_settings)
-        .await
-        .expect("build order_service");
-    let processor_app = processor_service::startup::Application::build(processor_settings)
-        .await
-        .expect("build processor_service");
-    let orders = format!("http://127.0.0.1:{}", order_app.port());
-    let processor = format!("http://127.0.0.1:{}", processor_app.port());
-    let shutdown = CancellationToken::new();
-    let handles = vec![
-        tokio::spawn(order_app.run_until_stopped(shutdown.clone())),
-        tokio::spawn(processor_app.run_until_stopped(shutdown.clone())),
-    ];
+    let probe = BrokerProbe::connect(amqp.topology()).await;
+    let orders = start_orders(order_settings.clone()).await;
+    let processor = start_processor(processor_settings.clone()).await;
     Pipeline {
-        _shutdown: shutdown.drop_guard(),
         orders,
         processor,
+        order_settings,
+        processor_settings,
+        probe,
         client: reqwest::Client::new(),
-        _handles: handles,
         _cleanup: cleanup,
     }
+}
+
+async fn start_orders(settings: OrderSettings) -> Service {
+    let app = order_service::startup::Application::build(settings)
+        .await
+        .expect("build order_service");
+    let port = app.port();
+    Service::spawn(port, |token| app.run_until_stopped(token))
+}
+
+async fn start_processor(settings: ProcessorSettings) -> Service {
+    let app = processor_service::startup::Application::build(settings)
+        .await
+        .expect("build processor_service");
+    let port = app.port();
+    Service::spawn(port, |token| app.run_until_stopped(token))
 }
 
 pub fn order(customer: &str, quantity: u32, price: &str) -> Value {
@@ -73,10 +128,28 @@ pub fn order(customer: &str, quantity: u32, price: &str) -> Value {
 }
 
 impl Pipeline {
+    /// Stops the processor and starts another on the same database and queues.
+    pub async fn restart_processor(&mut self, customize: impl FnOnce(&mut ProcessorSettings)) {
+        customize(&mut self.processor_settings);
+        let old = std::mem::replace(
+            &mut self.processor,
+            start_processor(self.processor_settings.clone()).await,
+        );
+        old.stop().await;
+    }
+
+    pub fn orders_url(&self, path: &str) -> String {
+        format!("{}{path}", self.orders.address)
+    }
+
+    pub fn processor_url(&self, path: &str) -> String {
+        format!("{}{path}", self.processor.address)
+    }
+
     pub async fn place(&self, body: &Value) -> Value {
         let response = self
             .client
-            .post(format!("{}/orders", self.orders))
+            .post(self.orders_url("/orders"))
             .json(body)
             .send()
             .await
@@ -91,12 +164,53 @@ impl Pipeline {
         response.json().await.unwrap()
     }
 
-    /// Waits until the order leaves `pending`, and returns it.
-    pub async fn wait_until_final(&self, id: &str) -> Value {
-        testing::wait_until(&format!("order {id} to be final"), DEADLINE, || async {
-            let order = self.get(format!("{}/orders/{id}", self.orders)).await;
-            (order["status"] != "pending").then_some(order)
+    /// Waits until the order's status satisfies `done`, and returns the order.
+    pub async fn wait_for_order(&self, id: &str, what: &str, done: impl Fn(&str) -> bool) -> Value {
+        testing::wait_until(&format!("order {id} to be {what}"), DEADLINE, || async {
+            let order = self.get(self.orders_url(&format!("/orders/{id}"))).await;
+            done(order["status"].as_str().unwrap_or("")).then_some(order)
         })
         .await
+    }
+
+    /// Waits until the order leaves `pending`, and returns it.
+    pub async fn wait_until_final(&self, id: &str) -> Value {
+        self.wait_for_order(id, "final", |status| status != "pending")
+            .await
+    }
+
+    pub async fn history(&self, id: &str) -> Vec<String> {
+        self.get(self.orders_url(&format!("/orders/{id}/history")))
+            .await
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["status"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(self.processor_url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    pub async fn admin_post(&self, path: &str, body: Value) -> Value {
+        let response = self
+            .client
+            .post(self.processor_url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
     }
 }

@@ -18,7 +18,7 @@ async fn an_order_goes_from_pending_to_completed_through_both_services() {
     assert_eq!(done["error_message"], Value::Null);
     assert_eq!(done["total_amount"], "21.00");
     let history = pipeline
-        .get(format!("{}/orders/{id}/history", pipeline.orders))
+        .get(pipeline.orders_url(&format!("/orders/{id}/history")))
         .await;
     let statuses: Vec<_> = history
         .as_array()
@@ -28,7 +28,7 @@ async fn an_order_goes_from_pending_to_completed_through_both_services() {
         .collect();
     assert_eq!(statuses, ["pending", "completed"]);
     let record = pipeline
-        .get(format!("{}/processed/{id}", pipeline.processor))
+        .get(pipeline.processor_url(&format!("/processed/{id}")))
         .await;
     assert_eq!(record["decision"], "completed");
     assert_eq!(record["attempts"], 1);
@@ -49,7 +49,7 @@ async fn an_order_over_the_limit_ends_rejected_with_the_reason() {
         "{reason}"
     );
     let history = pipeline
-        .get(format!("{}/orders/{id}/history", pipeline.orders))
+        .get(pipeline.orders_url(&format!("/orders/{id}/history")))
         .await;
     assert_eq!(history[1]["status"], "rejected");
     assert_eq!(history[1]["reason"], reason);
@@ -77,11 +77,11 @@ async fn a_burst_of_concurrent_orders_all_end_final_each_decided_once() {
             .entry(done["status"].as_str().unwrap().to_owned())
             .or_default() += 1;
         let record = pipeline
-            .get(format!("{}/processed/{id}", pipeline.processor))
+            .get(pipeline.processor_url(&format!("/processed/{id}")))
             .await;
         assert_eq!(record["decision"], done["status"]);
         let history = pipeline
-            .get(format!("{}/orders/{id}/history", pipeline.orders))
+            .get(pipeline.orders_url(&format!("/orders/{id}/history")))
             .await;
         assert_eq!(history.as_array().unwrap().len(), 2, "one move per order");
     }

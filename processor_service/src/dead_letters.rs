@@ -1,0 +1,194 @@
+//! The dead-letter queue as an operator sees it: list without consuming, replay to the work queue.
+//! Used by the HTTP admin endpoints and by `processor_service dead-letters ...`.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use lapin::Channel;
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use serde::{Deserialize, Serialize};
+use shared::broker::Broker;
+use shared::headers::{self, Headers};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// A dead-lettered message, from its headers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetter {
+    /// Null for a poison message (one that could not be decoded).
+    pub order_id: Option<Uuid>,
+    /// The AMQP `message_id` (the event id), when it had one.
+    pub event_id: Option<String>,
+    #[schema(example = "gave up after 5 attempts: transient failure: injected transient failure")]
+    pub reason: String,
+    /// Deliveries it had.
+    pub attempts: u32,
+    pub first_failed_at: Option<DateTime<Utc>>,
+    pub last_failed_at: Option<DateTime<Utc>>,
+    /// Not replayed unless asked (`include_poison`).
+    pub poison: bool,
+}
+
+/// Which dead letters to replay.
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// Only these orders; all when absent.
+    #[serde(default)]
+    pub order_ids: Option<Vec<Uuid>>,
+    /// Replay poison messages too.
+    #[serde(default)]
+    pub include_poison: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReplayResult {
+    pub replayed: usize,
+}
+
+impl DeadLetter {
+    fn from_delivery(delivery: &lapin::message::Delivery) -> Self {
+        let headers = Headers::from_table(delivery.properties.headers().as_ref());
+        Self {
+            order_id: headers
+                .str(headers::ORDER_ID)
+                .and_then(|id| id.parse().ok()),
+            event_id: delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.to_string()),
+            reason: headers
+                .str(headers::FAILURE_REASON)
+                .unwrap_or_else(|| "unknown".to_owned()),
+            attempts: headers
+                .int(headers::ATTEMPTS)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(1),
+            first_failed_at: headers.time(headers::FIRST_FAILED_AT),
+            last_failed_at: headers.time(headers::LAST_FAILED_AT),
+            poison: headers.bool(headers::POISON),
+        }
+    }
+}
+
+async fn ready_count(channel: &Channel, queue: &str) -> Result<u32, lapin::Error> {
+    Ok(channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?
+        .message_count())
+}
+
+/// Lists up to `limit` dead letters. They are taken unacknowledged and returned to the queue when
+/// the channel closes: nothing is consumed.
+pub async fn list(
+    broker: &Broker,
+    queue: &str,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, lapin::Error> {
+    let connection = broker.connection().await?;
+    let channel = connection.create_channel().await?;
+    let count = (ready_count(&channel, queue).await? as usize).min(limit);
+    let mut letters = Vec::with_capacity(count);
+    for _ in 0..count {
+        match channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+            .await?
+        {
+            Some(message) => letters.push(DeadLetter::from_delivery(&message.delivery)),
+            None => break,
+        }
+    }
+    channel.close(200, "OK".into()).await?;
+    Ok(letters)
+}
+
+/// Moves the selected dead letters back to `work_queue` with a fresh attempt count; the others stay.
+/// Each one is acknowledged on the dead-letter queue only after the broker confirmed its copy.
+pub async fn replay(
+    broker: &Broker,
+    queue: &str,
+    work_queue: &str,
+    request: &ReplayRequest,
+) -> Result<usize, lapin::Error> {
+    let wanted: Option<HashSet<Uuid>> = request
+        .order_ids
+        .as_ref()
+        .map(|ids| ids.iter().copied().collect());
+    let connection = broker.connection().await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let count = ready_count(&channel, queue).await?;
+    let mut replayed = 0;
+    for _ in 0..count {
+        let Some(message) = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+            .await?
+        else {
+            break;
+        };
+        let delivery = message.delivery;
+        let letter = DeadLetter::from_delivery(&delivery);
+        let selected = match (&wanted, letter.order_id) {
+            _ if letter.poison && !request.include_poison => false,
+            (None, _) => true,
+            (Some(wanted), Some(order_id)) => wanted.contains(&order_id),
+            (Some(_), None) => false,
+        };
+        if !selected {
+            // Left unacknowledged: back to the queue when the channel closes.
+            continue;
+        }
+        let mut fresh = Headers::from_table(delivery.properties.headers().as_ref());
+        for name in [
+            headers::ATTEMPT,
+            headers::ATTEMPTS,
+            headers::FAILURE_REASON,
+            headers::FIRST_FAILED_AT,
+            headers::LAST_FAILED_AT,
+            headers::POISON,
+        ] {
+            fresh.remove(name);
+        }
+        fresh.set_str(headers::REPLAYED_AT, headers::now_rfc3339());
+        let confirmation = channel
+            .basic_publish(
+                "".into(),
+                work_queue.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &delivery.data,
+                delivery
+                    .properties
+                    .clone()
+                    .with_headers(fresh.into_table())
+                    .with_delivery_mode(2),
+            )
+            .await?
+            .await?;
+        if confirmation.is_nack() || confirmation.take_message().is_some() {
+            tracing::warn!(order_id = ?letter.order_id, "replay refused by the broker; left in the dead-letter queue");
+            continue;
+        }
+        delivery.ack(BasicAckOptions::default()).await?;
+        tracing::info!(order_id = ?letter.order_id, event_id = ?letter.event_id, "dead letter replayed");
+        replayed += 1;
+    }
+    channel.close(200, "OK".into()).await?;
+    Ok(replayed)
+}
