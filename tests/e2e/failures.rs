@@ -51,9 +51,7 @@ async fn with_half_of_all_attempts_failing_every_order_completes_exactly_once() 
     // About one delivery in eight fails all its in-process tries and comes back through a retry
     // queue; those orders show more than one attempt.
     assert!(retried > 0, "no order needed a broker redelivery");
-    let dead = pipeline
-        .admin_get("/dead-letters")
-        .await;
+    let dead = pipeline.admin_get("/dead-letters").await;
     assert_eq!(dead, json!([]));
 }
 
@@ -66,7 +64,9 @@ async fn with_every_attempt_failing_orders_fail_are_dead_lettered_and_complete_a
         processor.retry.max_attempts = 3;
     })
     .await;
-    let bodies: Vec<Value> = (0..10).map(|i| order(&format!("c{i}"), 1, "5.00")).collect();
+    let bodies: Vec<Value> = (0..10)
+        .map(|i| order(&format!("c{i}"), 1, "5.00"))
+        .collect();
     let placed = join_all(bodies.iter().map(|body| pipeline.place(body))).await;
     let ids: Vec<String> = placed
         .iter()
@@ -86,17 +86,26 @@ async fn with_every_attempt_failing_orders_fail_are_dead_lettered_and_complete_a
         .amqp
         .order_created_dead_letter_queue
         .clone();
-    shared::testing::wait_until("every order in the dead-letter queue", crate::helpers::DEADLINE, || async {
-        (pipeline.probe.message_count(&dlq).await == 10).then_some(())
-    })
+    shared::testing::wait_until(
+        "every order in the dead-letter queue",
+        crate::helpers::DEADLINE,
+        || async { (pipeline.probe.message_count(&dlq).await == 10).then_some(()) },
+    )
     .await;
     let message = pipeline.probe.peek(&dlq).await.unwrap();
     let h = Headers::from_table(message.properties.headers().as_ref());
-    assert!(h.str(headers::FAILURE_REASON).unwrap().contains("injected transient failure"));
+    assert!(
+        h.str(headers::FAILURE_REASON)
+            .unwrap()
+            .contains("injected transient failure")
+    );
     assert_eq!(h.int(headers::ATTEMPTS), Some(3));
     assert!(h.time(headers::FIRST_FAILED_AT).is_some());
     assert!(h.time(headers::LAST_FAILED_AT).unwrap() >= h.time(headers::FIRST_FAILED_AT).unwrap());
-    assert_eq!(h.str(headers::ORIGINAL_ROUTING_KEY).as_deref(), Some("order.created"));
+    assert_eq!(
+        h.str(headers::ORIGINAL_ROUTING_KEY).as_deref(),
+        Some("order.created")
+    );
     let listed = pipeline.admin_get("/dead-letters").await;
     let listed_ids: HashSet<String> = listed
         .as_array()
@@ -109,7 +118,11 @@ async fn with_every_attempt_failing_orders_fail_are_dead_lettered_and_complete_a
         })
         .collect();
     assert_eq!(listed_ids, ids.iter().cloned().collect::<HashSet<_>>());
-    assert_eq!(pipeline.probe.message_count(&dlq).await, 10, "listing consumes nothing");
+    assert_eq!(
+        pipeline.probe.message_count(&dlq).await,
+        10,
+        "listing consumes nothing"
+    );
 
     // A healthy processor, then a replay of two orders, then of all the rest.
     pipeline
@@ -133,7 +146,10 @@ async fn with_every_attempt_failing_orders_fail_are_dead_lettered_and_complete_a
             .wait_for_order(id, "completed", |s| s == "completed")
             .await;
         assert_eq!(done["error_message"], Value::Null);
-        assert_eq!(pipeline.history(id).await, ["pending", "failed", "completed"]);
+        assert_eq!(
+            pipeline.history(id).await,
+            ["pending", "failed", "completed"]
+        );
         let record = pipeline
             .get(pipeline.processor_url(&format!("/processed/{id}")))
             .await;

@@ -3,6 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod helpers;
 mod failures;
+mod helpers;
 mod pipeline;

@@ -12,7 +12,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/processed/{order_id}",
             web::get().to(processed::get_processed),
         )
-        .route("/dead-letters", web::get().to(dead_letters::list_dead_letters))
+        .route(
+            "/dead-letters",
+            web::get().to(dead_letters::list_dead_letters),
+        )
         .route(
             "/dead-letters/replay",
             web::post().to(dead_letters::replay_dead_letters),

@@ -24,6 +24,11 @@ fn bad_values_fail_start_up_naming_the_variable() {
         ("PROCESSOR_SERVICE__WORK__DELAY_MS", "soon"),
         ("PROCESSOR_SERVICE__AMQP__PREFETCH", "70000"),
         ("PROCESSOR_SERVICE__HTTP__PORT", "-5"),
+        ("PROCESSOR_SERVICE__FAULTS__TRANSIENT_FAILURE_RATE", "1.5"),
+        ("PROCESSOR_SERVICE__FAULTS__TRANSIENT_FAILURE_RATE", "-0.1"),
+        ("PROCESSOR_SERVICE__RETRY__MAX_ATTEMPTS", "0"),
+        ("PROCESSOR_SERVICE__RETRY__IMMEDIATE_ATTEMPTS", "0"),
+        ("PROCESSOR_SERVICE__RETRY__MAX_DELAY_MS", "10"),
     ] {
         let stderr = start_with(variable, value);
         assert!(stderr.contains(variable), "{variable}={value}: {stderr}");

@@ -13,6 +13,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 pub struct TestApp {
     /// Stops the service when the test ends; declared first so it is dropped first.
@@ -39,6 +40,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     settings.database = testing::database_settings(&format!("processor_{id}"));
     settings.amqp = testing::amqp_settings(&id);
     settings.shutdown.grace_seconds = 5;
+    settings.admin.token = Some(shared::configuration::Secret::new(ADMIN_TOKEN));
     customize(&mut settings);
     settings.validate().expect("valid test settings");
     let cleanup = Cleanup {

@@ -135,6 +135,49 @@ async fn poison_messages_are_dead_lettered_and_consuming_goes_on() {
     )
     .await;
     assert_eq!(app.count("SELECT count(*) FROM processing").await, 0);
+    // Each with its reason; those that could not be decoded marked poison, without an order.
+    let listed: Value = app
+        .client
+        .get(format!("{}/dead-letters", app.address))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // Handled concurrently: the dead-letter queue's order is not the publishing order.
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), count as usize);
+    let (poison, decoded): (Vec<&Value>, Vec<&Value>) =
+        listed.iter().partition(|letter| letter["poison"] == true);
+    assert_eq!(poison.len(), 4);
+    assert!(poison.iter().all(|letter| letter["order_id"].is_null()));
+    assert_eq!(
+        decoded[0]["order_id"],
+        inconsistent.payload.order_id.to_string()
+    );
+    assert!(
+        decoded[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("differs from the sum")
+    );
+    let reasons: Vec<&str> = poison
+        .iter()
+        .map(|l| l["reason"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "not valid JSON",
+        "missing field",
+        "unsupported schema_version 99",
+        "no message_id",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(expected)),
+            "{expected}: {reasons:?}"
+        );
+    }
 
     let good = order_created(1, "1.00");
     app.probe.publish(&good).await;

@@ -1,0 +1,205 @@
+//! The operator's view of the dead-letter queue: listing, replaying, and who may do it.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+use shared::topology::routing_keys;
+
+use crate::helpers::{ADMIN_TOKEN, DEADLINE, TestApp, order_created, spawn_app, spawn_app_with};
+
+async fn poison(app: &TestApp, body: &[u8]) {
+    app.probe
+        .publish_raw(
+            routing_keys::ORDER_CREATED,
+            body,
+            lapin::BasicProperties::default().with_message_id("poison-1".into()),
+        )
+        .await;
+}
+
+async fn wait_for_dead_letters(app: &TestApp, count: u32) {
+    let dlq = app.settings.amqp.order_created_dead_letter_queue.clone();
+    shared::testing::wait_until("the dead-letter queue", DEADLINE, || async {
+        (app.probe.message_count(&dlq).await == count).then_some(())
+    })
+    .await;
+}
+
+async fn admin(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+) -> reqwest::Response {
+    let mut request = app.client.request(method, format!("{}{path}", app.address));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn operator_endpoints_refuse_missing_and_wrong_tokens() {
+    let app = spawn_app().await;
+    for (method, path) in [
+        (reqwest::Method::GET, "/dead-letters"),
+        (reqwest::Method::POST, "/dead-letters/replay"),
+    ] {
+        for token in [None, Some("wrong"), Some("")] {
+            let response = admin(&app, method.clone(), path, token).await;
+            assert_eq!(response.status(), 401, "{method} {path} with {token:?}");
+            assert_eq!(
+                response.headers()["content-type"],
+                "application/problem+json"
+            );
+        }
+        let response = admin(&app, method.clone(), path, Some(ADMIN_TOKEN)).await;
+        assert_eq!(response.status(), 200, "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn operator_endpoints_are_disabled_without_a_configured_token() {
+    let app = spawn_app_with(|settings| settings.admin.token = None).await;
+    for token in [None, Some(ADMIN_TOKEN)] {
+        let response = admin(&app, reqwest::Method::GET, "/dead-letters", token).await;
+        assert_eq!(response.status(), 403);
+        let response = admin(&app, reqwest::Method::POST, "/dead-letters/replay", token).await;
+        assert_eq!(response.status(), 403);
+    }
+}
+
+#[tokio::test]
+async fn poison_is_listed_without_an_order_and_replayed_only_when_asked() {
+    let app = spawn_app().await;
+    poison(&app, b"not json").await;
+    wait_for_dead_letters(&app, 1).await;
+
+    let listed: Value = admin(
+        &app,
+        reqwest::Method::GET,
+        "/dead-letters",
+        Some(ADMIN_TOKEN),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let letter = &listed[0];
+    assert_eq!(letter["order_id"], Value::Null);
+    assert_eq!(letter["event_id"], "poison-1");
+    assert_eq!(letter["poison"], true);
+    assert_eq!(letter["attempts"], 1);
+    assert!(
+        letter["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON"),
+        "{letter}"
+    );
+    assert!(letter["first_failed_at"].is_string());
+
+    let replay = |body: Value| {
+        let app = &app;
+        async move {
+            app.client
+                .post(format!("{}/dead-letters/replay", app.address))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(replay(json!({})).await, json!({"replayed": 0}));
+    wait_for_dead_letters(&app, 1).await;
+    // Replayed, it is poison still, and lands in the dead-letter queue again.
+    assert_eq!(
+        replay(json!({"include_poison": true})).await,
+        json!({"replayed": 1})
+    );
+    wait_for_dead_letters(&app, 1).await;
+}
+
+#[tokio::test]
+async fn the_command_line_lists_and_replays_dead_letters() {
+    let app = spawn_app_with(|settings| {
+        settings.faults.transient_failure_rate = 1.0;
+        settings.retry.immediate_attempts = 1;
+        settings.retry.max_attempts = 1;
+    })
+    .await;
+    let event = order_created(1, "1.00");
+    app.probe.publish(&event).await;
+    wait_for_dead_letters(&app, 1).await;
+
+    let cli = |args: &[&str]| {
+        let amqp = &app.settings.amqp;
+        let output = Command::new(env!("CARGO_BIN_EXE_processor_service"))
+            .args(args)
+            .env("PROCESSOR_SERVICE__AMQP__URL", amqp.url.expose())
+            .env("PROCESSOR_SERVICE__AMQP__EXCHANGE", &amqp.exchange)
+            .env(
+                "PROCESSOR_SERVICE__AMQP__DEAD_LETTER_EXCHANGE",
+                &amqp.dead_letter_exchange,
+            )
+            .env(
+                "PROCESSOR_SERVICE__AMQP__ORDER_CREATED_QUEUE",
+                &amqp.order_created_queue,
+            )
+            .env(
+                "PROCESSOR_SERVICE__AMQP__ORDER_PROCESSED_QUEUE",
+                &amqp.order_processed_queue,
+            )
+            .env(
+                "PROCESSOR_SERVICE__AMQP__ORDER_CREATED_DEAD_LETTER_QUEUE",
+                &amqp.order_created_dead_letter_queue,
+            )
+            .env(
+                "PROCESSOR_SERVICE__AMQP__ORDER_PROCESSED_DEAD_LETTER_QUEUE",
+                &amqp.order_processed_dead_letter_queue,
+            )
+            .output()
+            .expect("run processor_service");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<Value>(&output.stdout).expect("JSON on stdout")
+    };
+    let listed = cli(&["dead-letters", "list"]);
+    assert_eq!(listed[0]["order_id"], event.payload.order_id.to_string());
+    assert!(
+        listed[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("gave up after 1 attempts")
+    );
+
+    let other = uuid::Uuid::new_v4().to_string();
+    assert_eq!(
+        cli(&["dead-letters", "replay", "--order-id", &other]),
+        json!({"replayed": 0})
+    );
+    assert_eq!(
+        cli(&[
+            "dead-letters",
+            "replay",
+            "--order-id",
+            &event.payload.order_id.to_string()
+        ]),
+        json!({"replayed": 1})
+    );
+    // Still failing every attempt: it comes back, and the order stays failed, decided once.
+    wait_for_dead_letters(&app, 1).await;
+    let record = app
+        .wait_for_record(event.payload.order_id, |r| {
+            r["attempts"] == 2 && r["decision"] == "failed"
+        })
+        .await;
+    assert!(record["reason"].as_str().unwrap().contains("gave up"));
+}
