@@ -50,7 +50,6 @@ impl Drop for Service {
 pub struct Pipeline {
     pub orders: Service,
     pub processor: Service,
-    pub order_settings: OrderSettings,
     pub processor_settings: ProcessorSettings,
     pub probe: BrokerProbe,
     pub client: reqwest::Client,
@@ -99,7 +98,6 @@ pub async fn spawn_pipeline_with(
     Pipeline {
         orders,
         processor,
-        order_settings,
         processor_settings,
         probe,
         client: reqwest::Client::new(),

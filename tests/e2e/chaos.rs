@@ -1,0 +1,417 @@
+//! Disruptive tests: they stop the machine's RabbitMQ or PostgreSQL, or SIGKILL the services, so
+//! they are ignored by default and run alone (`scripts/test.sh` and CI run them after the rest):
+//!
+//! ```sh
+//! cargo test -p e2e -- --ignored --test-threads=1
+//! ```
+//!
+//! Each sends a burst of orders, disrupts the pipeline in the middle of it, and checks that every
+//! order that got a 201 reaches a final status exactly once. Each leaves the servers running.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use shared::testing::{self, Cleanup};
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+
+use crate::helpers::{Pipeline, order, spawn_pipeline_with};
+
+const LONG: Duration = Duration::from_secs(180);
+
+/// Places `count` orders, `concurrency` at a time, retrying none: returns the ids that got a 201.
+struct Burst {
+    placed: Arc<Mutex<Vec<String>>>,
+    attempted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Burst {
+    fn start(orders_url: String, count: usize, concurrency: usize) -> Self {
+        let placed = Arc::new(Mutex::new(Vec::new()));
+        let attempted = Arc::new(AtomicUsize::new(0));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let task = {
+            let placed = placed.clone();
+            let attempted = attempted.clone();
+            tokio::spawn(async move {
+                let workers = (0..concurrency).map(|worker| {
+                    let client = client.clone();
+                    let placed = placed.clone();
+                    let attempted = attempted.clone();
+                    let url = format!("{orders_url}/orders");
+                    async move {
+                        for i in (worker..count).step_by(concurrency) {
+                            attempted.fetch_add(1, Ordering::SeqCst);
+                            let body = order(&format!("chaos-{}", i % 10), 1, "3.00");
+                            if let Ok(response) = client.post(&url).json(&body).send().await
+                                && response.status() == 201
+                                && let Ok(order) = response.json::<Value>().await
+                            {
+                                placed
+                                    .lock()
+                                    .await
+                                    .push(order["id"].as_str().unwrap().to_owned());
+                            }
+                            // Pace the burst so that the disruption lands in its middle.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                });
+                futures_util::future::join_all(workers).await;
+            })
+        };
+        Self {
+            placed,
+            attempted,
+            task,
+        }
+    }
+
+    async fn wait_for_attempts(&self, n: usize) {
+        testing::wait_until(&format!("{n} orders attempted"), LONG, || async {
+            (self.attempted.load(Ordering::SeqCst) >= n).then_some(())
+        })
+        .await;
+    }
+
+    async fn finish(self) -> Vec<String> {
+        self.task.await.unwrap();
+        let placed = self.placed.lock().await.clone();
+        assert!(!placed.is_empty());
+        placed
+    }
+}
+
+/// Every order reached a final status, moved once (history pending -> final), decided once.
+async fn assert_all_final_once(
+    client: &reqwest::Client,
+    orders: &str,
+    processor: &str,
+    ids: &[String],
+) {
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len());
+    for id in ids {
+        let order = testing::wait_until(&format!("order {id} to be final"), LONG, || async {
+            let response = client
+                .get(format!("{orders}/orders/{id}"))
+                .send()
+                .await
+                .ok()?;
+            let order: Value = response.json().await.ok()?;
+            (order["status"] != "pending").then_some(order)
+        })
+        .await;
+        assert_eq!(order["status"], "completed", "{order}");
+        let history: Value = client
+            .get(format!("{orders}/orders/{id}/history"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(history.as_array().unwrap().len(), 2, "{id}: {history}");
+        let record: Value = client
+            .get(format!("{processor}/processed/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(record["decision"], "completed");
+    }
+}
+
+async fn run(program: &str, args: &[&str]) {
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .await
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(status.success(), "{program} {args:?} failed");
+}
+
+async fn ready(client: &reqwest::Client, url: &str) -> bool {
+    matches!(client.get(format!("{url}/ready")).send().await, Ok(r) if r.status() == 200)
+}
+
+async fn wait_ready(client: &reqwest::Client, urls: &[&str]) {
+    for url in urls {
+        testing::wait_until(&format!("{url} ready"), LONG, || async {
+            ready(client, url).await.then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "disruptive: restarts RabbitMQ; run with --ignored --test-threads=1"]
+async fn rabbitmq_stopped_and_started_during_a_burst_loses_and_duplicates_nothing() {
+    let pipeline: Pipeline = spawn_pipeline_with(|_, processor| {
+        processor.retry.initial_delay_ms = 50;
+        processor.retry.max_delay_ms = 500;
+    })
+    .await;
+    let client = pipeline.client.clone();
+    wait_ready(
+        &client,
+        &[&pipeline.orders.address, &pipeline.processor.address],
+    )
+    .await;
+    let burst = Burst::start(pipeline.orders.address.clone(), 300, 4);
+    burst.wait_for_attempts(60).await;
+
+    run("rabbitmqctl", &["stop_app"]).await;
+    let outage = async {
+        testing::wait_until("order_service to report not ready", LONG, || async {
+            let response = client
+                .get(pipeline.orders_url("/ready"))
+                .send()
+                .await
+                .ok()?;
+            let body: Value = response.json().await.ok()?;
+            (body["status"] == "not_ready" && body["checks"]["broker"] != "ok").then_some(())
+        })
+        .await;
+        // Orders are still accepted: the outbox holds their events.
+        pipeline.place(&order("during-outage", 1, "1.00")).await
+    }
+    .await;
+    run("rabbitmqctl", &["start_app"]).await;
+    run("rabbitmqctl", &["await_startup"]).await;
+    wait_ready(
+        &client,
+        &[&pipeline.orders.address, &pipeline.processor.address],
+    )
+    .await;
+
+    let mut ids = burst.finish().await;
+    ids.push(outage["id"].as_str().unwrap().to_owned());
+    assert_all_final_once(
+        &client,
+        &pipeline.orders.address,
+        &pipeline.processor.address,
+        &ids,
+    )
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "disruptive: stops PostgreSQL; run with --ignored --test-threads=1"]
+async fn postgresql_stopped_under_load_loses_and_duplicates_nothing() {
+    let pipeline = spawn_pipeline_with(|_, _| {}).await;
+    let client = pipeline.client.clone();
+    wait_ready(
+        &client,
+        &[&pipeline.orders.address, &pipeline.processor.address],
+    )
+    .await;
+    let burst = Burst::start(pipeline.orders.address.clone(), 300, 4);
+    burst.wait_for_attempts(60).await;
+
+    let cluster = std::fs::read_dir("/etc/postgresql")
+        .expect("a Debian PostgreSQL cluster")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .next()
+        .unwrap();
+    run(
+        "pg_ctlcluster",
+        &[
+            "--skip-systemctl-redirect",
+            &cluster,
+            "main",
+            "stop",
+            "-m",
+            "fast",
+        ],
+    )
+    .await;
+    let refused = async {
+        testing::wait_until("order_service to refuse with 503", LONG, || async {
+            let response = client
+                .post(pipeline.orders_url("/orders"))
+                .json(&order("during-outage", 1, "1.00"))
+                .send()
+                .await
+                .ok()?;
+            (response.status() == 503).then_some(response)
+        })
+        .await
+    }
+    .await;
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
+    run(
+        "pg_ctlcluster",
+        &["--skip-systemctl-redirect", &cluster, "main", "start"],
+    )
+    .await;
+    wait_ready(
+        &client,
+        &[&pipeline.orders.address, &pipeline.processor.address],
+    )
+    .await;
+
+    let ids = burst.finish().await;
+    assert_all_final_once(
+        &client,
+        &pipeline.orders.address,
+        &pipeline.processor.address,
+        &ids,
+    )
+    .await;
+}
+
+/// A service binary run as a process of its own, so that it can be SIGKILLed.
+struct Process {
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+    child: Child,
+}
+
+fn binary(name: &str) -> PathBuf {
+    // target/<profile>/deps/e2e-<hash> -> target/<profile>/<name>
+    let path = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --bins` first",
+        path.display()
+    );
+    path
+}
+
+impl Process {
+    fn start(binary: PathBuf, env: Vec<(String, String)>) -> Self {
+        let child = Command::new(&binary)
+            .envs(env.iter().cloned())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start service");
+        Self { binary, env, child }
+    }
+
+    async fn kill_and_restart(&mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        self.child.wait().await.expect("reap");
+        *self = Self::start(self.binary.clone(), self.env.clone());
+    }
+}
+
+fn service_env(
+    prefix: &str,
+    port: u16,
+    database: &str,
+    amqp: &shared::configuration::AmqpSettings,
+) -> Vec<(String, String)> {
+    let var = |key: &str| format!("{prefix}__{key}");
+    vec![
+        (var("HTTP__HOST"), "127.0.0.1".into()),
+        (var("HTTP__PORT"), port.to_string()),
+        (var("DATABASE__URL"), database.into()),
+        (var("AMQP__URL"), amqp.url.expose().into()),
+        (var("AMQP__EXCHANGE"), amqp.exchange.clone()),
+        (
+            var("AMQP__DEAD_LETTER_EXCHANGE"),
+            amqp.dead_letter_exchange.clone(),
+        ),
+        (
+            var("AMQP__ORDER_CREATED_QUEUE"),
+            amqp.order_created_queue.clone(),
+        ),
+        (
+            var("AMQP__ORDER_PROCESSED_QUEUE"),
+            amqp.order_processed_queue.clone(),
+        ),
+        (
+            var("AMQP__ORDER_CREATED_DEAD_LETTER_QUEUE"),
+            amqp.order_created_dead_letter_queue.clone(),
+        ),
+        (
+            var("AMQP__ORDER_PROCESSED_DEAD_LETTER_QUEUE"),
+            amqp.order_processed_dead_letter_queue.clone(),
+        ),
+    ]
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+#[ignore = "disruptive: SIGKILLs service processes; run with --ignored --test-threads=1"]
+async fn each_service_killed_during_a_burst_and_restarted_loses_and_duplicates_nothing() {
+    let id = testing::unique_id();
+    let amqp = testing::amqp_settings(&id);
+    let orders_db = testing::database_settings(&format!("orders_{id}"));
+    let processor_db = testing::database_settings(&format!("processor_{id}"));
+    let processor_defaults = processor_service::configuration::Settings::default();
+    let _cleanup = Cleanup {
+        databases: vec![
+            orders_db.url.expose().into(),
+            processor_db.url.expose().into(),
+        ],
+        topology: Some(amqp.topology()),
+        queues: shared::topology::RetryTiers::new(
+            &amqp.order_created_queue,
+            Duration::from_millis(processor_defaults.retry.initial_delay_ms),
+            Duration::from_millis(processor_defaults.retry.max_delay_ms),
+            processor_defaults.retry.max_attempts,
+        )
+        .queues(),
+    };
+    let (orders_port, processor_port) = (free_port(), free_port());
+    let orders_url = format!("http://127.0.0.1:{orders_port}");
+    let processor_url = format!("http://127.0.0.1:{processor_port}");
+    let mut orders = Process::start(
+        binary("order_service"),
+        service_env("ORDER_SERVICE", orders_port, orders_db.url.expose(), &amqp),
+    );
+    let mut processor = Process::start(
+        binary("processor_service"),
+        service_env(
+            "PROCESSOR_SERVICE",
+            processor_port,
+            processor_db.url.expose(),
+            &amqp,
+        ),
+    );
+    let client = reqwest::Client::new();
+    wait_ready(&client, &[&orders_url, &processor_url]).await;
+
+    let burst = Burst::start(orders_url.clone(), 300, 4);
+    burst.wait_for_attempts(60).await;
+    orders.kill_and_restart().await;
+    wait_ready(&client, &[&orders_url]).await;
+    burst.wait_for_attempts(150).await;
+    processor.kill_and_restart().await;
+    wait_ready(&client, &[&processor_url]).await;
+
+    let ids = burst.finish().await;
+    assert_all_final_once(&client, &orders_url, &processor_url, &ids).await;
+    drop(orders);
+    drop(processor);
+}
