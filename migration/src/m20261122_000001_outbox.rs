@@ -21,7 +21,11 @@ CREATE TABLE outbox (
     -- The envelope exactly as it goes on the wire: encoded once, at write time.
     body           BYTEA        NOT NULL,
     created_at     TIMESTAMPTZ  NOT NULL DEFAULT now(),
-    sent_at        TIMESTAMPTZ
+    sent_at        TIMESTAMPTZ,
+    -- Failed publishing attempts (nack, unroutable, broker gone) and the last error: visible to
+    -- an operator while a row is stuck.
+    attempts       INTEGER      NOT NULL DEFAULT 0,
+    last_error     TEXT
 );
 -- The relay reads only unsent rows, oldest first: this index stays as small as the backlog.
 CREATE INDEX outbox_unsent_idx ON outbox (id) WHERE sent_at IS NULL;

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::sea_query::{Expr, LockBehavior, LockType};
+use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set, TransactionTrait,
@@ -44,6 +44,8 @@ pub mod entity {
         pub body: Vec<u8>,
         pub created_at: DateTimeUtc,
         pub sent_at: Option<DateTimeUtc>,
+        pub attempts: i32,
+        pub last_error: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -73,6 +75,8 @@ pub async fn enqueue<C: ConnectionTrait, P: Event>(
         body: Set(event.encode()?),
         created_at: Set(event.occurred_at),
         sent_at: Set(None),
+        attempts: Set(0),
+        last_error: Set(None),
         ..Default::default()
     };
     entity::Entity::insert(row)
@@ -206,6 +210,12 @@ impl Relay {
                 Ok(()) => confirmed.push(row.id),
                 Err(error) => {
                     tracing::warn!(event_id = %row.event_id, order_id = ?row.correlation_id, %error, "event not confirmed; it stays in the outbox");
+                    Entity::update_many()
+                        .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
+                        .col_expr(Column::LastError, Expr::value(error.to_string()))
+                        .filter(Column::Id.eq(row.id))
+                        .exec(&txn)
+                        .await?;
                     failures.push(error);
                 }
             }

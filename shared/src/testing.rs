@@ -218,6 +218,32 @@ impl BrokerProbe {
         }
     }
 
+    /// Binds or unbinds `queue` from the test's exchange for `routing_key`.
+    pub async fn set_binding(&self, queue: &str, routing_key: &str, bound: bool) {
+        if bound {
+            self.channel
+                .queue_bind(
+                    queue.into(),
+                    self.topology.exchange.as_str().into(),
+                    routing_key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("bind");
+        } else {
+            self.channel
+                .queue_unbind(
+                    queue.into(),
+                    self.topology.exchange.as_str().into(),
+                    routing_key.into(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("unbind");
+        }
+    }
+
     /// Takes one message from `queue`, if any.
     pub async fn get(&self, queue: &str) -> Option<Delivery> {
         let message = self

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
+use shared::events::{OrderProcessed, ProcessingStatus};
 use shared::headers::{self, Headers};
+use shared::topology::routing_keys;
 
-use crate::helpers::{order, spawn_pipeline_with};
+use crate::helpers::{DEADLINE, order, spawn_pipeline_with};
 
 fn fast_retries(processor: &mut processor_service::configuration::Settings) {
     processor.retry.initial_delay_ms = 20;
@@ -25,6 +27,7 @@ async fn with_half_of_all_attempts_failing_every_order_completes_exactly_once() 
         processor.retry.max_attempts = 10;
     })
     .await;
+    let mut verdicts = pipeline.probe.tap(routing_keys::ORDER_PROCESSED).await;
     let mut ids = Vec::new();
     for chunk in (0..300).collect::<Vec<_>>().chunks(50) {
         let bodies: Vec<Value> = chunk
@@ -51,6 +54,23 @@ async fn with_half_of_all_attempts_failing_every_order_completes_exactly_once() 
     // About one delivery in eight fails all its in-process tries and comes back through a retry
     // queue; those orders show more than one attempt.
     assert!(retried > 0, "no order needed a broker redelivery");
+    // One result event per order.
+    let mut announced = HashSet::new();
+    for _ in 0..ids.len() {
+        let event = verdicts.next_event::<OrderProcessed>(DEADLINE).await;
+        assert_eq!(event.payload.status, ProcessingStatus::Completed);
+        assert!(
+            announced.insert(event.payload.order_id.to_string()),
+            "announced twice"
+        );
+    }
+    assert_eq!(announced, ids.iter().cloned().collect::<HashSet<_>>());
+    assert!(
+        verdicts
+            .try_next(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
     let dead = pipeline.admin_get("/dead-letters").await;
     assert_eq!(dead, json!([]));
 }
@@ -64,6 +84,7 @@ async fn with_every_attempt_failing_orders_fail_are_dead_lettered_and_complete_a
         processor.retry.max_attempts = 3;
     })
     .await;
+    let mut verdicts = pipeline.probe.tap(routing_keys::ORDER_PROCESSED).await;
     let bodies: Vec<Value> = (0..10)
         .map(|i| order(&format!("c{i}"), 1, "5.00"))
         .collect();
@@ -156,5 +177,19 @@ async fn with_every_attempt_failing_orders_fail_are_dead_lettered_and_complete_a
         assert_eq!(record["decision"], "completed");
     }
     assert_eq!(pipeline.probe.message_count(&dlq).await, 0);
-    let _ = Duration::ZERO;
+    // Exactly one result event per order and outcome: one failed, one completed.
+    let mut announced = HashSet::new();
+    for _ in 0..2 * ids.len() {
+        let event = verdicts.next_event::<OrderProcessed>(DEADLINE).await;
+        assert!(
+            announced.insert((event.payload.order_id.to_string(), event.payload.status)),
+            "announced twice: {event:?}"
+        );
+    }
+    assert!(
+        verdicts
+            .try_next(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
 }

@@ -60,3 +60,56 @@ async fn many_orders_are_each_published_once() {
     }
     assert_eq!(seen, ids);
 }
+
+#[tokio::test]
+async fn an_unroutable_event_is_never_marked_sent_and_goes_out_once_it_can_be_routed() {
+    let app = spawn_app_with(|settings| settings.outbox.poll_interval_ms = 100).await;
+    let probe = &app.probe;
+    let queue = app.settings.amqp.order_created_queue.clone();
+    // Once the service has connected (and declared its topology)...
+    shared::testing::wait_until("readiness", DEADLINE, || async {
+        (app.get("/ready").await.status() == 200).then_some(())
+    })
+    .await;
+    // ...nothing is bound to order.created: the broker returns the mandatory message.
+    probe
+        .set_binding(&queue, routing_keys::ORDER_CREATED, false)
+        .await;
+    app.create_order(&valid_order()).await;
+
+    let error: String =
+        shared::testing::wait_until("a failed publishing attempt", DEADLINE, || async {
+            use sea_orm::ConnectionTrait;
+            let row = app
+                .db
+                .query_one_raw(sea_orm::Statement::from_string(
+                    app.db.get_database_backend(),
+                    "SELECT last_error FROM outbox WHERE sent_at IS NULL AND attempts > 0",
+                ))
+                .await
+                .unwrap()?;
+            row.try_get_by_index::<Option<String>>(0).unwrap()
+        })
+        .await;
+    assert!(error.contains("unroutable"), "{error}");
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL")
+            .await,
+        0
+    );
+
+    probe
+        .set_binding(&queue, routing_keys::ORDER_CREATED, true)
+        .await;
+    shared::testing::wait_until("the event to be published", DEADLINE, || async {
+        (probe.message_count(&queue).await == 1).then_some(())
+    })
+    .await;
+    shared::testing::wait_until("the row to be marked sent", DEADLINE, || async {
+        (app.count("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+}
