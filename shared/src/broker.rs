@@ -16,6 +16,9 @@ use uuid::Uuid;
 use crate::configuration::Secret;
 use crate::topology::Topology;
 
+/// Longest wait for a TCP + AMQP handshake.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// AMQP delivery mode 2: the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
 
@@ -62,7 +65,18 @@ impl Broker {
         }
         let properties = ConnectionProperties::default()
             .with_connection_name(LongString::from(self.connection_name.as_bytes()));
-        let connection = Connection::connect(self.url.expose(), properties).await?;
+        // An unreachable host would otherwise hold every caller for the TCP timeout.
+        let connection = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            Connection::connect(self.url.expose(), properties),
+        )
+        .await
+        .map_err(|_| {
+            lapin::Error::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connecting to RabbitMQ timed out",
+            ))
+        })??;
         let channel = connection.create_channel().await?;
         self.topology.declare(&channel).await?;
         channel.close(200, "OK".into()).await?;
