@@ -38,6 +38,7 @@ impl Service {
         }
         let mut outcome = Ok(());
         tokio::select! {
+            biased;
             () = shutdown.cancelled() => {}
             result = &mut server => {
                 outcome = match result {
@@ -47,8 +48,11 @@ impl Service {
                 };
             }
             Some(finished) = workers.join_next() => {
-                let name = finished.unwrap_or("a worker");
-                outcome = Err(anyhow::anyhow!("{name} stopped by itself"));
+                // A worker returns by itself only when the token tripped meanwhile.
+                if !shutdown.is_cancelled() {
+                    let name = finished.unwrap_or("a worker");
+                    outcome = Err(anyhow::anyhow!("{name} stopped by itself"));
+                }
             }
         }
         if let Err(error) = &outcome {

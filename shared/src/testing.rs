@@ -331,3 +331,94 @@ impl Tap {
         Some(delivery)
     }
 }
+
+/// The environment that points a service binary (`prefix` = `ORDER_SERVICE` or
+/// `PROCESSOR_SERVICE`) at a test's database and broker names.
+pub fn service_env(
+    prefix: &str,
+    port: u16,
+    database_url: &str,
+    amqp: &AmqpSettings,
+) -> Vec<(String, String)> {
+    let var = |key: &str| format!("{prefix}__{key}");
+    vec![
+        (var("HTTP__HOST"), "127.0.0.1".into()),
+        (var("HTTP__PORT"), port.to_string()),
+        (var("DATABASE__URL"), database_url.into()),
+        (var("AMQP__URL"), amqp.url.expose().into()),
+        (var("AMQP__EXCHANGE"), amqp.exchange.clone()),
+        (
+            var("AMQP__DEAD_LETTER_EXCHANGE"),
+            amqp.dead_letter_exchange.clone(),
+        ),
+        (
+            var("AMQP__ORDER_CREATED_QUEUE"),
+            amqp.order_created_queue.clone(),
+        ),
+        (
+            var("AMQP__ORDER_PROCESSED_QUEUE"),
+            amqp.order_processed_queue.clone(),
+        ),
+        (
+            var("AMQP__ORDER_CREATED_DEAD_LETTER_QUEUE"),
+            amqp.order_created_dead_letter_queue.clone(),
+        ),
+        (
+            var("AMQP__ORDER_PROCESSED_DEAD_LETTER_QUEUE"),
+            amqp.order_processed_dead_letter_queue.clone(),
+        ),
+    ]
+}
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Starts the service binary, waits until it serves HTTP, sends SIGTERM, and asserts that it exits
+/// with code 0 within its grace period.
+pub fn assert_sigterm_exits_cleanly(binary: &str, prefix: &str, database: &str) {
+    use std::time::Instant;
+
+    let id = unique_id();
+    let amqp = amqp_settings(&id);
+    let database = database_settings(&format!("{database}_{id}"));
+    let _cleanup = Cleanup {
+        databases: vec![database.url.expose().to_owned()],
+        topology: Some(amqp.topology()),
+        queues: Vec::new(),
+    };
+    let port = free_port();
+    let mut child = std::process::Command::new(binary)
+        .envs(service_env(prefix, port, database.url.expose(), &amqp))
+        .env(format!("{prefix}__SHUTDOWN__GRACE_SECONDS"), "10")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the service");
+    let started = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < started, "{binary} did not start");
+        assert!(child.try_wait().unwrap().is_none(), "{binary} exited early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(signalled.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{binary} did not stop within its grace period");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "{binary} exit status");
+}

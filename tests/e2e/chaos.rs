@@ -317,50 +317,6 @@ impl Process {
     }
 }
 
-fn service_env(
-    prefix: &str,
-    port: u16,
-    database: &str,
-    amqp: &shared::configuration::AmqpSettings,
-) -> Vec<(String, String)> {
-    let var = |key: &str| format!("{prefix}__{key}");
-    vec![
-        (var("HTTP__HOST"), "127.0.0.1".into()),
-        (var("HTTP__PORT"), port.to_string()),
-        (var("DATABASE__URL"), database.into()),
-        (var("AMQP__URL"), amqp.url.expose().into()),
-        (var("AMQP__EXCHANGE"), amqp.exchange.clone()),
-        (
-            var("AMQP__DEAD_LETTER_EXCHANGE"),
-            amqp.dead_letter_exchange.clone(),
-        ),
-        (
-            var("AMQP__ORDER_CREATED_QUEUE"),
-            amqp.order_created_queue.clone(),
-        ),
-        (
-            var("AMQP__ORDER_PROCESSED_QUEUE"),
-            amqp.order_processed_queue.clone(),
-        ),
-        (
-            var("AMQP__ORDER_CREATED_DEAD_LETTER_QUEUE"),
-            amqp.order_created_dead_letter_queue.clone(),
-        ),
-        (
-            var("AMQP__ORDER_PROCESSED_DEAD_LETTER_QUEUE"),
-            amqp.order_processed_dead_letter_queue.clone(),
-        ),
-    ]
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 #[ignore = "disruptive: SIGKILLs service processes; run with --ignored --test-threads=1"]
 async fn each_service_killed_during_a_burst_and_restarted_loses_and_duplicates_nothing() {
@@ -383,16 +339,16 @@ async fn each_service_killed_during_a_burst_and_restarted_loses_and_duplicates_n
         )
         .queues(),
     };
-    let (orders_port, processor_port) = (free_port(), free_port());
+    let (orders_port, processor_port) = (testing::free_port(), testing::free_port());
     let orders_url = format!("http://127.0.0.1:{orders_port}");
     let processor_url = format!("http://127.0.0.1:{processor_port}");
     let mut orders = Process::start(
         binary("order_service"),
-        service_env("ORDER_SERVICE", orders_port, orders_db.url.expose(), &amqp),
+        testing::service_env("ORDER_SERVICE", orders_port, orders_db.url.expose(), &amqp),
     );
     let mut processor = Process::start(
         binary("processor_service"),
-        service_env(
+        testing::service_env(
             "PROCESSOR_SERVICE",
             processor_port,
             processor_db.url.expose(),
