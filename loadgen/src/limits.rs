@@ -1,0 +1,168 @@
+//! `loadgen limits`: what the broker and the database alone can do on this machine, measured the
+//! way the pipeline uses them. Scratch queue and table are removed afterwards.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database};
+use serde::Serialize;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Limits {
+    /// Persistent messages/s through a durable queue: published with confirms (in flight
+    /// together, 500 at a time) and consumed with one ack per message.
+    pub rabbitmq_msgs_per_s_ack_each: f64,
+    /// The same, acknowledging 50 messages at a time (`multiple`).
+    pub rabbitmq_msgs_per_s_ack_50: f64,
+    /// Single-row INSERT commits/s with 8 connections.
+    pub postgres_inserts_per_s: f64,
+}
+
+impl Limits {
+    /// Orders/s the broker allows: every order crosses it twice.
+    pub fn broker_bound_orders_per_s(&self) -> f64 {
+        self.rabbitmq_msgs_per_s_ack_each / 2.0
+    }
+}
+
+/// A body the size of an `order.created` event.
+fn body() -> Vec<u8> {
+    let mut body = br#"{"event_id":"00000000-0000-0000-0000-000000000000","event_type":"order.created","schema_version":1,"payload":{"#.to_vec();
+    body.resize(420, b' ');
+    body.extend_from_slice(b"}}");
+    body
+}
+
+pub async fn rabbitmq(amqp_url: &str, messages: u64, ack_every: u64) -> anyhow::Result<f64> {
+    let connection = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
+    let queue = format!("loadgen.limits.{}", uuid::Uuid::new_v4().simple());
+    let publisher = connection.create_channel().await?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    publisher
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let consumer_channel = connection.create_channel().await?;
+    consumer_channel
+        .basic_qos(500, BasicQosOptions::default())
+        .await?;
+    let mut consumer = consumer_channel
+        .basic_consume(
+            queue.as_str().into(),
+            "limits".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let started = Instant::now();
+    let consume = tokio::spawn(async move {
+        let mut received = 0u64;
+        while received < messages {
+            let Some(Ok(delivery)) = consumer.next().await else {
+                break;
+            };
+            received += 1;
+            if received % ack_every == 0 || received == messages {
+                delivery
+                    .ack(BasicAckOptions {
+                        multiple: ack_every > 1,
+                    })
+                    .await?;
+            }
+        }
+        anyhow::Ok(received)
+    });
+    let body = Arc::new(body());
+    let mut sent = 0u64;
+    while sent < messages {
+        let batch = (messages - sent).min(500);
+        let mut confirms = Vec::with_capacity(batch as usize);
+        for _ in 0..batch {
+            confirms.push(
+                publisher
+                    .basic_publish(
+                        "".into(),
+                        queue.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &body,
+                        BasicProperties::default().with_delivery_mode(2),
+                    )
+                    .await?,
+            );
+        }
+        for confirm in confirms {
+            confirm.await?;
+        }
+        sent += batch;
+    }
+    let received = consume.await??;
+    let elapsed = started.elapsed().as_secs_f64();
+    publisher
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await?;
+    connection.close(200, "OK".into()).await?;
+    Ok(received as f64 / elapsed)
+}
+
+pub async fn postgres(database_url: &str, inserts: u64) -> anyhow::Result<f64> {
+    let mut options = ConnectOptions::new(database_url.to_owned());
+    options
+        .max_connections(8)
+        .min_connections(8)
+        .sqlx_logging(false);
+    let db = Database::connect(options).await?;
+    let table = format!("loadgen_limits_{}", uuid::Uuid::new_v4().simple());
+    db.execute_unprepared(&format!(
+        "CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+    ))
+    .await?;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..8)
+        .map(|worker| {
+            let db = db.clone();
+            let sql = format!("INSERT INTO {table} (body) VALUES ('order {worker}')");
+            tokio::spawn(async move {
+                for _ in 0..inserts / 8 {
+                    db.execute_unprepared(&sql).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    let rate = (inserts / 8 * 8) as f64 / started.elapsed().as_secs_f64();
+    db.execute_unprepared(&format!("DROP TABLE {table}"))
+        .await?;
+    db.close().await?;
+    Ok(rate)
+}
+
+pub async fn measure(
+    amqp_url: &str,
+    database_url: &str,
+    messages: u64,
+    inserts: u64,
+) -> anyhow::Result<Limits> {
+    Ok(Limits {
+        rabbitmq_msgs_per_s_ack_each: rabbitmq(amqp_url, messages, 1).await?,
+        rabbitmq_msgs_per_s_ack_50: rabbitmq(amqp_url, messages, 50).await?,
+        postgres_inserts_per_s: postgres(database_url, inserts).await?,
+    })
+}

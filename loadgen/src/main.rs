@@ -1,0 +1,152 @@
+use clap::Parser;
+use loadgen::cli::{BenchArgs, Cli, Command, RunArgs};
+use loadgen::report::{Report, median};
+use serde_json::json;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            let report = loadgen::run::run(&args).await?;
+            if let Some(path) = &args.plot {
+                loadgen::plot::draw(&report, path)?;
+            }
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.text());
+            }
+            if !report.passed() {
+                anyhow::bail!("{} accepted orders did not become final", report.not_final);
+            }
+        }
+        Command::Limits(args) => {
+            let limits = loadgen::limits::measure(
+                &args.amqp_url,
+                &args.database_url,
+                args.messages,
+                args.inserts,
+            )
+            .await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&limits)?);
+            } else {
+                println!(
+                    "RabbitMQ  {:.0} msg/s (ack each), {:.0} msg/s (ack 50 at a time)\nPostgreSQL {:.0} insert commits/s (8 connections)\nbroker-bound pipeline: {:.0} orders/s",
+                    limits.rabbitmq_msgs_per_s_ack_each,
+                    limits.rabbitmq_msgs_per_s_ack_50,
+                    limits.postgres_inserts_per_s,
+                    limits.broker_bound_orders_per_s()
+                );
+            }
+        }
+        Command::Bench(args) => bench(args).await?,
+        Command::Seed(args) => {
+            let rate = loadgen::seed::seed(&args.database_url, args.orders).await?;
+            println!("seeded {} orders at {rate:.0} orders/s", args.orders);
+        }
+    }
+    Ok(())
+}
+
+async fn repeat(args: &RunArgs, times: usize) -> anyhow::Result<Vec<Report>> {
+    let mut reports = Vec::new();
+    for _ in 0..times.max(1) {
+        let report = loadgen::run::run(args).await?;
+        eprint!("{}", report.text());
+        if !report.passed() {
+            anyhow::bail!("{} accepted orders did not become final", report.not_final);
+        }
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+fn med(reports: &[Report], f: impl Fn(&Report) -> f64) -> f64 {
+    median(&mut reports.iter().map(f).collect::<Vec<_>>())
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let limits =
+        loadgen::limits::measure(&args.target.amqp_url, &args.database_url, 50_000, 20_000).await?;
+    eprintln!("limits: {limits:?}");
+    let base = RunArgs {
+        target: args.target.clone(),
+        orders: args.orders,
+        concurrency: args.concurrency,
+        rate: None,
+        reject_ratio: 0.0,
+        max_order_total: "10000.00".parse()?,
+        deadline_seconds: args.deadline_seconds,
+        json: false,
+        plot: None,
+        quiet: true,
+    };
+    let closed = repeat(&base, args.repeat).await?;
+    let max = med(&closed, |r| r.final_per_s);
+    let mut open = Vec::new();
+    for share in [0.25, 0.5] {
+        let run = RunArgs {
+            rate: Some(max * share),
+            plot: if share == 0.25 {
+                args.plot.clone()
+            } else {
+                None
+            },
+            ..base.clone()
+        };
+        let reports = repeat(&run, args.repeat).await?;
+        if let (Some(path), Some(report)) = (&run.plot, reports.first()) {
+            loadgen::plot::draw(report, path)?;
+        }
+        open.push((share, reports));
+    }
+    let bound = limits.broker_bound_orders_per_s();
+    let summary = json!({
+        "limits": limits,
+        "broker_bound_orders_per_s": bound,
+        "max_closed_loop": {
+            "final_per_s": max,
+            "accepted_per_s": med(&closed, |r| r.accepted_per_s),
+            "ratio_to_broker_bound": max / bound,
+            "end_to_end_p99_ms": med(&closed, |r| r.end_to_end_latency.p99_ms),
+            "peak_rss_order_service_mib": closed.iter().filter_map(|r| r.peak_rss_order_service_mib).fold(0.0, f64::max),
+            "peak_rss_processor_service_mib": closed.iter().filter_map(|r| r.peak_rss_processor_service_mib).fold(0.0, f64::max),
+        },
+        "open_loop": open.iter().map(|(share, reports)| json!({
+            "share_of_max": share,
+            "rate": max * share,
+            "final_per_s": med(reports, |r| r.final_per_s),
+            "post_p99_ms": med(reports, |r| r.post_latency.p99_ms),
+            "end_to_end_p50_ms": med(reports, |r| r.end_to_end_latency.p50_ms),
+            "end_to_end_p99_ms": med(reports, |r| r.end_to_end_latency.p99_ms),
+        })).collect::<Vec<_>>(),
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "RabbitMQ alone: {:.0} msg/s acking each ({:.0} acking 50 at a time); PostgreSQL alone: {:.0} insert commits/s",
+            limits.rabbitmq_msgs_per_s_ack_each,
+            limits.rabbitmq_msgs_per_s_ack_50,
+            limits.postgres_inserts_per_s
+        );
+        println!("broker-bound pipeline: {bound:.0} orders/s");
+        println!(
+            "max closed loop: {max:.0} orders final/s = {:.0}% of the broker bound",
+            100.0 * max / bound
+        );
+        for (share, reports) in &open {
+            println!(
+                "open loop at {:.0}% ({:.0}/s): POST p99 {:.2} ms, create->final p50 {:.2} ms p99 {:.2} ms",
+                share * 100.0,
+                max * share,
+                med(reports, |r| r.post_latency.p99_ms),
+                med(reports, |r| r.end_to_end_latency.p50_ms),
+                med(reports, |r| r.end_to_end_latency.p99_ms),
+            );
+        }
+    }
+    Ok(())
+}

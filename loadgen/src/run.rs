@@ -1,0 +1,249 @@
+//! `loadgen run`: post orders, follow each to its final status, measure.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::cli::RunArgs;
+use crate::follow::Follower;
+use crate::orders::OrderMaker;
+use crate::report::{Latency, Report, Second, new_histogram};
+use crate::rss::peak_rss_bytes;
+
+/// One accepted order: when it was due (open loop) or sent (closed loop), and when accepted.
+struct Posted {
+    id: Uuid,
+    start: Instant,
+    accepted: Instant,
+}
+
+#[derive(Default)]
+struct Tally {
+    posted: Vec<Posted>,
+    refused: u64,
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+    start: Instant,
+    tally: &Mutex<Tally>,
+) {
+    let response = client.post(url).json(body).send().await;
+    let accepted = Instant::now();
+    let id = match response {
+        Ok(response) if response.status() == 201 => response
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|order| order["id"].as_str().and_then(|id| id.parse().ok())),
+        _ => None,
+    };
+    let mut tally = tally.lock().await;
+    match id {
+        Some(id) => tally.posted.push(Posted {
+            id,
+            start,
+            accepted,
+        }),
+        None => tally.refused += 1,
+    }
+}
+
+fn progress(args: &RunArgs) -> ProgressBar {
+    let bar = ProgressBar::new(args.orders);
+    if args.quiet || args.json {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} final  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Runs the load described by `args` and reports.
+pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
+    let follower = Follower::start(&args.target.amqp_url, &args.target.exchange).await?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let url = format!("{}/orders", args.target.url.trim_end_matches('/'));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let bar = progress(args);
+    let began = Instant::now();
+
+    // Progress: verdicts seen, refreshed while the load runs.
+    let ticker = {
+        let bar = bar.clone();
+        let tally = tally.clone();
+        let seen = Arc::new(AtomicU64::new(0));
+        let follower_seen = follower_seen_handle(&follower);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let finals = follower_seen();
+                seen.store(finals, Ordering::Relaxed);
+                bar.set_position(finals);
+                let accepted = tally.lock().await.posted.len();
+                bar.set_message(format!("{accepted} accepted"));
+            }
+        })
+    };
+
+    let seed = fastrand::u64(..);
+    match args.rate {
+        None => {
+            let next = Arc::new(AtomicU64::new(0));
+            let workers: Vec<_> = (0..args.concurrency.max(1))
+                .map(|worker| {
+                    let (client, url, tally, next) =
+                        (client.clone(), url.clone(), tally.clone(), next.clone());
+                    let mut maker = OrderMaker::new(
+                        seed ^ worker as u64,
+                        args.max_order_total,
+                        args.reject_ratio,
+                    );
+                    let total = args.orders;
+                    tokio::spawn(async move {
+                        while next.fetch_add(1, Ordering::Relaxed) < total {
+                            let (body, _) = maker.next();
+                            post(&client, &url, &body, Instant::now(), &tally).await;
+                        }
+                    })
+                })
+                .collect();
+            for worker in workers {
+                worker.await?;
+            }
+        }
+        Some(rate) => {
+            let mut maker = OrderMaker::new(seed, args.max_order_total, args.reject_ratio);
+            let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+            let mut tasks = Vec::with_capacity(args.orders as usize);
+            for i in 0..args.orders {
+                let due = began + period.mul_f64(i as f64);
+                tokio::time::sleep_until(due.into()).await;
+                let (body, _) = maker.next();
+                let (client, url, tally) = (client.clone(), url.clone(), tally.clone());
+                // Latency counts from when the order was due, so queueing shows.
+                tasks.push(tokio::spawn(async move {
+                    post(&client, &url, &body, due, &tally).await
+                }));
+            }
+            for task in tasks {
+                task.await?;
+            }
+        }
+    }
+    let posted_all = Instant::now();
+
+    // Wait for every accepted order's verdict, up to the deadline.
+    let deadline = posted_all + Duration::from_secs(args.deadline_seconds);
+    let ids: Vec<Uuid> = tally.lock().await.posted.iter().map(|p| p.id).collect();
+    let mut pending: Vec<Uuid> = ids;
+    while !pending.is_empty() && Instant::now() < deadline {
+        let mut still = Vec::new();
+        for id in pending {
+            if !follower.has(&id).await {
+                still.push(id);
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    ticker.abort();
+    let finals = follower.stop().await;
+    bar.finish_and_clear();
+
+    let tally = tally.lock().await;
+    let mut post_latency = new_histogram();
+    let mut end_to_end = new_histogram();
+    let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
+    let mut seconds: HashMap<u64, (u64, u64, hdrhistogram::Histogram<u64>)> = HashMap::new();
+    let mut last_final = began;
+    let mut last_accepted = began;
+    let mut not_final = 0;
+    for posted in &tally.posted {
+        let micros = |d: Duration| (d.as_micros() as u64).max(1);
+        let _ = post_latency.record(micros(posted.accepted - posted.start));
+        last_accepted = last_accepted.max(posted.accepted);
+        let second = (posted.accepted - began).as_secs();
+        seconds
+            .entry(second)
+            .or_insert_with(|| (0, 0, new_histogram()))
+            .0 += 1;
+        match finals.get(&posted.id) {
+            Some((at, status)) => {
+                let latency = at.saturating_duration_since(posted.start);
+                let _ = end_to_end.record(micros(latency));
+                *statuses.entry(status.as_str().to_owned()).or_default() += 1;
+                last_final = last_final.max(*at);
+                let entry = seconds
+                    .entry(at.saturating_duration_since(began).as_secs())
+                    .or_insert_with(|| (0, 0, new_histogram()));
+                entry.1 += 1;
+                let _ = entry.2.record(micros(latency));
+            }
+            None => not_final += 1,
+        }
+    }
+    let span = |end: Instant| (end - began).as_secs_f64().max(1e-9);
+    let accepted = tally.posted.len() as u64;
+    let final_count = accepted - not_final;
+    let mut timeline: Vec<Second> = seconds
+        .into_iter()
+        .map(|(second, (accepted, finals, histogram))| {
+            let latency = Latency::of(&histogram);
+            Second {
+                second,
+                accepted,
+                finals,
+                end_to_end_p50_ms: latency.p50_ms,
+                end_to_end_p99_ms: latency.p99_ms,
+            }
+        })
+        .collect();
+    timeline.sort_by_key(|s| s.second);
+    let mib = |pid: Option<u32>| {
+        pid.and_then(peak_rss_bytes)
+            .map(|b| b as f64 / 1024.0 / 1024.0)
+    };
+    Ok(Report {
+        mode: if args.rate.is_some() {
+            "open"
+        } else {
+            "closed"
+        }
+        .to_owned(),
+        concurrency: args.rate.is_none().then_some(args.concurrency),
+        rate: args.rate,
+        requested: args.orders,
+        accepted,
+        refused: tally.refused,
+        duration_s: span(last_final.max(last_accepted)),
+        accepted_per_s: accepted as f64 / span(last_accepted),
+        final_per_s: final_count as f64 / span(last_final),
+        post_latency: Latency::of(&post_latency),
+        end_to_end_latency: Latency::of(&end_to_end),
+        statuses,
+        not_final,
+        peak_rss_order_service_mib: mib(args.target.order_service_pid),
+        peak_rss_processor_service_mib: mib(args.target.processor_service_pid),
+        timeline,
+    })
+}
+
+fn follower_seen_handle(follower: &Follower) -> impl Fn() -> u64 + Send + 'static {
+    let seen = follower.seen_counter();
+    move || seen.load(Ordering::Relaxed)
+}
