@@ -32,6 +32,8 @@ impl Handler for OrderProcessedHandler {
         match self.store.apply_processed(event).await {
             Ok(Applied::Moved { from_final }) => {
                 tracing::info!(
+                    order_id = %event.order_id,
+                    event_id = %envelope.event_id,
                     status = event.status.as_str(),
                     from_final,
                     "order status updated"
@@ -40,6 +42,8 @@ impl Handler for OrderProcessedHandler {
             }
             Ok(Applied::Ignored) => {
                 tracing::info!(
+                    order_id = %event.order_id,
+                    event_id = %envelope.event_id,
                     status = event.status.as_str(),
                     "duplicate or late order.processed ignored"
                 );

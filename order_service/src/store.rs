@@ -8,11 +8,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement,
 };
 use shared::events::{Envelope, OrderCreated, OrderLine, OrderProcessed};
-use shared::outbox::{self, OutboxError};
+use shared::outbox::{OutboxError, OutboxRow};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -102,7 +102,7 @@ impl OrderStore {
     }
 
     /// Stores the order, its first history row and its `order.created` event, atomically.
-    #[tracing::instrument(name = "store new order", skip_all, fields(order_id = tracing::field::Empty, event_id = tracing::field::Empty))]
+    #[tracing::instrument(level = "debug", name = "store new order", skip_all, fields(order_id = tracing::field::Empty, event_id = tracing::field::Empty))]
     pub async fn create(&self, new_order: &NewOrder) -> Result<order::Model, StoreError> {
         let id = Uuid::new_v4();
         // PostgreSQL keeps microseconds: what we answer is what a later read returns.
@@ -130,35 +130,49 @@ impl OrderStore {
         let span = tracing::Span::current();
         span.record("order_id", tracing::field::display(id));
         span.record("event_id", tracing::field::display(event.event_id));
+        let items =
+            serde_json::to_value(&lines).map_err(|e| StoreError::Corrupt(id, e.to_string()))?;
+        let outbox = OutboxRow::new(&event).map_err(OutboxError::from)?;
         let model = order::Model {
             id,
             customer_id: new_order.customer_id().as_str().to_owned(),
-            items: serde_json::to_value(&lines)
-                .map_err(|e| StoreError::Corrupt(id, e.to_string()))?,
+            items,
             total_amount: total,
             status: OrderStatus::Pending.as_str().to_owned(),
             error_message: None,
             created_at: now,
             updated_at: now,
         };
-
-        let txn = self.db.begin().await?;
-        order::Entity::insert(order::ActiveModel::from(model.clone()))
-            .exec_without_returning(&txn)
+        // The order, its first history row and its event: one statement, so one round trip and
+        // one atomic commit.
+        let mut values: Vec<sea_orm::Value> = vec![
+            model.id.into(),
+            model.customer_id.clone().into(),
+            model.items.clone().into(),
+            model.total_amount.into(),
+            now.into(),
+        ];
+        values.extend(outbox.values());
+        self.db
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                format!(
+                    r#"
+WITH new_order AS (
+    INSERT INTO orders (id, customer_id, items, total_amount, status, error_message, created_at, updated_at)
+    VALUES ($1, $2, $3, $4, 'pending', NULL, $5, $5)
+), first_step AS (
+    INSERT INTO order_status_history (order_id, status, reason, at) VALUES ($1, 'pending', NULL, $5)
+)
+INSERT INTO outbox ({}) VALUES ($6, $7, $8, $9, $10, $11)
+"#,
+                    OutboxRow::COLUMNS
+                ),
+                values,
+            ))
             .await?;
-        history::Entity::insert(history::ActiveModel {
-            order_id: Set(id),
-            status: Set(OrderStatus::Pending.as_str().to_owned()),
-            reason: Set(None),
-            at: Set(now),
-            ..Default::default()
-        })
-        .exec_without_returning(&txn)
-        .await?;
-        outbox::enqueue(&txn, &event).await?;
-        txn.commit().await?;
         self.relay.notify_one();
-        tracing::info!("order stored, order.created queued in the outbox");
+        tracing::info!(order_id = %id, event_id = %event.event_id, "order stored, order.created queued in the outbox");
         Ok(model)
     }
 
@@ -217,7 +231,8 @@ impl OrderStore {
     }
 
     /// Applies the processor's verdict, once: the update only matches an order in a status the
-    /// verdict may follow, so a duplicate or late event changes nothing.
+    /// verdict may follow, so a duplicate or late event changes nothing. One statement: the
+    /// update and its history row commit together.
     pub async fn apply_processed(&self, event: &OrderProcessed) -> Result<Applied, StoreError> {
         let target = OrderStatus::from(event.status);
         let now = Utc::now().trunc_subsecs(6);
@@ -225,46 +240,52 @@ impl OrderStore {
             OrderStatus::Completed => None,
             _ => event.reason.clone(),
         };
-        let from: Vec<&str> = target
+        // Static names from the enum, never input.
+        let from = target
             .allowed_predecessors()
             .iter()
-            .map(|s| s.as_str())
-            .collect();
-        let txn = self.db.begin().await?;
-        let previous = order::Entity::find_by_id(event.order_id)
-            .select_only()
-            .column(order::Column::Status)
-            .lock_exclusive()
-            .into_tuple::<String>()
-            .one(&txn)
-            .await?;
-        let Some(previous) = previous else {
-            txn.rollback().await?;
-            return Ok(Applied::UnknownOrder);
-        };
-        if !from.contains(&previous.as_str()) {
-            txn.rollback().await?;
-            return Ok(Applied::Ignored);
-        }
-        order::Entity::update_many()
-            .col_expr(order::Column::Status, Expr::value(target.as_str()))
-            .col_expr(order::Column::ErrorMessage, Expr::value(reason.clone()))
-            .col_expr(order::Column::UpdatedAt, Expr::value(now))
-            .filter(order::Column::Id.eq(event.order_id))
-            .exec(&txn)
-            .await?;
-        history::Entity::insert(history::ActiveModel {
-            order_id: Set(event.order_id),
-            status: Set(target.as_str().to_owned()),
-            reason: Set(reason),
-            at: Set(now),
-            ..Default::default()
-        })
-        .exec_without_returning(&txn)
-        .await?;
-        txn.commit().await?;
-        Ok(Applied::Moved {
-            from_final: previous != OrderStatus::Pending.as_str(),
+            .map(|status| format!("'{}'", status.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let row = self
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                format!(
+                    r#"
+WITH previous AS (
+    SELECT status FROM orders WHERE id = $1
+), moved AS (
+    UPDATE orders SET status = $2, error_message = $3, updated_at = $4
+    WHERE id = $1 AND status IN ({from})
+    RETURNING id
+), step AS (
+    INSERT INTO order_status_history (order_id, status, reason, at)
+    SELECT id, $2, $3, $4 FROM moved
+    RETURNING order_id
+)
+SELECT (SELECT status FROM previous) AS previous, (SELECT count(*) FROM step) AS moved
+"#
+                ),
+                [
+                    event.order_id.into(),
+                    target.as_str().into(),
+                    reason.into(),
+                    now.into(),
+                ],
+            ))
+            .await?
+            .ok_or(DbErr::RecordNotFound(
+                "apply_processed returned no row".into(),
+            ))?;
+        let previous: Option<String> = row.try_get("", "previous")?;
+        let moved: i64 = row.try_get("", "moved")?;
+        Ok(match (previous, moved) {
+            (None, _) => Applied::UnknownOrder,
+            (Some(previous), 1..) => Applied::Moved {
+                from_final: previous != OrderStatus::Pending.as_str(),
+            },
+            (Some(_), _) => Applied::Ignored,
         })
     }
 }

@@ -10,7 +10,7 @@ use shared::consumer::{Delivered, Handler, Outcome};
 use shared::events::{Envelope, OrderCreated, ProcessingStatus};
 
 use crate::domain::{self, Decision};
-use crate::store::{Claim, ProcessingStore, StoreError};
+use crate::store::{ProcessingStore, Recorded, StoreError};
 
 /// How the handler processes one order.
 #[derive(Clone, Debug)]
@@ -81,20 +81,8 @@ impl Handler for OrderCreatedHandler {
         if let Err(reason) = domain::check_total(order) {
             return Outcome::DeadLetter { reason };
         }
-        match self
-            .store
-            .claim(order.order_id, envelope.event_id, delivery.replayed)
-            .await
-        {
-            Ok(Claim::Decided) => {
-                tracing::info!("order already decided; duplicate delivery acknowledged");
-                return Outcome::Ack;
-            }
-            Ok(Claim::Undecided { attempts }) => {
-                tracing::debug!(attempts, "processing order");
-            }
-            Err(error) => return Self::store_outcome(error),
-        }
+        // The work first, outside any transaction: it is deterministic, so doing it for a
+        // duplicate costs little, and no connection is held while it runs or retries.
         let tries = self.settings.immediate_attempts.max(1) as usize;
         let processed = (|| self.process_once(order))
             .retry(
@@ -105,24 +93,41 @@ impl Handler for OrderCreatedHandler {
                     .with_jitter(),
             )
             .notify(|error, delay| {
-                tracing::info!(%error, ?delay, "processing failed; trying again in process");
+                tracing::info!(
+                    order_id = %order.order_id,
+                    event_id = %envelope.event_id,
+                    %error,
+                    ?delay,
+                    "processing failed; trying again in process"
+                );
             })
             .await;
-        let decision = match processed {
-            Ok(decision) => decision,
-            Err(error) => {
-                return Outcome::Retry {
-                    reason: error.to_string(),
-                };
-            }
-        };
-        match self.store.decide(order.order_id, &decision).await {
-            Ok(true) => Outcome::Ack,
-            Ok(false) => {
-                tracing::info!("another delivery decided this order first");
+        let recorded = self
+            .store
+            .record(
+                order.order_id,
+                envelope.event_id,
+                delivery.replayed,
+                processed.as_ref().ok(),
+            )
+            .await;
+        match (recorded, processed) {
+            (Ok(Recorded::Decided), _) => Outcome::Ack,
+            (Ok(Recorded::AlreadyDecided), _) => {
+                tracing::info!(
+                    order_id = %order.order_id,
+                    event_id = %envelope.event_id,
+                    "order already decided; duplicate delivery acknowledged"
+                );
                 Outcome::Ack
             }
-            Err(error) => Self::store_outcome(error),
+            (Ok(Recorded::Undecided { .. }), Err(error)) => Outcome::Retry {
+                reason: error.to_string(),
+            },
+            (Ok(Recorded::Undecided { .. }), Ok(_)) => Outcome::Retry {
+                reason: "the decision was not recorded".into(),
+            },
+            (Err(error), _) => Self::store_outcome(error),
         }
     }
 

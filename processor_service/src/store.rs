@@ -3,13 +3,15 @@
 
 use std::sync::Arc;
 
+use chrono::SubsecRound;
+
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
-    Statement, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, QueryFilter, Statement, TransactionTrait,
 };
 use shared::events::{Envelope, OrderProcessed};
-use shared::outbox::{self, OutboxError};
+use shared::outbox::{self, OutboxError, OutboxRow};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -36,13 +38,15 @@ impl StoreError {
     }
 }
 
-/// What the processing record says about a delivery.
+/// What recording a delivery did.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Claim {
-    /// Not decided yet: go on. `attempts` counts this delivery.
-    Undecided { attempts: i32 },
-    /// Decided by an earlier delivery: nothing more to do.
+pub enum Recorded {
+    /// This delivery decided the order (and queued its `order.processed`).
     Decided,
+    /// An earlier delivery had decided it: nothing more to do.
+    AlreadyDecided,
+    /// The attempt was counted; the order is still undecided.
+    Undecided { attempts: i32 },
 }
 
 #[derive(Clone)]
@@ -56,38 +60,102 @@ impl ProcessingStore {
         Self { db, relay }
     }
 
-    /// Records a delivery of `event_id` for `order_id`: inserts the record, or counts one more
-    /// attempt on it. A `replayed` delivery of a failed order clears the failure, so that the order
-    /// is processed again. The row lock this takes makes concurrent duplicates wait for each other.
-    pub async fn claim(
+    /// Records a delivery of `event_id` for `order_id` and, given a `decision`, decides the
+    /// order, in one statement (one round trip, one commit): the record is inserted or its
+    /// `attempts` incremented (the row lock this takes serialises concurrent duplicates); if no
+    /// earlier delivery decided the order, the decision is set and its `order.processed` event
+    /// written to the outbox. A `replayed` delivery of a failed order replaces the failure.
+    pub async fn record(
         &self,
         order_id: Uuid,
         event_id: Uuid,
         replayed: bool,
-    ) -> Result<Claim, StoreError> {
+        decision: Option<&Decision>,
+    ) -> Result<Recorded, StoreError> {
+        let now = chrono::Utc::now().trunc_subsecs(6);
+        let event = decision.map(|decision| {
+            Envelope::new(
+                order_id,
+                OrderProcessed {
+                    order_id,
+                    status: decision.status,
+                    reason: decision.reason.clone(),
+                    processed_at: now,
+                },
+            )
+        });
+        let outbox = match &event {
+            Some(event) => Some(OutboxRow::new(event).map_err(OutboxError::from)?),
+            None => None,
+        };
+        let mut values: Vec<sea_orm::Value> = vec![
+            order_id.into(),
+            event_id.into(),
+            replayed.into(),
+            now.into(),
+            decision.map(|d| d.status.as_str().to_owned()).into(),
+            decision.and_then(|d| d.reason.clone()).into(),
+        ];
+        match outbox {
+            Some(row) => values.extend(row.values()),
+            None => values.extend([
+                Option::<Uuid>::None.into(),
+                Option::<String>::None.into(),
+                Option::<String>::None.into(),
+                Option::<Uuid>::None.into(),
+                Option::<Vec<u8>>::None.into(),
+                Option::<chrono::DateTime<chrono::Utc>>::None.into(),
+            ]),
+        }
         let row = self
             .db
             .query_one_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
-                r#"
-INSERT INTO processing (order_id, event_id, attempts, first_seen_at)
-VALUES ($1, $2, 1, now())
-ON CONFLICT (order_id) DO UPDATE SET
-    attempts   = processing.attempts + 1,
-    decision   = CASE WHEN $3 AND processing.decision = 'failed' THEN NULL ELSE processing.decision END,
-    reason     = CASE WHEN $3 AND processing.decision = 'failed' THEN NULL ELSE processing.reason END,
-    decided_at = CASE WHEN $3 AND processing.decision = 'failed' THEN NULL ELSE processing.decided_at END
-RETURNING decision, attempts
+                format!(
+                    r#"
+WITH record AS (
+    INSERT INTO processing (order_id, event_id, attempts, first_seen_at, decision, reason, decided_at)
+    VALUES ($1, $2, 1, $4, $5, $6, CASE WHEN $5::text IS NULL THEN NULL ELSE $4::timestamptz END)
+    ON CONFLICT (order_id) DO UPDATE SET
+        attempts = processing.attempts + 1,
+        decision = CASE WHEN processing.decision IS NULL OR ($3 AND processing.decision = 'failed')
+                        THEN EXCLUDED.decision ELSE processing.decision END,
+        reason = CASE WHEN processing.decision IS NULL OR ($3 AND processing.decision = 'failed')
+                      THEN EXCLUDED.reason ELSE processing.reason END,
+        decided_at = CASE WHEN processing.decision IS NULL OR ($3 AND processing.decision = 'failed')
+                          THEN EXCLUDED.decided_at ELSE processing.decided_at END
+    RETURNING attempts, decision, decided_at
+), announced AS (
+    INSERT INTO outbox ({columns})
+    SELECT $7, $8, $9, $10, $11, $12 FROM record
+    WHERE $5::text IS NOT NULL AND record.decided_at = $4::timestamptz
+    RETURNING event_id
+)
+SELECT record.attempts, record.decision, (SELECT count(*) FROM announced) AS announced
+FROM record
 "#,
-                [order_id.into(), event_id.into(), replayed.into()],
+                    columns = OutboxRow::COLUMNS
+                ),
+                values,
             ))
             .await?
-            .ok_or_else(|| DbErr::RecordNotInserted)?;
-        let decision: Option<String> = row.try_get("", "decision")?;
+            .ok_or(DbErr::RecordNotInserted)?;
         let attempts: i32 = row.try_get("", "attempts")?;
-        Ok(match decision {
-            Some(_) => Claim::Decided,
-            None => Claim::Undecided { attempts },
+        let decided: Option<String> = row.try_get("", "decision")?;
+        let announced: i64 = row.try_get("", "announced")?;
+        Ok(match (announced, decided, event) {
+            (1.., _, Some(event)) => {
+                self.relay.notify_one();
+                tracing::info!(
+                    %order_id,
+                    event_id = %event.event_id,
+                    decision = event.payload.status.as_str(),
+                    "order decided, order.processed queued in the outbox"
+                );
+                Recorded::Decided
+            }
+            (_, Some(_), _) => Recorded::AlreadyDecided,
+            _ => Recorded::Undecided { attempts },
         })
     }
 
@@ -96,11 +164,26 @@ RETURNING decision, attempts
         self.db.ping().await.is_ok()
     }
 
-    /// Writes the decision and its `order.processed` event atomically, unless another delivery
-    /// decided first. Returns whether this call decided.
+    /// Decides an undecided order in its own transaction (after the last attempt). Returns
+    /// whether this call decided.
     pub async fn decide(&self, order_id: Uuid, decision: &Decision) -> Result<bool, StoreError> {
-        let now = chrono::Utc::now();
         let txn = self.db.begin().await?;
+        let decided = self.write_decision(&txn, order_id, decision).await?;
+        txn.commit().await?;
+        if decided {
+            self.relay.notify_one();
+        }
+        Ok(decided)
+    }
+
+    /// The decision and its `order.processed` event, on `txn`, unless the order is decided.
+    async fn write_decision(
+        &self,
+        txn: &DatabaseTransaction,
+        order_id: Uuid,
+        decision: &Decision,
+    ) -> Result<bool, StoreError> {
+        let now = chrono::Utc::now();
         let updated = processing::Entity::update_many()
             .col_expr(
                 processing::Column::Decision,
@@ -113,10 +196,9 @@ RETURNING decision, attempts
             .col_expr(processing::Column::DecidedAt, Expr::value(now))
             .filter(processing::Column::OrderId.eq(order_id))
             .filter(processing::Column::Decision.is_null())
-            .exec(&txn)
+            .exec(txn)
             .await?;
         if updated.rows_affected == 0 {
-            txn.rollback().await?;
             return Ok(false);
         }
         let event = Envelope::new(
@@ -128,12 +210,11 @@ RETURNING decision, attempts
                 processed_at: now,
             },
         );
-        outbox::enqueue(&txn, &event).await?;
-        txn.commit().await?;
-        self.relay.notify_one();
+        outbox::enqueue(txn, &event).await?;
         tracing::info!(
+            %order_id,
+            event_id = %event.event_id,
             decision = decision.status.as_str(),
-            result_event_id = %event.event_id,
             "order decided, order.processed queued in the outbox"
         );
         Ok(true)

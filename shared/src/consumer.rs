@@ -204,7 +204,7 @@ async fn settle<H: Handler>(
 ) -> Result<(), Stop> {
     let headers = Headers::from_table(delivery.properties.headers().as_ref());
     let attempt = headers.attempt();
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
         "handle delivery",
         queue = %settings.queue,
         event_id = tracing::field::Empty,
@@ -231,9 +231,15 @@ async fn settle<H: Handler>(
                 .await
             }
             Outcome::Retry { reason } => match (&settings.retry, envelope) {
-                (Some(retry), Some(_)) if attempt < retry.max_attempts => {
+                (Some(retry), Some(envelope)) if attempt < retry.max_attempts => {
                     let queue = retry.tiers.queue_for(attempt);
-                    tracing::warn!(%reason, retry_queue = %queue, "attempt failed; retrying later");
+                    tracing::warn!(
+                        event_id = ?message_id(&delivery),
+                        order_id = %envelope.correlation_id,
+                        %reason,
+                        retry_queue = %queue,
+                        "attempt failed; retrying later"
+                    );
                     let mut next = failure_headers(headers, &delivery, &reason);
                     next.set_int(headers::ATTEMPT, i64::from(attempt) + 1);
                     match publish(side, "", &queue, &delivery, next).await {
@@ -284,7 +290,7 @@ async fn settle<H: Handler>(
                     })
                     .await;
                 if let Err(error) = result {
-                    tracing::warn!(%error, "could not requeue; the broker redelivers it");
+                    tracing::warn!(event_id = ?message_id(&delivery), %error, "could not requeue; the broker redelivers it");
                 }
                 // Not the message's fault: stop taking deliveries until the handler is ready.
                 return Err(Stop::Paused(reason));
@@ -292,12 +298,21 @@ async fn settle<H: Handler>(
         };
         if let Err(error) = result {
             // The channel is gone: the broker redelivers the message, and handlers are idempotent.
-            tracing::warn!(%error, "could not settle delivery; it will be redelivered");
+            tracing::warn!(event_id = ?message_id(&delivery), %error, "could not settle delivery; it will be redelivered");
         }
         Ok(())
     }
     .instrument(span)
     .await
+}
+
+/// The AMQP `message_id` (the event id), for log lines.
+fn message_id(delivery: &Delivery) -> Option<String> {
+    delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|id| id.to_string())
 }
 
 /// Decodes and hands the event to the handler; the envelope is `None` for poison.
@@ -371,7 +386,13 @@ async fn dead_letter(
     poison: bool,
     order_id: Option<uuid::Uuid>,
 ) -> Result<bool, lapin::Error> {
-    tracing::warn!(%reason, poison, "dead-lettering message");
+    tracing::warn!(
+        event_id = ?message_id(delivery),
+        order_id = ?order_id,
+        %reason,
+        poison,
+        "dead-lettering message"
+    );
     let mut headers = failure_headers(headers, delivery, reason);
     headers.set_int(headers::ATTEMPTS, i64::from(attempt));
     headers.remove(headers::ATTEMPT);
@@ -403,7 +424,7 @@ async fn requeue(
     settings: &ConsumerSettings,
     reason: &str,
 ) -> Result<bool, lapin::Error> {
-    tracing::warn!(%reason, "requeueing message");
+    tracing::warn!(event_id = ?message_id(delivery), %reason, "requeueing message");
     tokio::time::sleep(settings.requeue_delay).await;
     delivery
         .nack(BasicNackOptions {

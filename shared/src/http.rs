@@ -366,6 +366,23 @@ pub fn path_config() -> web::PathConfig {
         .error_handler(|error, _| Problem::bad_field("path", error.to_string()).into())
 }
 
+/// Request spans at DEBUG: at the default INFO level a request costs no log line of its own;
+/// what happens to an order is logged once, with its ids, where it happens. Errors still are.
+pub struct QuietRootSpan;
+
+impl tracing_actix_web::RootSpanBuilder for QuietRootSpan {
+    fn on_request_start(request: &actix_web::dev::ServiceRequest) -> tracing::Span {
+        tracing_actix_web::root_span!(level = tracing_actix_web::Level::DEBUG, request)
+    }
+
+    fn on_request_end<B: actix_web::body::MessageBody>(
+        span: tracing::Span,
+        outcome: &Result<actix_web::dev::ServiceResponse<B>, actix_web::Error>,
+    ) {
+        tracing_actix_web::DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
+}
+
 /// The HTTP server both services run: request tracing, problem-details errors for extractors and
 /// unknown routes, Swagger UI at `/docs/` and the OpenAPI document at `/api-docs/openapi.json`.
 /// `configure` adds the service's routes and state.
@@ -381,7 +398,7 @@ where
     use actix_web::{App, HttpServer};
     Ok(HttpServer::new(move || {
         App::new()
-            .wrap(tracing_actix_web::TracingLogger::default())
+            .wrap(tracing_actix_web::TracingLogger::<QuietRootSpan>::new())
             .app_data(query_config())
             .app_data(path_config())
             .configure(configure.clone())

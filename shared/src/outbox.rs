@@ -62,18 +62,60 @@ pub enum OutboxError {
     Db(#[from] DbErr),
 }
 
+/// An event ready for the `outbox` table: its body encoded once, here.
+#[derive(Clone, Debug)]
+pub struct OutboxRow {
+    pub event_id: uuid::Uuid,
+    pub event_type: String,
+    pub routing_key: String,
+    pub correlation_id: uuid::Uuid,
+    pub body: Vec<u8>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl OutboxRow {
+    pub fn new<P: Event>(event: &Envelope<P>) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            event_id: event.event_id,
+            event_type: event.event_type.clone(),
+            routing_key: P::ROUTING_KEY.to_owned(),
+            correlation_id: event.correlation_id,
+            body: event.encode()?,
+            created_at: event.occurred_at,
+        })
+    }
+
+    /// Columns of an INSERT into `outbox`, for services that write an event in the same SQL
+    /// statement as their state change (one round trip):
+    /// `INSERT INTO outbox (COLUMNS) VALUES (...)` with [`OutboxRow::values`] in this order.
+    pub const COLUMNS: &'static str =
+        "event_id, event_type, routing_key, correlation_id, body, created_at";
+
+    pub fn values(self) -> [sea_orm::Value; 6] {
+        [
+            self.event_id.into(),
+            self.event_type.into(),
+            self.routing_key.into(),
+            self.correlation_id.into(),
+            self.body.into(),
+            self.created_at.into(),
+        ]
+    }
+}
+
 /// Writes `event` to the outbox on `db`, which should be the transaction of the state change.
 pub async fn enqueue<C: ConnectionTrait, P: Event>(
     db: &C,
     event: &Envelope<P>,
 ) -> Result<(), OutboxError> {
+    let row = OutboxRow::new(event)?;
     let row = entity::ActiveModel {
-        event_id: Set(event.event_id),
-        event_type: Set(event.event_type.clone()),
-        routing_key: Set(P::ROUTING_KEY.to_owned()),
-        correlation_id: Set(Some(event.correlation_id)),
-        body: Set(event.encode()?),
-        created_at: Set(event.occurred_at),
+        event_id: Set(row.event_id),
+        event_type: Set(row.event_type),
+        routing_key: Set(row.routing_key),
+        correlation_id: Set(Some(row.correlation_id)),
+        body: Set(row.body),
+        created_at: Set(row.created_at),
         sent_at: Set(None),
         attempts: Set(0),
         last_error: Set(None),

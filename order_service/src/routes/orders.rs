@@ -211,7 +211,7 @@ fn parse_order_id(id: &str) -> Result<Uuid, Problem> {
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[tracing::instrument(name = "create order", skip_all, fields(order_id = tracing::field::Empty))]
+#[tracing::instrument(level = "debug", name = "create order", skip_all, fields(order_id = tracing::field::Empty))]
 pub async fn create_order(
     request: HttpRequest,
     payload: web::Payload,
@@ -240,7 +240,7 @@ pub async fn create_order(
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[tracing::instrument(name = "get order", skip(store), fields(order_id = %id))]
+#[tracing::instrument(level = "debug", name = "get order", skip(store), fields(order_id = %id))]
 pub async fn get_order(
     id: web::Path<String>,
     store: web::Data<OrderStore>,
@@ -332,7 +332,7 @@ impl ListQuery {
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[tracing::instrument(name = "list orders", skip_all)]
+#[tracing::instrument(level = "debug", name = "list orders", skip_all)]
 pub async fn list_orders(
     query: web::Query<ListQuery>,
     store: web::Data<OrderStore>,
@@ -362,7 +362,7 @@ pub async fn list_orders(
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[tracing::instrument(name = "get order history", skip(store), fields(order_id = %id))]
+#[tracing::instrument(level = "debug", name = "get order history", skip(store), fields(order_id = %id))]
 pub async fn order_history(
     id: web::Path<String>,
     store: web::Data<OrderStore>,

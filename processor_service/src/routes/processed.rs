@@ -75,7 +75,7 @@ impl From<StoreError> for Problem {
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[tracing::instrument(name = "get processing record", skip(store), fields(order_id = %order_id))]
+#[tracing::instrument(level = "debug", name = "get processing record", skip(store), fields(order_id = %order_id))]
 pub async fn get_processed(
     order_id: web::Path<String>,
     store: web::Data<ProcessingStore>,

@@ -1,0 +1,117 @@
+//! A short run of loadgen against both services on the real PostgreSQL and RabbitMQ: every order
+//! it posts ends final, and the report adds up.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use loadgen::cli::{RunArgs, Target};
+use shared::testing::{self, Cleanup};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+struct Services {
+    url: String,
+    exchange: String,
+    _stop: DropGuard,
+    _cleanup: Cleanup,
+}
+
+async fn spawn_services() -> Services {
+    shared::telemetry::init_test_subscriber("loadgen_test");
+    let id = testing::unique_id();
+    let amqp = testing::amqp_settings(&id);
+    let mut orders = order_service::configuration::Settings::default();
+    orders.http.host = "127.0.0.1".into();
+    orders.http.port = 0;
+    orders.database = testing::database_settings(&format!("orders_{id}"));
+    orders.amqp = amqp.clone();
+    let mut processor = processor_service::configuration::Settings::default();
+    processor.http.host = "127.0.0.1".into();
+    processor.http.port = 0;
+    processor.database = testing::database_settings(&format!("processor_{id}"));
+    processor.amqp = amqp.clone();
+    let cleanup = Cleanup {
+        databases: vec![
+            orders.database.url.expose().to_owned(),
+            processor.database.url.expose().to_owned(),
+        ],
+        topology: Some(amqp.topology()),
+        queues: processor.retry_tiers().queues(),
+    };
+    let order_app = order_service::startup::Application::build(orders)
+        .await
+        .unwrap();
+    let processor_app = processor_service::startup::Application::build(processor)
+        .await
+        .unwrap();
+    let url = format!("http://127.0.0.1:{}", order_app.port());
+    let stop = CancellationToken::new();
+    tokio::spawn(order_app.run_until_stopped(stop.clone()));
+    tokio::spawn(processor_app.run_until_stopped(stop.clone()));
+    Services {
+        url,
+        exchange: amqp.exchange,
+        _stop: stop.drop_guard(),
+        _cleanup: cleanup,
+    }
+}
+
+fn args(services: &Services) -> RunArgs {
+    RunArgs {
+        target: Target {
+            url: services.url.clone(),
+            amqp_url: testing::amqp_url(),
+            exchange: services.exchange.clone(),
+            order_service_pid: Some(std::process::id()),
+            processor_service_pid: None,
+        },
+        orders: 200,
+        concurrency: 8,
+        rate: None,
+        reject_ratio: 0.0,
+        max_order_total: "10000.00".parse().unwrap(),
+        deadline_seconds: 60,
+        json: true,
+        plot: None,
+        quiet: true,
+    }
+}
+
+#[tokio::test]
+async fn a_closed_loop_run_follows_every_order_to_its_final_status() {
+    let services = spawn_services().await;
+    let report = loadgen::run::run(&args(&services)).await.unwrap();
+    assert!(report.passed(), "{}", report.text());
+    assert_eq!(report.accepted, 200);
+    assert_eq!(report.refused, 0);
+    assert_eq!(report.not_final, 0);
+    assert_eq!(report.statuses.get("completed"), Some(&200));
+    assert_eq!(report.end_to_end_latency.count, 200);
+    assert!(report.end_to_end_latency.p50_ms <= report.end_to_end_latency.p99_ms);
+    assert!(report.final_per_s > 0.0);
+    assert!(report.peak_rss_order_service_mib.unwrap() > 0.0);
+    let timeline_finals: u64 = report.timeline.iter().map(|s| s.finals).sum();
+    assert_eq!(timeline_finals, 200);
+}
+
+#[tokio::test]
+async fn an_open_loop_run_with_rejections_reports_each_status_and_draws_its_plot() {
+    let services = spawn_services().await;
+    let plot = std::env::temp_dir().join(format!("loadgen-{}.svg", testing::unique_id()));
+    let run = RunArgs {
+        rate: Some(200.0),
+        orders: 150,
+        reject_ratio: 0.2,
+        plot: Some(plot.clone()),
+        ..args(&services)
+    };
+    let report = loadgen::run::run(&run).await.unwrap();
+    assert!(report.passed(), "{}", report.text());
+    assert_eq!(report.mode, "open");
+    let completed = report.statuses.get("completed").copied().unwrap_or(0);
+    let rejected = report.statuses.get("rejected").copied().unwrap_or(0);
+    assert_eq!(completed + rejected, 150);
+    assert!(rejected > 0 && completed > 0, "{:?}", report.statuses);
+    loadgen::plot::draw(&report, &plot).unwrap();
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("p99"));
+    let _ = std::fs::remove_file(plot);
+}

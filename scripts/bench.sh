@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Reproduces BENCHMARKS.md on this machine: release build, fresh databases and broker names of its
+# own, both services with default settings, then `loadgen bench` (extra arguments go to it, e.g.
+# `--orders 20000 --repeat 3`). Set SEED=1000000 to bulk-load that many orders first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ENABLE_MANAGEMENT=0 scripts/ensure-services.sh
+cargo build --release --bins
+bin=${CARGO_TARGET_DIR:-target}/release
+mkdir -p .run
+
+psql -q -h 127.0.0.1 -U postgres -d postgres -c 'DROP DATABASE IF EXISTS bench_orders WITH (FORCE)' \
+  -c 'DROP DATABASE IF EXISTS bench_processor WITH (FORCE)'
+export ORDER_SERVICE__DATABASE__URL=postgres://postgres@127.0.0.1:5432/bench_orders
+export PROCESSOR_SERVICE__DATABASE__URL=postgres://postgres@127.0.0.1:5432/bench_processor
+for prefix in ORDER_SERVICE PROCESSOR_SERVICE; do
+  export ${prefix}__AMQP__EXCHANGE=bench.orders
+  export ${prefix}__AMQP__DEAD_LETTER_EXCHANGE=bench.orders.dlx
+  export ${prefix}__AMQP__ORDER_CREATED_QUEUE=bench.processor.order-created
+  export ${prefix}__AMQP__ORDER_PROCESSED_QUEUE=bench.order-service.order-processed
+  export ${prefix}__AMQP__ORDER_CREATED_DEAD_LETTER_QUEUE=bench.processor.order-created.dlq
+  export ${prefix}__AMQP__ORDER_PROCESSED_DEAD_LETTER_QUEUE=bench.order-service.order-processed.dlq
+done
+
+"$bin/order_service" > .run/bench-order_service.log 2>&1 &
+order_pid=$!
+"$bin/processor_service" > .run/bench-processor_service.log 2>&1 &
+processor_pid=$!
+trap 'kill -TERM $order_pid $processor_pid 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+for _ in $(seq 1 60); do
+  curl -fs http://127.0.0.1:8000/ready >/dev/null && curl -fs http://127.0.0.1:8001/ready >/dev/null && break
+  sleep 1
+done
+
+if [ -n "${SEED:-}" ]; then
+  "$bin/loadgen" seed --database-url "$ORDER_SERVICE__DATABASE__URL" --orders "$SEED"
+fi
+"$bin/loadgen" bench --exchange bench.orders \
+  --order-service-pid "$order_pid" --processor-service-pid "$processor_pid" "$@"
