@@ -71,8 +71,10 @@ impl Follower {
                     let now = Instant::now();
                     if let Ok(event) = Envelope::<OrderProcessed>::decode(&delivery.data) {
                         let mut finals = finals.lock().await;
-                        if !finals.contains_key(&event.payload.order_id) {
-                            finals.insert(event.payload.order_id, (now, event.payload.status));
+                        if let std::collections::hash_map::Entry::Vacant(entry) =
+                            finals.entry(event.payload.order_id)
+                        {
+                            entry.insert((now, event.payload.status));
                             seen.fetch_add(1, Ordering::Relaxed);
                         }
                     }

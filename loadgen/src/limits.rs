@@ -77,7 +77,7 @@ pub async fn rabbitmq(amqp_url: &str, messages: u64, ack_every: u64) -> anyhow::
                 break;
             };
             received += 1;
-            if received % ack_every == 0 || received == messages {
+            if received.is_multiple_of(ack_every) || received == messages {
                 delivery
                     .ack(BasicAckOptions {
                         multiple: ack_every > 1,

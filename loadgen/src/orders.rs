@@ -20,7 +20,7 @@ impl OrderMaker {
     }
 
     /// The next order body, and whether its total exceeds the limit.
-    pub fn next(&mut self) -> (Value, bool) {
+    pub fn next_order(&mut self) -> (Value, bool) {
         let over = self.rng.f64() < self.reject_ratio;
         let lines = self.rng.usize(1..=5);
         // Each line stays below max_total / 5 unless the order must go over the limit, when one
@@ -85,7 +85,7 @@ mod tests {
         let max: Decimal = "10000.00".parse().unwrap();
         let mut maker = OrderMaker::new(7, max, 0.0);
         for _ in 0..1000 {
-            let (body, over) = maker.next();
+            let (body, over) = maker.next_order();
             assert!(!over);
             assert!(total(&body) <= max, "{body}");
             let lines = body["items"].as_array().unwrap().len();
@@ -93,7 +93,7 @@ mod tests {
         }
         let mut maker = OrderMaker::new(7, max, 1.0);
         for _ in 0..100 {
-            let (body, over) = maker.next();
+            let (body, over) = maker.next_order();
             assert!(over);
             assert!(total(&body) > max);
         }

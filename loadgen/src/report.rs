@@ -15,6 +15,7 @@ pub struct Latency {
     pub max_ms: f64,
 }
 
+#[allow(clippy::expect_used)] // constant bounds, checked by the tests
 pub fn new_histogram() -> Histogram<u64> {
     // 1 µs to 10 minutes, 3 significant digits.
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")

@@ -114,7 +114,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
                     let total = args.orders;
                     tokio::spawn(async move {
                         while next.fetch_add(1, Ordering::Relaxed) < total {
-                            let (body, _) = maker.next();
+                            let (body, _) = maker.next_order();
                             post(&client, &url, &body, Instant::now(), &tally).await;
                         }
                     })
@@ -131,7 +131,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
             for i in 0..args.orders {
                 let due = began + period.mul_f64(i as f64);
                 tokio::time::sleep_until(due.into()).await;
-                let (body, _) = maker.next();
+                let (body, _) = maker.next_order();
                 let (client, url, tally) = (client.clone(), url.clone(), tally.clone());
                 // Latency counts from when the order was due, so queueing shows.
                 tasks.push(tokio::spawn(async move {

@@ -13,7 +13,7 @@ use sea_orm::{
 };
 use shared::events::{Envelope, OrderCreated, OrderLine, OrderProcessed};
 use shared::outbox::{OutboxError, OutboxRow};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::domain::{NewOrder, OrderStatus};
@@ -89,12 +89,27 @@ pub enum Applied {
 #[derive(Clone)]
 pub struct OrderStore {
     db: DatabaseConnection,
-    relay: Arc<Notify>,
+    writer: mpsc::Sender<PendingOrder>,
+}
+
+/// Parameters of one new order (order, first history row, event), in SQL order.
+const VALUES_PER_ORDER: usize = 11;
+/// Orders committed together at most.
+const MAX_GROUP: usize = 64;
+
+/// A new order waiting for the group commit, and where to say how it went.
+struct PendingOrder {
+    values: Vec<sea_orm::Value>,
+    done: oneshot::Sender<Result<(), DbErr>>,
 }
 
 impl OrderStore {
+    /// Also starts the group-commit writer of new orders (it stops when the last clone of the
+    /// store is dropped).
     pub fn new(db: DatabaseConnection, relay: Arc<Notify>) -> Self {
-        Self { db, relay }
+        let (writer, pending) = mpsc::channel(4 * MAX_GROUP);
+        tokio::spawn(write_new_orders(db.clone(), relay.clone(), pending));
+        Self { db, writer }
     }
 
     pub fn db(&self) -> &DatabaseConnection {
@@ -143,35 +158,26 @@ impl OrderStore {
             created_at: now,
             updated_at: now,
         };
-        // The order, its first history row and its event: one statement, so one round trip and
-        // one atomic commit.
-        let mut values: Vec<sea_orm::Value> = vec![
+        // The order, its first history row and its event are written by one statement, together
+        // with the other orders that arrived meanwhile (a group commit): one round trip and one
+        // commit for them all, and no wait when there are none.
+        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(VALUES_PER_ORDER);
+        values.extend([
             model.id.into(),
             model.customer_id.clone().into(),
             model.items.clone().into(),
             model.total_amount.into(),
             now.into(),
-        ];
+        ]);
         values.extend(outbox.values());
-        self.db
-            .execute_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                format!(
-                    r#"
-WITH new_order AS (
-    INSERT INTO orders (id, customer_id, items, total_amount, status, error_message, created_at, updated_at)
-    VALUES ($1, $2, $3, $4, 'pending', NULL, $5, $5)
-), first_step AS (
-    INSERT INTO order_status_history (order_id, status, reason, at) VALUES ($1, 'pending', NULL, $5)
-)
-INSERT INTO outbox ({}) VALUES ($6, $7, $8, $9, $10, $11)
-"#,
-                    OutboxRow::COLUMNS
-                ),
-                values,
-            ))
-            .await?;
-        self.relay.notify_one();
+        let (done, written) = oneshot::channel();
+        self.writer
+            .send(PendingOrder { values, done })
+            .await
+            .map_err(|_| DbErr::Custom("the order writer has stopped".into()))?;
+        written
+            .await
+            .map_err(|_| DbErr::Custom("the order writer has stopped".into()))??;
         tracing::info!(order_id = %id, event_id = %event.event_id, "order stored, order.created queued in the outbox");
         Ok(model)
     }
@@ -288,6 +294,89 @@ SELECT (SELECT status FROM previous) AS previous, (SELECT count(*) FROM step) AS
             (Some(_), _) => Applied::Ignored,
         })
     }
+}
+
+/// The group-commit writer: takes whatever new orders are waiting (up to [`MAX_GROUP`]) and writes
+/// them with one statement. If that fails, each is written alone, so that one bad order cannot
+/// fail the others.
+async fn write_new_orders(
+    db: DatabaseConnection,
+    relay: Arc<Notify>,
+    mut pending: mpsc::Receiver<PendingOrder>,
+) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while pending.recv_many(&mut group, MAX_GROUP).await > 0 {
+        let values: Vec<sea_orm::Value> = group
+            .iter()
+            .flat_map(|order| order.values.iter().cloned())
+            .collect();
+        match db.execute_raw(insert_orders(group.len(), values)).await {
+            Ok(_) => {
+                for order in group.drain(..) {
+                    let _ = order.done.send(Ok(()));
+                }
+            }
+            Err(error) if group.len() > 1 => {
+                tracing::warn!(%error, orders = group.len(), "group insert failed; writing each order alone");
+                for order in group.drain(..) {
+                    let result = db
+                        .execute_raw(insert_orders(1, order.values))
+                        .await
+                        .map(|_| ());
+                    let _ = order.done.send(result);
+                }
+            }
+            Err(error) => {
+                for order in group.drain(..) {
+                    let _ = order.done.send(Err(error.clone()));
+                }
+            }
+        }
+        relay.notify_one();
+    }
+}
+
+/// One statement inserting `count` orders, their first history rows and their events.
+fn insert_orders(count: usize, values: Vec<sea_orm::Value>) -> Statement {
+    let rows = |shape: &dyn Fn(usize) -> String| {
+        (0..count)
+            .map(|i| shape(i * VALUES_PER_ORDER))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let orders = rows(&|o| {
+        format!(
+            "(${}, ${}, ${}, ${}, 'pending', NULL, ${}, ${})",
+            o + 1,
+            o + 2,
+            o + 3,
+            o + 4,
+            o + 5,
+            o + 5
+        )
+    });
+    let steps = rows(&|o| format!("(${}, 'pending', NULL, ${})", o + 1, o + 5));
+    let events = rows(&|o| {
+        format!(
+            "(${}, ${}, ${}, ${}, ${}, ${})",
+            o + 6,
+            o + 7,
+            o + 8,
+            o + 9,
+            o + 10,
+            o + 11
+        )
+    });
+    Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        format!(
+            "WITH new_orders AS (INSERT INTO orders (id, customer_id, items, total_amount, status, error_message, created_at, updated_at) VALUES {orders}), \
+             first_steps AS (INSERT INTO order_status_history (order_id, status, reason, at) VALUES {steps}) \
+             INSERT INTO outbox ({}) VALUES {events}",
+            OutboxRow::COLUMNS
+        ),
+        values,
+    )
 }
 
 #[cfg(test)]
