@@ -27,6 +27,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -179,14 +180,20 @@ async fn consume<H: Handler>(
         .await?;
     tracing::info!(queue = %settings.queue, prefetch = settings.prefetch, "consuming");
     let side = &side;
+    let (settled, acks) = mpsc::unbounded_channel();
+    let acker = tokio::spawn(acknowledge_in_batches(channel.clone(), acks));
+    let settled = &settled;
     let result = consumer
         .take_until(shutdown.clone().cancelled_owned())
         .map_err(Stop::from)
         .try_for_each_concurrent(usize::from(settings.prefetch), |delivery| {
             let handler = handler.clone();
-            async move { settle(&*handler, settings, side, delivery).await }
+            async move { settle(&*handler, settings, side, settled, delivery).await }
         })
         .await;
+    // What was settled is acknowledged before the channel closes.
+    let _ = settled.send(Settled::Flush);
+    let _ = acker.await;
     for channel in [&channel, side] {
         if channel.status().connected() {
             // Unacknowledged deliveries return to the queue when the channel closes.
@@ -200,8 +207,10 @@ async fn settle<H: Handler>(
     handler: &H,
     settings: &ConsumerSettings,
     side: &Channel,
+    settled: &mpsc::UnboundedSender<Settled>,
     delivery: Delivery,
 ) -> Result<(), Stop> {
+    let tag = delivery.delivery_tag;
     let headers = Headers::from_table(delivery.properties.headers().as_ref());
     let attempt = headers.attempt();
     let span = tracing::debug_span!(
@@ -215,7 +224,11 @@ async fn settle<H: Handler>(
     async {
         let (outcome, envelope) = decide(handler, &delivery, &headers, attempt).await;
         let result = match outcome {
-            Outcome::Ack => delivery.ack(BasicAckOptions::default()).await,
+            Outcome::Ack => {
+                // Acknowledged in a batch, with `multiple`, by the acker.
+                let _ = settled.send(Settled::Ack(tag));
+                return Ok(());
+            }
             Outcome::DeadLetter { reason } => {
                 let poison = envelope.is_none();
                 dead_letter(
@@ -292,10 +305,12 @@ async fn settle<H: Handler>(
                 if let Err(error) = result {
                     tracing::warn!(event_id = ?message_id(&delivery), %error, "could not requeue; the broker redelivers it");
                 }
+                let _ = settled.send(Settled::Done(tag));
                 // Not the message's fault: stop taking deliveries until the handler is ready.
                 return Err(Stop::Paused(reason));
             }
         };
+        let _ = settled.send(Settled::Done(tag));
         if let Err(error) = result {
             // The channel is gone: the broker redelivers the message, and handlers are idempotent.
             tracing::warn!(event_id = ?message_id(&delivery), %error, "could not settle delivery; it will be redelivered");
@@ -313,6 +328,59 @@ fn message_id(delivery: &Delivery) -> Option<String> {
         .message_id()
         .as_ref()
         .map(|id| id.to_string())
+}
+
+/// A delivery the loop is done with.
+#[derive(Debug)]
+enum Settled {
+    /// To be acknowledged (in a batch).
+    Ack(u64),
+    /// Already acknowledged, rejected or requeued on its own.
+    Done(u64),
+    /// Acknowledge what can be, then stop.
+    Flush,
+}
+
+/// Acknowledges settled deliveries with `multiple`, as few frames as possible: delivery tags on a
+/// channel run 1, 2, 3, ...; once every tag up to T is settled, one `basic.ack(T', multiple)`
+/// covers them, T' being the highest of them to acknowledge (the others were settled on their
+/// own). It acknowledges as soon as nothing more is waiting, so a lone delivery is not delayed.
+async fn acknowledge_in_batches(channel: Channel, mut settled: mpsc::UnboundedReceiver<Settled>) {
+    let mut done: std::collections::BTreeMap<u64, bool> = std::collections::BTreeMap::new();
+    let mut contiguous = 0u64;
+    let mut to_ack: Option<u64> = None;
+    let mut stop = false;
+    while !stop {
+        let Some(first) = settled.recv().await else {
+            break;
+        };
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Settled::Ack(tag) => {
+                    done.insert(tag, true);
+                }
+                Settled::Done(tag) => {
+                    done.insert(tag, false);
+                }
+                Settled::Flush => stop = true,
+            }
+            next = settled.try_recv().ok();
+        }
+        while let Some(ack) = done.remove(&(contiguous + 1)) {
+            contiguous += 1;
+            if ack {
+                to_ack = Some(contiguous);
+            }
+        }
+        if let Some(tag) = to_ack.take()
+            && let Err(error) = channel
+                .basic_ack(tag, BasicAckOptions { multiple: true })
+                .await
+        {
+            tracing::warn!(%error, "could not acknowledge; the broker redelivers, handlers are idempotent");
+        }
+    }
 }
 
 /// Decodes and hands the event to the handler; the envelope is `None` for poison.
