@@ -36,6 +36,9 @@ async fn spawn_services() -> Services {
         topology: Some(amqp.topology()),
         queues: processor.retry_tiers().queues(),
     };
+    // The services declare the topology when they connect, in the background: declare it first,
+    // so that loadgen can bind its queue to the exchange at once.
+    testing::BrokerProbe::connect(amqp.topology()).await;
     let order_app = order_service::startup::Application::build(orders)
         .await
         .unwrap();

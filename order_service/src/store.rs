@@ -11,6 +11,7 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Statement,
 };
+use shared::batch::{GroupWrite, GroupWriter};
 use shared::events::{Envelope, OrderCreated, OrderLine, OrderProcessed};
 use shared::outbox::{OutboxError, OutboxRow};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -89,6 +90,7 @@ pub enum Applied {
 #[derive(Clone)]
 pub struct OrderStore {
     db: DatabaseConnection,
+    verdicts: GroupWriter<VerdictWriter>,
     writer: mpsc::Sender<PendingOrder>,
 }
 
@@ -109,7 +111,12 @@ impl OrderStore {
     pub fn new(db: DatabaseConnection, relay: Arc<Notify>) -> Self {
         let (writer, pending) = mpsc::channel(4 * MAX_GROUP);
         tokio::spawn(write_new_orders(db.clone(), relay.clone(), pending));
-        Self { db, writer }
+        let verdicts = GroupWriter::start(VerdictWriter { db: db.clone() }, MAX_GROUP);
+        Self {
+            db,
+            verdicts,
+            writer,
+        }
     }
 
     pub fn db(&self) -> &DatabaseConnection {
@@ -237,62 +244,134 @@ impl OrderStore {
     }
 
     /// Applies the processor's verdict, once: the update only matches an order in a status the
-    /// verdict may follow, so a duplicate or late event changes nothing. One statement: the
-    /// update and its history row commit together.
+    /// verdict may follow, so a duplicate or late event changes nothing. The update and its
+    /// history row are one statement, shared with the verdicts applied at the same time.
     pub async fn apply_processed(&self, event: &OrderProcessed) -> Result<Applied, StoreError> {
         let target = OrderStatus::from(event.status);
-        let now = Utc::now().trunc_subsecs(6);
         let reason = match target {
             OrderStatus::Completed => None,
             _ => event.reason.clone(),
         };
-        // Static names from the enum, never input.
-        let from = target
-            .allowed_predecessors()
-            .iter()
-            .map(|status| format!("'{}'", status.as_str()))
+        Ok(self
+            .verdicts
+            .write(Verdict {
+                order_id: event.order_id,
+                target,
+                reason,
+                at: Utc::now().trunc_subsecs(6),
+            })
+            .await?)
+    }
+}
+
+/// One verdict to apply.
+pub struct Verdict {
+    order_id: Uuid,
+    target: OrderStatus,
+    reason: Option<String>,
+    at: DateTime<Utc>,
+}
+
+/// Applies verdicts in groups: one `UPDATE ... FROM (VALUES ...)` and one history insert for the
+/// orders it moved.
+pub struct VerdictWriter {
+    db: DatabaseConnection,
+}
+
+const VALUES_PER_VERDICT: usize = 5;
+
+impl GroupWrite for VerdictWriter {
+    type Request = Verdict;
+    type Response = Applied;
+    type Key = Uuid;
+
+    fn key(verdict: &Verdict) -> Uuid {
+        verdict.order_id
+    }
+
+    async fn write(&self, verdicts: &[Verdict]) -> Result<Vec<Applied>, DbErr> {
+        let mut values: Vec<sea_orm::Value> =
+            Vec::with_capacity(verdicts.len() * VALUES_PER_VERDICT);
+        for verdict in verdicts {
+            let allowed = verdict
+                .target
+                .allowed_predecessors()
+                .iter()
+                .map(|status| status.as_str())
+                .collect::<Vec<_>>()
+                .join(",");
+            values.extend([
+                verdict.order_id.into(),
+                verdict.target.as_str().into(),
+                verdict.reason.clone().into(),
+                verdict.at.into(),
+                allowed.into(),
+            ]);
+        }
+        let rows = (0..verdicts.len())
+            .map(|i| {
+                let p = |n: usize| format!("${}", i * VALUES_PER_VERDICT + n);
+                format!(
+                    "({}::uuid, {}::text, {}::text, {}::timestamptz, {}::text)",
+                    p(1),
+                    p(2),
+                    p(3),
+                    p(4),
+                    p(5)
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ");
-        let row = self
-            .db
-            .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                format!(
-                    r#"
-WITH previous AS (
-    SELECT status FROM orders WHERE id = $1
+        let sql = format!(
+            r#"
+WITH input (id, status, reason, at, allowed) AS (
+    VALUES {rows}
+), previous AS (
+    SELECT o.id, o.status FROM orders o JOIN input i ON i.id = o.id
 ), moved AS (
-    UPDATE orders SET status = $2, error_message = $3, updated_at = $4
-    WHERE id = $1 AND status IN ({from})
-    RETURNING id
-), step AS (
+    UPDATE orders o SET status = i.status, error_message = i.reason, updated_at = i.at
+    FROM input i
+    WHERE o.id = i.id AND o.status = ANY (string_to_array(i.allowed, ','))
+    RETURNING o.id
+), steps AS (
     INSERT INTO order_status_history (order_id, status, reason, at)
-    SELECT id, $2, $3, $4 FROM moved
+    SELECT i.id, i.status, i.reason, i.at FROM input i JOIN moved m ON m.id = i.id
     RETURNING order_id
 )
-SELECT (SELECT status FROM previous) AS previous, (SELECT count(*) FROM step) AS moved
+SELECT i.id, p.status AS previous, EXISTS (SELECT 1 FROM steps s WHERE s.order_id = i.id) AS moved
+FROM input i LEFT JOIN previous p ON p.id = i.id
 "#
-                ),
-                [
-                    event.order_id.into(),
-                    target.as_str().into(),
-                    reason.into(),
-                    now.into(),
-                ],
+        );
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                sql,
+                values,
             ))
-            .await?
-            .ok_or(DbErr::RecordNotFound(
-                "apply_processed returned no row".into(),
-            ))?;
-        let previous: Option<String> = row.try_get("", "previous")?;
-        let moved: i64 = row.try_get("", "moved")?;
-        Ok(match (previous, moved) {
-            (None, _) => Applied::UnknownOrder,
-            (Some(previous), 1..) => Applied::Moved {
-                from_final: previous != OrderStatus::Pending.as_str(),
-            },
-            (Some(_), _) => Applied::Ignored,
-        })
+            .await?;
+        let mut by_order = std::collections::HashMap::with_capacity(rows.len());
+        for row in rows {
+            let id: Uuid = row.try_get("", "id")?;
+            let previous: Option<String> = row.try_get("", "previous")?;
+            let moved: bool = row.try_get("", "moved")?;
+            let applied = match (previous, moved) {
+                (None, _) => Applied::UnknownOrder,
+                (Some(previous), true) => Applied::Moved {
+                    from_final: previous != OrderStatus::Pending.as_str(),
+                },
+                (Some(_), false) => Applied::Ignored,
+            };
+            by_order.insert(id, applied);
+        }
+        verdicts
+            .iter()
+            .map(|verdict| {
+                by_order
+                    .remove(&verdict.order_id)
+                    .ok_or_else(|| DbErr::Custom(format!("no answer for {}", verdict.order_id)))
+            })
+            .collect()
     }
 }
 

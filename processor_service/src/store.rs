@@ -10,6 +10,7 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
     EntityTrait, QueryFilter, Statement, TransactionTrait,
 };
+use shared::batch::{GroupWrite, GroupWriter};
 use shared::events::{Envelope, OrderProcessed};
 use shared::outbox::{self, OutboxError, OutboxRow};
 use tokio::sync::Notify;
@@ -49,22 +50,185 @@ pub enum Recorded {
     Undecided { attempts: i32 },
 }
 
-#[derive(Clone)]
-pub struct ProcessingStore {
+/// One delivery to record.
+pub struct RecordRequest {
+    order_id: Uuid,
+    event_id: Uuid,
+    replayed: bool,
+    now: chrono::DateTime<chrono::Utc>,
+    decision: Option<Decision>,
+    outbox: Option<OutboxRow>,
+}
+
+/// Writes processing records in groups: one `INSERT ... ON CONFLICT` for them all, and one
+/// `INSERT INTO outbox` for the orders it decided.
+pub struct RecordWriter {
     db: DatabaseConnection,
     relay: Arc<Notify>,
 }
 
+/// Parameters per record, in the order of the `input` columns below.
+const VALUES_PER_RECORD: usize = 12;
+
+impl GroupWrite for RecordWriter {
+    type Request = RecordRequest;
+    type Response = Recorded;
+    type Key = Uuid;
+
+    fn key(request: &RecordRequest) -> Uuid {
+        request.order_id
+    }
+
+    async fn write(&self, requests: &[RecordRequest]) -> Result<Vec<Recorded>, DbErr> {
+        let mut values: Vec<sea_orm::Value> =
+            Vec::with_capacity(requests.len() * VALUES_PER_RECORD);
+        for request in requests {
+            values.extend([
+                request.order_id.into(),
+                request.event_id.into(),
+                request.replayed.into(),
+                request.now.into(),
+                request
+                    .decision
+                    .as_ref()
+                    .map(|d| d.status.as_str().to_owned())
+                    .into(),
+                request
+                    .decision
+                    .as_ref()
+                    .and_then(|d| d.reason.clone())
+                    .into(),
+            ]);
+            match request.outbox.clone() {
+                Some(row) => values.extend(row.values()),
+                None => values.extend([
+                    Option::<Uuid>::None.into(),
+                    Option::<String>::None.into(),
+                    Option::<String>::None.into(),
+                    Option::<Uuid>::None.into(),
+                    Option::<Vec<u8>>::None.into(),
+                    Option::<chrono::DateTime<chrono::Utc>>::None.into(),
+                ]),
+            }
+        }
+        let rows = (0..requests.len())
+            .map(|i| {
+                let p = |n: usize| format!("${}", i * VALUES_PER_RECORD + n);
+                format!(
+                    "({}::uuid, {}::uuid, {}::bool, {}::timestamptz, {}::text, {}::text, {}::uuid, {}::text, {}::text, {}::uuid, {}::bytea, {}::timestamptz)",
+                    p(1), p(2), p(3), p(4), p(5), p(6), p(7), p(8), p(9), p(10), p(11), p(12)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            r#"
+WITH input (order_id, event_id, replayed, now, decision, reason,
+            o_event_id, o_event_type, o_routing_key, o_correlation_id, o_body, o_created_at) AS (
+    VALUES {rows}
+), record AS (
+    INSERT INTO processing (order_id, event_id, attempts, first_seen_at, decision, reason, decided_at)
+    SELECT order_id, event_id, 1, now, decision, reason,
+           CASE WHEN decision IS NULL THEN NULL ELSE now END
+    FROM input
+    ON CONFLICT (order_id) DO UPDATE SET
+        attempts = processing.attempts + 1,
+        decision = CASE WHEN processing.decision IS NULL OR (
+                            (SELECT replayed FROM input WHERE input.order_id = EXCLUDED.order_id)
+                            AND processing.decision = 'failed')
+                        THEN EXCLUDED.decision ELSE processing.decision END,
+        reason = CASE WHEN processing.decision IS NULL OR (
+                          (SELECT replayed FROM input WHERE input.order_id = EXCLUDED.order_id)
+                          AND processing.decision = 'failed')
+                      THEN EXCLUDED.reason ELSE processing.reason END,
+        decided_at = CASE WHEN processing.decision IS NULL OR (
+                              (SELECT replayed FROM input WHERE input.order_id = EXCLUDED.order_id)
+                              AND processing.decision = 'failed')
+                          THEN EXCLUDED.decided_at ELSE processing.decided_at END
+    RETURNING order_id, attempts, decision, decided_at
+), announced AS (
+    INSERT INTO outbox ({columns})
+    SELECT i.o_event_id, i.o_event_type, i.o_routing_key, i.o_correlation_id, i.o_body, i.o_created_at
+    FROM input i JOIN record r ON r.order_id = i.order_id
+    WHERE i.decision IS NOT NULL AND r.decided_at = i.now
+    RETURNING correlation_id
+)
+SELECT r.order_id, r.attempts, r.decision,
+       EXISTS (SELECT 1 FROM announced a WHERE a.correlation_id = r.order_id) AS announced
+FROM record r
+"#,
+            columns = OutboxRow::COLUMNS
+        );
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                sql,
+                values,
+            ))
+            .await?;
+        let mut by_order = std::collections::HashMap::with_capacity(rows.len());
+        let mut any_announced = false;
+        for row in rows {
+            let order_id: Uuid = row.try_get("", "order_id")?;
+            let attempts: i32 = row.try_get("", "attempts")?;
+            let decision: Option<String> = row.try_get("", "decision")?;
+            let announced: bool = row.try_get("", "announced")?;
+            any_announced |= announced;
+            let recorded = match (announced, decision) {
+                (true, _) => Recorded::Decided,
+                (false, Some(_)) => Recorded::AlreadyDecided,
+                (false, None) => Recorded::Undecided { attempts },
+            };
+            by_order.insert(order_id, recorded);
+        }
+        if any_announced {
+            self.relay.notify_one();
+        }
+        requests
+            .iter()
+            .map(|request| {
+                by_order.remove(&request.order_id).ok_or_else(|| {
+                    DbErr::Custom(format!("no record returned for {}", request.order_id))
+                })
+            })
+            .collect()
+    }
+}
+
+#[derive(Clone)]
+pub struct ProcessingStore {
+    db: DatabaseConnection,
+    relay: Arc<Notify>,
+    recorder: GroupWriter<RecordWriter>,
+}
+
+/// Records written together at most.
+const MAX_GROUP: usize = 64;
+
 impl ProcessingStore {
+    /// Also starts the group writer of processing records.
     pub fn new(db: DatabaseConnection, relay: Arc<Notify>) -> Self {
-        Self { db, relay }
+        let recorder = GroupWriter::start(
+            RecordWriter {
+                db: db.clone(),
+                relay: relay.clone(),
+            },
+            MAX_GROUP,
+        );
+        Self {
+            db,
+            relay,
+            recorder,
+        }
     }
 
     /// Records a delivery of `event_id` for `order_id` and, given a `decision`, decides the
-    /// order, in one statement (one round trip, one commit): the record is inserted or its
-    /// `attempts` incremented (the row lock this takes serialises concurrent duplicates); if no
-    /// earlier delivery decided the order, the decision is set and its `order.processed` event
-    /// written to the outbox. A `replayed` delivery of a failed order replaces the failure.
+    /// order, in one statement shared with the other deliveries recorded at the same time (one
+    /// round trip, one commit): the record is inserted or its `attempts` incremented (the row lock
+    /// this takes serialises concurrent duplicates); if no earlier delivery decided the order, the
+    /// decision is set and its `order.processed` event written to the outbox. A `replayed`
+    /// delivery of a failed order replaces the failure.
     pub async fn record(
         &self,
         order_id: Uuid,
@@ -88,75 +252,26 @@ impl ProcessingStore {
             Some(event) => Some(OutboxRow::new(event).map_err(OutboxError::from)?),
             None => None,
         };
-        let mut values: Vec<sea_orm::Value> = vec![
-            order_id.into(),
-            event_id.into(),
-            replayed.into(),
-            now.into(),
-            decision.map(|d| d.status.as_str().to_owned()).into(),
-            decision.and_then(|d| d.reason.clone()).into(),
-        ];
-        match outbox {
-            Some(row) => values.extend(row.values()),
-            None => values.extend([
-                Option::<Uuid>::None.into(),
-                Option::<String>::None.into(),
-                Option::<String>::None.into(),
-                Option::<Uuid>::None.into(),
-                Option::<Vec<u8>>::None.into(),
-                Option::<chrono::DateTime<chrono::Utc>>::None.into(),
-            ]),
+        let recorded = self
+            .recorder
+            .write(RecordRequest {
+                order_id,
+                event_id,
+                replayed,
+                now,
+                decision: decision.cloned(),
+                outbox,
+            })
+            .await?;
+        if let (Recorded::Decided, Some(event)) = (&recorded, &event) {
+            tracing::info!(
+                %order_id,
+                event_id = %event.event_id,
+                decision = event.payload.status.as_str(),
+                "order decided, order.processed queued in the outbox"
+            );
         }
-        let row = self
-            .db
-            .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                format!(
-                    r#"
-WITH record AS (
-    INSERT INTO processing (order_id, event_id, attempts, first_seen_at, decision, reason, decided_at)
-    VALUES ($1, $2, 1, $4, $5, $6, CASE WHEN $5::text IS NULL THEN NULL ELSE $4::timestamptz END)
-    ON CONFLICT (order_id) DO UPDATE SET
-        attempts = processing.attempts + 1,
-        decision = CASE WHEN processing.decision IS NULL OR ($3 AND processing.decision = 'failed')
-                        THEN EXCLUDED.decision ELSE processing.decision END,
-        reason = CASE WHEN processing.decision IS NULL OR ($3 AND processing.decision = 'failed')
-                      THEN EXCLUDED.reason ELSE processing.reason END,
-        decided_at = CASE WHEN processing.decision IS NULL OR ($3 AND processing.decision = 'failed')
-                          THEN EXCLUDED.decided_at ELSE processing.decided_at END
-    RETURNING attempts, decision, decided_at
-), announced AS (
-    INSERT INTO outbox ({columns})
-    SELECT $7, $8, $9, $10, $11, $12 FROM record
-    WHERE $5::text IS NOT NULL AND record.decided_at = $4::timestamptz
-    RETURNING event_id
-)
-SELECT record.attempts, record.decision, (SELECT count(*) FROM announced) AS announced
-FROM record
-"#,
-                    columns = OutboxRow::COLUMNS
-                ),
-                values,
-            ))
-            .await?
-            .ok_or(DbErr::RecordNotInserted)?;
-        let attempts: i32 = row.try_get("", "attempts")?;
-        let decided: Option<String> = row.try_get("", "decision")?;
-        let announced: i64 = row.try_get("", "announced")?;
-        Ok(match (announced, decided, event) {
-            (1.., _, Some(event)) => {
-                self.relay.notify_one();
-                tracing::info!(
-                    %order_id,
-                    event_id = %event.event_id,
-                    decision = event.payload.status.as_str(),
-                    "order decided, order.processed queued in the outbox"
-                );
-                Recorded::Decided
-            }
-            (_, Some(_), _) => Recorded::AlreadyDecided,
-            _ => Recorded::Undecided { attempts },
-        })
+        Ok(recorded)
     }
 
     /// Whether the database answers.

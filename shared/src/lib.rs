@@ -2,6 +2,7 @@
 //! publisher confirms, the consumer loop, the transactional outbox and its relay, configuration
 //! loading, telemetry, database set-up and the HTTP plumbing (problem details, health checks).
 
+pub mod batch;
 pub mod broker;
 pub mod configuration;
 pub mod consumer;

@@ -1,0 +1,185 @@
+//! Group commit: concurrent callers hand their writes to one writer task, which writes whatever
+//! is waiting (up to a maximum) with one statement, one round trip and one commit, and tells each
+//! caller how it went. Nothing waits for a batch to fill: a lone write goes at once.
+//!
+//! Rows of one statement must have distinct keys (PostgreSQL refuses `ON CONFLICT DO UPDATE` or
+//! `UPDATE ... FROM` touching a row twice): a repeated key goes into the next statement.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use sea_orm::DbErr;
+use tokio::sync::{mpsc, oneshot};
+
+/// Writes a group of requests, answering each, in order.
+pub trait GroupWrite: Send + Sync + 'static {
+    type Request: Send + 'static;
+    type Response: Send + 'static;
+    type Key: Eq + Hash + Send;
+
+    fn key(request: &Self::Request) -> Self::Key;
+
+    /// One statement for all of `requests` (distinct keys); the answers in the same order.
+    fn write(
+        &self,
+        requests: &[Self::Request],
+    ) -> impl Future<Output = Result<Vec<Self::Response>, DbErr>> + Send;
+}
+
+struct Pending<W: GroupWrite> {
+    request: W::Request,
+    done: oneshot::Sender<Result<W::Response, DbErr>>,
+}
+
+/// The handle callers use; cheap to clone. The writer task stops when the last one is dropped.
+pub struct GroupWriter<W: GroupWrite> {
+    sender: mpsc::Sender<Pending<W>>,
+}
+
+impl<W: GroupWrite> Clone for GroupWriter<W> {
+    fn clone(&self) -> Self {
+        Self {
+            sender: self.sender.clone(),
+        }
+    }
+}
+
+impl<W: GroupWrite> GroupWriter<W> {
+    /// Starts the writer task; at most `max_group` requests go into one statement.
+    pub fn start(writer: W, max_group: usize) -> Self {
+        let (sender, receiver) = mpsc::channel(4 * max_group.max(1));
+        tokio::spawn(run(Arc::new(writer), receiver, max_group.max(1)));
+        Self { sender }
+    }
+
+    /// Writes `request` with whatever else is waiting.
+    pub async fn write(&self, request: W::Request) -> Result<W::Response, DbErr> {
+        let (done, answer) = oneshot::channel();
+        let stopped = || DbErr::Custom("the group writer has stopped".into());
+        self.sender
+            .send(Pending { request, done })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run<W: GroupWrite>(
+    writer: Arc<W>,
+    mut receiver: mpsc::Receiver<Pending<W>>,
+    max_group: usize,
+) {
+    let mut waiting: Vec<Pending<W>> = Vec::with_capacity(max_group);
+    while receiver.recv_many(&mut waiting, max_group).await > 0 {
+        while !waiting.is_empty() {
+            // This statement: the first request of each key; repeats wait for the next one.
+            let mut keys = HashSet::new();
+            let (group, rest): (Vec<_>, Vec<_>) = waiting
+                .drain(..)
+                .partition(|pending| keys.insert(W::key(&pending.request)));
+            waiting = rest;
+            write_group(&*writer, group).await;
+        }
+    }
+}
+
+async fn write_group<W: GroupWrite>(writer: &W, group: Vec<Pending<W>>) {
+    let (requests, answers): (Vec<_>, Vec<_>) =
+        group.into_iter().map(|p| (p.request, p.done)).unzip();
+    match writer.write(&requests).await {
+        Ok(responses) if responses.len() == requests.len() => {
+            for (done, response) in answers.into_iter().zip(responses) {
+                let _ = done.send(Ok(response));
+            }
+        }
+        Ok(responses) => {
+            let error = DbErr::Custom(format!(
+                "a group write answered {} of {} requests",
+                responses.len(),
+                requests.len()
+            ));
+            for done in answers {
+                let _ = done.send(Err(error.clone()));
+            }
+        }
+        Err(error) if requests.len() > 1 => {
+            // One bad request must not fail the others: each alone.
+            tracing::warn!(%error, requests = requests.len(), "group write failed; writing each alone");
+            for (request, done) in requests.into_iter().zip(answers) {
+                let result =
+                    writer
+                        .write(std::slice::from_ref(&request))
+                        .await
+                        .and_then(|mut responses| {
+                            responses
+                                .pop()
+                                .ok_or_else(|| DbErr::Custom("no answer".into()))
+                        });
+                let _ = done.send(result);
+            }
+        }
+        Err(error) => {
+            for done in answers {
+                let _ = done.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Records the groups it is given; fails any group holding the request 13.
+    struct Recorder(Arc<Mutex<Vec<Vec<u32>>>>);
+
+    impl GroupWrite for Recorder {
+        type Request = u32;
+        type Response = u32;
+        type Key = u32;
+
+        fn key(request: &u32) -> u32 {
+            *request % 100
+        }
+
+        async fn write(&self, requests: &[u32]) -> Result<Vec<u32>, DbErr> {
+            self.0.lock().unwrap().push(requests.to_vec());
+            if requests.contains(&13) {
+                return Err(DbErr::Custom("unlucky".into()));
+            }
+            Ok(requests.iter().map(|r| r * 2).collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_share_statements_with_distinct_keys_and_failures_stay_alone() {
+        let groups = Arc::new(Mutex::new(Vec::new()));
+        let writer = GroupWriter::start(Recorder(groups.clone()), 8);
+        let requests = [1u32, 2, 101, 13, 3, 4, 5, 6, 7, 8, 9, 10];
+        let answers =
+            futures_util::future::join_all(requests.iter().map(|r| writer.write(*r))).await;
+        for (request, answer) in requests.iter().zip(answers) {
+            match request {
+                13 => assert!(answer.is_err()),
+                r => assert_eq!(answer.unwrap(), r * 2),
+            }
+        }
+        let groups = groups.lock().unwrap();
+        assert!(groups.iter().all(|g| g.len() <= 8));
+        for group in groups.iter() {
+            let keys: HashSet<u32> = group.iter().map(|r| r % 100).collect();
+            assert_eq!(
+                keys.len(),
+                group.len(),
+                "distinct keys per statement: {group:?}"
+            );
+        }
+        assert!(
+            groups.iter().any(|g| g.len() > 1),
+            "writes were grouped: {groups:?}"
+        );
+    }
+}
