@@ -14,7 +14,7 @@ use sea_orm::{
 use shared::batch::{GroupWrite, GroupWriter};
 use shared::events::{Envelope, OrderCreated, OrderLine, OrderProcessed};
 use shared::outbox::{OutboxError, OutboxRow};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::domain::{NewOrder, OrderStatus};
@@ -91,7 +91,7 @@ pub enum Applied {
 pub struct OrderStore {
     db: DatabaseConnection,
     verdicts: GroupWriter<VerdictWriter>,
-    writer: mpsc::Sender<PendingOrder>,
+    new_orders: GroupWriter<NewOrderWriter>,
 }
 
 /// Parameters of one new order (order, first history row, event), in SQL order.
@@ -99,23 +99,57 @@ const VALUES_PER_ORDER: usize = 11;
 /// Orders committed together at most.
 const MAX_GROUP: usize = 64;
 
-/// A new order waiting for the group commit, and where to say how it went.
-struct PendingOrder {
+/// A new order's parameters, [`VALUES_PER_ORDER`] of them.
+pub struct NewOrderRow {
+    id: Uuid,
     values: Vec<sea_orm::Value>,
-    done: oneshot::Sender<Result<(), DbErr>>,
+}
+
+/// Writes new orders in groups (a group commit): the orders, their first history rows and their
+/// events, one statement for all the orders waiting together.
+pub struct NewOrderWriter {
+    db: DatabaseConnection,
+    relay: Arc<Notify>,
+}
+
+impl GroupWrite for NewOrderWriter {
+    type Request = NewOrderRow;
+    type Response = ();
+    type Key = Uuid;
+
+    fn key(row: &NewOrderRow) -> Uuid {
+        row.id
+    }
+
+    async fn write(&self, rows: &[NewOrderRow]) -> Result<Vec<()>, DbErr> {
+        let values = rows
+            .iter()
+            .flat_map(|row| row.values.iter().cloned())
+            .collect();
+        self.db
+            .execute_raw(insert_orders(rows.len(), values))
+            .await?;
+        self.relay.notify_one();
+        Ok(vec![(); rows.len()])
+    }
 }
 
 impl OrderStore {
-    /// Also starts the group-commit writer of new orders (it stops when the last clone of the
-    /// store is dropped).
+    /// Also starts the group writers of new orders and of verdicts (they stop when the last clone
+    /// of the store is dropped).
     pub fn new(db: DatabaseConnection, relay: Arc<Notify>) -> Self {
-        let (writer, pending) = mpsc::channel(4 * MAX_GROUP);
-        tokio::spawn(write_new_orders(db.clone(), relay.clone(), pending));
+        let new_orders = GroupWriter::start(
+            NewOrderWriter {
+                db: db.clone(),
+                relay,
+            },
+            MAX_GROUP,
+        );
         let verdicts = GroupWriter::start(VerdictWriter { db: db.clone() }, MAX_GROUP);
         Self {
             db,
             verdicts,
-            writer,
+            new_orders,
         }
     }
 
@@ -177,14 +211,7 @@ impl OrderStore {
             now.into(),
         ]);
         values.extend(outbox.values());
-        let (done, written) = oneshot::channel();
-        self.writer
-            .send(PendingOrder { values, done })
-            .await
-            .map_err(|_| DbErr::Custom("the order writer has stopped".into()))?;
-        written
-            .await
-            .map_err(|_| DbErr::Custom("the order writer has stopped".into()))??;
+        self.new_orders.write(NewOrderRow { id, values }).await?;
         tracing::info!(order_id = %id, event_id = %event.event_id, "order stored, order.created queued in the outbox");
         Ok(model)
     }
@@ -372,46 +399,6 @@ FROM input i LEFT JOIN previous p ON p.id = i.id
                     .ok_or_else(|| DbErr::Custom(format!("no answer for {}", verdict.order_id)))
             })
             .collect()
-    }
-}
-
-/// The group-commit writer: takes whatever new orders are waiting (up to [`MAX_GROUP`]) and writes
-/// them with one statement. If that fails, each is written alone, so that one bad order cannot
-/// fail the others.
-async fn write_new_orders(
-    db: DatabaseConnection,
-    relay: Arc<Notify>,
-    mut pending: mpsc::Receiver<PendingOrder>,
-) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while pending.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let values: Vec<sea_orm::Value> = group
-            .iter()
-            .flat_map(|order| order.values.iter().cloned())
-            .collect();
-        match db.execute_raw(insert_orders(group.len(), values)).await {
-            Ok(_) => {
-                for order in group.drain(..) {
-                    let _ = order.done.send(Ok(()));
-                }
-            }
-            Err(error) if group.len() > 1 => {
-                tracing::warn!(%error, orders = group.len(), "group insert failed; writing each order alone");
-                for order in group.drain(..) {
-                    let result = db
-                        .execute_raw(insert_orders(1, order.values))
-                        .await
-                        .map(|_| ());
-                    let _ = order.done.send(result);
-                }
-            }
-            Err(error) => {
-                for order in group.drain(..) {
-                    let _ = order.done.send(Err(error.clone()));
-                }
-            }
-        }
-        relay.notify_one();
     }
 }
 
