@@ -45,6 +45,9 @@ pub struct Second {
     pub finals: u64,
     pub end_to_end_p50_ms: f64,
     pub end_to_end_p99_ms: f64,
+    /// Resident memory of the services during this second, when their PIDs are known.
+    pub rss_order_service_mib: Option<f64>,
+    pub rss_processor_service_mib: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

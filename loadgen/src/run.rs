@@ -13,7 +13,7 @@ use crate::cli::RunArgs;
 use crate::follow::Follower;
 use crate::orders::OrderMaker;
 use crate::report::{Latency, Report, Second, new_histogram};
-use crate::rss::peak_rss_bytes;
+use crate::rss::{peak_rss_bytes, rss_bytes};
 
 /// One accepted order: when it was due (open loop) or sent (closed loop), and when accepted.
 struct Posted {
@@ -84,16 +84,35 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
     let ticker = {
         let bar = bar.clone();
         let tally = tally.clone();
-        let seen = Arc::new(AtomicU64::new(0));
         let follower_seen = follower_seen_handle(&follower);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                let finals = follower_seen();
-                seen.store(finals, Ordering::Relaxed);
-                bar.set_position(finals);
+                bar.set_position(follower_seen());
                 let accepted = tally.lock().await.posted.len();
                 bar.set_message(format!("{accepted} accepted"));
+            }
+        })
+    };
+    // Resident memory of the services, once a second, to show growth (or its absence).
+    let memory = Arc::new(Mutex::new(HashMap::<u64, (Option<f64>, Option<f64>)>::new()));
+    let sampler = {
+        let memory = memory.clone();
+        let pids = (
+            args.target.order_service_pid,
+            args.target.processor_service_pid,
+        );
+        tokio::spawn(async move {
+            let mib =
+                |pid: Option<u32>| pid.and_then(rss_bytes).map(|b| b as f64 / 1024.0 / 1024.0);
+            let mut second = 0;
+            loop {
+                memory
+                    .lock()
+                    .await
+                    .insert(second, (mib(pids.0), mib(pids.1)));
+                tokio::time::sleep_until((began + Duration::from_secs(second + 1)).into()).await;
+                second += 1;
             }
         })
     };
@@ -162,6 +181,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
         }
     }
     ticker.abort();
+    sampler.abort();
     let finals = follower.stop().await;
     bar.finish_and_clear();
 
@@ -210,9 +230,17 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
                 finals,
                 end_to_end_p50_ms: latency.p50_ms,
                 end_to_end_p99_ms: latency.p99_ms,
+                ..Second::default()
             }
         })
         .collect();
+    let memory = memory.lock().await;
+    for second in &mut timeline {
+        if let Some((order, processor)) = memory.get(&second.second) {
+            second.rss_order_service_mib = *order;
+            second.rss_processor_service_mib = *processor;
+        }
+    }
     timeline.sort_by_key(|s| s.second);
     let mib = |pid: Option<u32>| {
         pid.and_then(peak_rss_bytes)

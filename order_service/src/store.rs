@@ -98,6 +98,8 @@ pub struct OrderStore {
 const VALUES_PER_ORDER: usize = 11;
 /// Orders committed together at most.
 const MAX_GROUP: usize = 64;
+/// Statements in flight at once.
+const WRITERS: usize = 4;
 
 /// A new order's parameters, [`VALUES_PER_ORDER`] of them.
 pub struct NewOrderRow {
@@ -144,8 +146,9 @@ impl OrderStore {
                 relay,
             },
             MAX_GROUP,
+            WRITERS,
         );
-        let verdicts = GroupWriter::start(VerdictWriter { db: db.clone() }, MAX_GROUP);
+        let verdicts = GroupWriter::start(VerdictWriter { db: db.clone() }, MAX_GROUP, WRITERS);
         Self {
             db,
             verdicts,

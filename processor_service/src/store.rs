@@ -205,6 +205,8 @@ pub struct ProcessingStore {
 
 /// Records written together at most.
 const MAX_GROUP: usize = 64;
+/// Statements in flight at once.
+const WRITERS: usize = 4;
 
 impl ProcessingStore {
     /// Also starts the group writer of processing records.
@@ -215,6 +217,7 @@ impl ProcessingStore {
                 relay: relay.clone(),
             },
             MAX_GROUP,
+            WRITERS,
         );
         Self {
             db,

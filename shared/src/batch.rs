@@ -11,13 +11,13 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use sea_orm::DbErr;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// Writes a group of requests, answering each, in order.
 pub trait GroupWrite: Send + Sync + 'static {
     type Request: Send + 'static;
     type Response: Send + 'static;
-    type Key: Eq + Hash + Send;
+    type Key: Ord + Hash + Send;
 
     fn key(request: &Self::Request) -> Self::Key;
 
@@ -47,10 +47,15 @@ impl<W: GroupWrite> Clone for GroupWriter<W> {
 }
 
 impl<W: GroupWrite> GroupWriter<W> {
-    /// Starts the writer task; at most `max_group` requests go into one statement.
-    pub fn start(writer: W, max_group: usize) -> Self {
+    /// Starts `parallel` writer tasks; at most `max_group` requests go into one statement. With
+    /// more than one, a request never waits for a statement in flight while a writer is free.
+    pub fn start(writer: W, max_group: usize, parallel: usize) -> Self {
         let (sender, receiver) = mpsc::channel(4 * max_group.max(1));
-        tokio::spawn(run(Arc::new(writer), receiver, max_group.max(1)));
+        let receiver = Arc::new(Mutex::new(receiver));
+        let writer = Arc::new(writer);
+        for _ in 0..parallel.max(1) {
+            tokio::spawn(run(writer.clone(), receiver.clone(), max_group.max(1)));
+        }
         Self { sender }
     }
 
@@ -68,18 +73,27 @@ impl<W: GroupWrite> GroupWriter<W> {
 
 async fn run<W: GroupWrite>(
     writer: Arc<W>,
-    mut receiver: mpsc::Receiver<Pending<W>>,
+    receiver: Arc<Mutex<mpsc::Receiver<Pending<W>>>>,
     max_group: usize,
 ) {
     let mut waiting: Vec<Pending<W>> = Vec::with_capacity(max_group);
-    while receiver.recv_many(&mut waiting, max_group).await > 0 {
+    // One writer at a time takes what is waiting; the others write meanwhile.
+    while receiver
+        .lock()
+        .await
+        .recv_many(&mut waiting, max_group)
+        .await
+        > 0
+    {
         while !waiting.is_empty() {
             // This statement: the first request of each key; repeats wait for the next one.
             let mut keys = HashSet::new();
-            let (group, rest): (Vec<_>, Vec<_>) = waiting
+            let (mut group, rest): (Vec<_>, Vec<_>) = waiting
                 .drain(..)
                 .partition(|pending| keys.insert(W::key(&pending.request)));
             waiting = rest;
+            // Rows locked in key order: concurrent statements cannot deadlock on each other.
+            group.sort_by_key(|pending| W::key(&pending.request));
             write_group(&*writer, group).await;
         }
     }
@@ -157,7 +171,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_writes_share_statements_with_distinct_keys_and_failures_stay_alone() {
         let groups = Arc::new(Mutex::new(Vec::new()));
-        let writer = GroupWriter::start(Recorder(groups.clone()), 8);
+        let writer = GroupWriter::start(Recorder(groups.clone()), 8, 2);
         let requests = [1u32, 2, 101, 13, 3, 4, 5, 6, 7, 8, 9, 10];
         let answers =
             futures_util::future::join_all(requests.iter().map(|r| writer.write(*r))).await;
