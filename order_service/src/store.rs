@@ -98,8 +98,9 @@ pub struct OrderStore {
 const VALUES_PER_ORDER: usize = 11;
 /// Orders committed together at most.
 const MAX_GROUP: usize = 64;
-/// Statements in flight at once.
-const WRITERS: usize = 4;
+/// Statements in flight at once: one keeps groups large, which measured faster on 2 cores
+/// (BENCHMARKS.md) than 4 smaller ones in parallel.
+const WRITERS: usize = 1;
 
 /// A new order's parameters, [`VALUES_PER_ORDER`] of them.
 pub struct NewOrderRow {

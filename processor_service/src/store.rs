@@ -205,8 +205,9 @@ pub struct ProcessingStore {
 
 /// Records written together at most.
 const MAX_GROUP: usize = 64;
-/// Statements in flight at once.
-const WRITERS: usize = 4;
+/// Statements in flight at once: one keeps groups large, which measured faster on 2 cores
+/// (BENCHMARKS.md) than 4 smaller ones in parallel.
+const WRITERS: usize = 1;
 
 impl ProcessingStore {
     /// Also starts the group writer of processing records.
