@@ -118,8 +118,9 @@ async fn write_group<W: GroupWrite>(writer: &W, group: Vec<Pending<W>>) {
                 let _ = done.send(Err(error.clone()));
             }
         }
-        Err(error) if requests.len() > 1 => {
-            // One bad request must not fail the others: each alone.
+        Err(error) if requests.len() > 1 && !crate::database::is_unavailable(&error) => {
+            // One bad request must not fail the others: each alone. (Not when the database is
+            // unreachable: that fails them all alike, and each retry would wait again.)
             tracing::warn!(%error, requests = requests.len(), "group write failed; writing each alone");
             for (request, done) in requests.into_iter().zip(answers) {
                 let result =
