@@ -101,6 +101,10 @@ pub struct BenchArgs {
     pub target: Target,
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     pub database_url: String,
+    /// Databases to `VACUUM ANALYZE` before each run (repeatable): stands in for autovacuum
+    /// where the server runs without it, so that runs do not inherit the previous runs' dead rows.
+    #[arg(long = "vacuum")]
+    pub vacuum: Vec<String>,
     /// Orders per run.
     #[arg(long, default_value_t = 20_000)]
     pub orders: u64,

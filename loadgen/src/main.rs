@@ -50,9 +50,12 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn repeat(args: &RunArgs, times: usize) -> anyhow::Result<Vec<Report>> {
+async fn repeat(args: &RunArgs, times: usize, vacuum: &[String]) -> anyhow::Result<Vec<Report>> {
     let mut reports = Vec::new();
     for _ in 0..times.max(1) {
+        for url in vacuum {
+            loadgen::seed::vacuum(url).await?;
+        }
         let report = loadgen::run::run(args).await?;
         eprint!("{}", report.text());
         if !report.passed() {
@@ -83,7 +86,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         plot: None,
         quiet: true,
     };
-    let closed = repeat(&base, args.repeat).await?;
+    let closed = repeat(&base, args.repeat, &args.vacuum).await?;
     let max = med(&closed, |r| r.final_per_s);
     let mut open = Vec::new();
     for share in [0.25, 0.5] {
@@ -96,7 +99,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             },
             ..base.clone()
         };
-        let reports = repeat(&run, args.repeat).await?;
+        let reports = repeat(&run, args.repeat, &args.vacuum).await?;
         if let (Some(path), Some(report)) = (&run.plot, reports.first()) {
             loadgen::plot::draw(report, path)?;
         }

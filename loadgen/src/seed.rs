@@ -48,3 +48,13 @@ SELECT id, 'completed', NULL, created_at FROM seeded
     db.close().await?;
     Ok(orders as f64 / started.elapsed().as_secs_f64())
 }
+
+/// `VACUUM ANALYZE` of a whole database (what autovacuum would have done meanwhile).
+pub async fn vacuum(database_url: &str) -> anyhow::Result<()> {
+    let mut options = ConnectOptions::new(database_url.to_owned());
+    options.max_connections(1).sqlx_logging(false);
+    let db = Database::connect(options).await?;
+    db.execute_unprepared("VACUUM ANALYZE").await?;
+    db.close().await?;
+    Ok(())
+}

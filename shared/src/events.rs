@@ -55,7 +55,8 @@ impl<P: Event> Envelope<P> {
     /// A new event about `correlation_id`, occurring now.
     pub fn new(correlation_id: Uuid, payload: P) -> Self {
         Self {
-            event_id: Uuid::new_v4(),
+            // Time-ordered (v7): the outbox's unique index grows at its right edge.
+            event_id: Uuid::now_v7(),
             event_type: P::EVENT_TYPE.to_owned(),
             schema_version: SCHEMA_VERSION,
             occurred_at: Utc::now(),
