@@ -1,18 +1,16 @@
 //! Builds the order service from its settings: database (created and migrated), broker, outbox
 //! relay, `order.processed` consumer and HTTP server.
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
-use anyhow::Context;
 use migration::OrdersMigrator;
 use sea_orm::DatabaseConnection;
 use shared::broker::Broker;
 use shared::consumer::{self, ConsumerSettings};
 use shared::outbox::Relay;
-use shared::service::{Service, Worker};
+use shared::service::{Foundation, Service};
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
@@ -37,23 +35,22 @@ impl Application {
     /// connection (made in the background, so the API serves even while RabbitMQ is away) and binds
     /// the HTTP listener (port 0 picks a free port; see [`Application::port`]).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = shared::database::connect(&settings.database)
-            .await
-            .context("connecting to PostgreSQL")?;
-        migration::migrate::<OrdersMigrator>(&db)
-            .await
-            .context("migrating the orders database")?;
-        let broker = Broker::new(
-            settings.amqp.url.clone(),
-            settings.amqp.topology(),
+        let Foundation {
+            db,
+            broker,
+            relay,
+            listener,
+            port,
+        } = Foundation::open(
             "order_service",
-        );
-        let relay = Relay::new(db.clone(), broker.clone(), settings.outbox.clone());
+            &settings.http,
+            &settings.database,
+            &settings.amqp,
+            &settings.outbox,
+            |db| async move { migration::migrate::<OrdersMigrator>(&db).await },
+        )
+        .await?;
         let store = OrderStore::new(db.clone(), relay.waker());
-
-        let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
-            .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;
-        let port = listener.local_addr()?.port();
         let server = {
             let store = web::Data::new(store.clone());
             let db = web::Data::new(db.clone());
@@ -88,35 +85,27 @@ impl Application {
 
     /// Serves HTTP, relays the outbox and consumes `order.processed` until `shutdown` trips.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut workers: Vec<(&'static str, Worker)> = Vec::new();
         let handler = Arc::new(OrderProcessedHandler::new(self.store));
-        workers.push((
-            "order.processed consumer",
-            Box::pin(consumer::run(
-                self.broker.clone(),
-                ConsumerSettings {
-                    queue: self.settings.amqp.order_processed_queue.clone(),
-                    prefetch: self.settings.amqp.prefetch,
-                    dead_letter_exchange: self.settings.amqp.dead_letter_exchange.clone(),
-                    retry: None,
-                    requeue_delay: Duration::from_secs(1),
-                },
-                handler,
-                shutdown.clone(),
-            )),
-        ));
-        if self.settings.outbox.relay_enabled {
-            workers.push(("outbox relay", Box::pin(self.relay.run(shutdown.clone()))));
-        } else {
-            tracing::warn!("outbox relay disabled: events wait in the outbox for another instance");
-        }
-        Service {
-            server: self.server,
-            workers,
-            broker: self.broker,
-            db: self.db,
-            grace: Duration::from_secs(self.settings.shutdown.grace_seconds),
-        }
+        let consumer = consumer::run(
+            self.broker.clone(),
+            ConsumerSettings {
+                queue: self.settings.amqp.order_processed_queue.clone(),
+                prefetch: self.settings.amqp.prefetch,
+                dead_letter_exchange: self.settings.amqp.dead_letter_exchange.clone(),
+                retry: None,
+                requeue_delay: Duration::from_secs(1),
+            },
+            handler,
+            shutdown.clone(),
+        );
+        Service::new(
+            self.server,
+            self.broker,
+            self.db,
+            Duration::from_secs(self.settings.shutdown.grace_seconds),
+        )
+        .with_worker("order.processed consumer", Box::pin(consumer))
+        .with_relay(self.relay, &self.settings.outbox, &shutdown)
         .run_until_stopped(shutdown)
         .await
     }

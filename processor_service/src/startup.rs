@@ -1,18 +1,16 @@
 //! Builds the processor from its settings: database (created and migrated), broker, outbox relay,
 //! `order.created` consumer and HTTP server.
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
-use anyhow::Context;
 use migration::ProcessorMigrator;
 use sea_orm::DatabaseConnection;
 use shared::broker::Broker;
 use shared::consumer::{self, ConsumerSettings, RetryPolicy};
 use shared::outbox::Relay;
-use shared::service::{Service, Worker};
+use shared::service::{Foundation, Service};
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
@@ -37,23 +35,22 @@ impl Application {
     /// Connects to PostgreSQL (creating and migrating the database), prepares the broker
     /// connection (made in the background) and binds the HTTP listener (port 0 picks a free one).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = shared::database::connect(&settings.database)
-            .await
-            .context("connecting to PostgreSQL")?;
-        migration::migrate::<ProcessorMigrator>(&db)
-            .await
-            .context("migrating the processor database")?;
-        let broker = Broker::new(
-            settings.amqp.url.clone(),
-            settings.amqp.topology(),
+        let Foundation {
+            db,
+            broker,
+            relay,
+            listener,
+            port,
+        } = Foundation::open(
             "processor_service",
-        );
-        let relay = Relay::new(db.clone(), broker.clone(), settings.outbox.clone());
+            &settings.http,
+            &settings.database,
+            &settings.amqp,
+            &settings.outbox,
+            |db| async move { migration::migrate::<ProcessorMigrator>(&db).await },
+        )
+        .await?;
         let store = ProcessingStore::new(db.clone(), relay.waker());
-
-        let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
-            .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;
-        let port = listener.local_addr()?.port();
         let server = {
             let store = web::Data::new(store.clone());
             let db = web::Data::new(db.clone());
@@ -104,36 +101,29 @@ impl Application {
                 transient_failure_rate: self.settings.faults.transient_failure_rate,
             },
         ));
-        let mut workers: Vec<(&'static str, Worker)> = vec![(
-            "order.created consumer",
-            Box::pin(consumer::run(
-                self.broker.clone(),
-                ConsumerSettings {
-                    queue: self.settings.amqp.order_created_queue.clone(),
-                    prefetch: self.settings.amqp.prefetch,
-                    dead_letter_exchange: self.settings.amqp.dead_letter_exchange.clone(),
-                    retry: Some(RetryPolicy {
-                        max_attempts: self.settings.retry.max_attempts,
-                        tiers: self.settings.retry_tiers(),
-                    }),
-                    requeue_delay: Duration::from_secs(1),
-                },
-                handler,
-                shutdown.clone(),
-            )),
-        )];
-        if self.settings.outbox.relay_enabled {
-            workers.push(("outbox relay", Box::pin(self.relay.run(shutdown.clone()))));
-        } else {
-            tracing::warn!("outbox relay disabled: events wait in the outbox for another instance");
-        }
-        Service {
-            server: self.server,
-            workers,
-            broker: self.broker,
-            db: self.db,
-            grace: Duration::from_secs(self.settings.shutdown.grace_seconds),
-        }
+        let consumer = consumer::run(
+            self.broker.clone(),
+            ConsumerSettings {
+                queue: self.settings.amqp.order_created_queue.clone(),
+                prefetch: self.settings.amqp.prefetch,
+                dead_letter_exchange: self.settings.amqp.dead_letter_exchange.clone(),
+                retry: Some(RetryPolicy {
+                    max_attempts: self.settings.retry.max_attempts,
+                    tiers: self.settings.retry_tiers(),
+                }),
+                requeue_delay: Duration::from_secs(1),
+            },
+            handler,
+            shutdown.clone(),
+        );
+        Service::new(
+            self.server,
+            self.broker,
+            self.db,
+            Duration::from_secs(self.settings.shutdown.grace_seconds),
+        )
+        .with_worker("order.created consumer", Box::pin(consumer))
+        .with_relay(self.relay, &self.settings.outbox, &shutdown)
         .run_until_stopped(shutdown)
         .await
     }

@@ -12,9 +12,59 @@ use sea_orm::DatabaseConnection;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use anyhow::Context;
+
 use crate::broker::Broker;
+use crate::configuration::{AmqpSettings, DatabaseSettings, HttpSettings, OutboxSettings};
+use crate::outbox::Relay;
 
 pub type Worker = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What every service is built on: its database (created if missing, then migrated), its broker
+/// connection (made in the background, so the API serves while RabbitMQ is away), its outbox
+/// relay, and its bound HTTP listener (port 0 picks a free one).
+pub struct Foundation {
+    pub db: DatabaseConnection,
+    pub broker: Arc<Broker>,
+    pub relay: Relay,
+    pub listener: std::net::TcpListener,
+    pub port: u16,
+}
+
+impl Foundation {
+    /// `name` names the broker connection; `migrate` runs the service's migrations.
+    pub async fn open<F, Fut>(
+        name: &'static str,
+        http: &HttpSettings,
+        database: &DatabaseSettings,
+        amqp: &AmqpSettings,
+        outbox: &OutboxSettings,
+        migrate: F,
+    ) -> anyhow::Result<Self>
+    where
+        F: FnOnce(DatabaseConnection) -> Fut,
+        Fut: Future<Output = Result<(), sea_orm::DbErr>>,
+    {
+        let db = crate::database::connect(database)
+            .await
+            .context("connecting to PostgreSQL")?;
+        migrate(db.clone())
+            .await
+            .with_context(|| format!("migrating the database of {name}"))?;
+        let broker = Broker::new(amqp.url.clone(), amqp.topology(), name);
+        let relay = Relay::new(db.clone(), broker.clone(), outbox.clone());
+        let listener = std::net::TcpListener::bind((http.host.as_str(), http.port))
+            .with_context(|| format!("binding {}:{}", http.host, http.port))?;
+        let port = listener.local_addr()?.port();
+        Ok(Self {
+            db,
+            broker,
+            relay,
+            listener,
+            port,
+        })
+    }
+}
 
 pub struct Service {
     pub server: Server,
@@ -26,6 +76,41 @@ pub struct Service {
 }
 
 impl Service {
+    pub fn new(
+        server: Server,
+        broker: Arc<Broker>,
+        db: DatabaseConnection,
+        grace: Duration,
+    ) -> Self {
+        Self {
+            server,
+            workers: Vec::new(),
+            broker,
+            db,
+            grace,
+        }
+    }
+
+    pub fn with_worker(mut self, name: &'static str, worker: Worker) -> Self {
+        self.workers.push((name, worker));
+        self
+    }
+
+    /// Runs the outbox relay too, unless the settings disable it in this instance.
+    pub fn with_relay(
+        self,
+        relay: Relay,
+        settings: &OutboxSettings,
+        shutdown: &CancellationToken,
+    ) -> Self {
+        if settings.relay_enabled {
+            self.with_worker("outbox relay", Box::pin(relay.run(shutdown.clone())))
+        } else {
+            tracing::warn!("outbox relay disabled: events wait in the outbox for another instance");
+            self
+        }
+    }
+
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let mut server = tokio::spawn(self.server);
