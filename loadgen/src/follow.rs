@@ -89,11 +89,6 @@ impl Follower {
         })
     }
 
-    /// Verdicts seen so far.
-    pub fn seen(&self) -> u64 {
-        self.seen.load(Ordering::Relaxed)
-    }
-
     /// A shared counter of the verdicts seen, for a progress display.
     pub fn seen_counter(&self) -> Arc<AtomicU64> {
         self.seen.clone()

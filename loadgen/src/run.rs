@@ -84,11 +84,11 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
     let ticker = {
         let bar = bar.clone();
         let tally = tally.clone();
-        let follower_seen = follower_seen_handle(&follower);
+        let seen = follower.seen_counter();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                bar.set_position(follower_seen());
+                bar.set_position(seen.load(Ordering::Relaxed));
                 let accepted = tally.lock().await.posted.len();
                 bar.set_message(format!("{accepted} accepted"));
             }
@@ -269,9 +269,4 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
         peak_rss_processor_service_mib: mib(args.target.processor_service_pid),
         timeline,
     })
-}
-
-fn follower_seen_handle(follower: &Follower) -> impl Fn() -> u64 + Send + 'static {
-    let seen = follower.seen_counter();
-    move || seen.load(Ordering::Relaxed)
 }

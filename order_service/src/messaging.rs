@@ -18,7 +18,7 @@ impl OrderProcessedHandler {
 impl Handler for OrderProcessedHandler {
     type Event = OrderProcessed;
 
-    async fn handle(&self, delivery: Delivered<OrderProcessed>) -> Outcome {
+    async fn handle(&self, delivery: &Delivered<OrderProcessed>) -> Outcome {
         let envelope = &delivery.envelope;
         let event = &envelope.payload;
         if event.order_id != envelope.correlation_id {

@@ -11,7 +11,7 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Statement,
 };
-use shared::batch::{GroupWrite, GroupWriter};
+use shared::batch::{GroupWrite, GroupWriter, in_request_order};
 use shared::events::{Envelope, OrderCreated, OrderLine, OrderProcessed};
 use shared::outbox::{OutboxError, OutboxRow};
 use tokio::sync::Notify;
@@ -397,14 +397,7 @@ FROM input i LEFT JOIN previous p ON p.id = i.id
             };
             by_order.insert(id, applied);
         }
-        verdicts
-            .iter()
-            .map(|verdict| {
-                by_order
-                    .remove(&verdict.order_id)
-                    .ok_or_else(|| DbErr::Custom(format!("no answer for {}", verdict.order_id)))
-            })
-            .collect()
+        in_request_order::<Self>(verdicts, by_order)
     }
 }
 

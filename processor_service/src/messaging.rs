@@ -67,7 +67,7 @@ impl OrderCreatedHandler {
 impl Handler for OrderCreatedHandler {
     type Event = OrderCreated;
 
-    async fn handle(&self, delivery: Delivered<OrderCreated>) -> Outcome {
+    async fn handle(&self, delivery: &Delivered<OrderCreated>) -> Outcome {
         let envelope = &delivery.envelope;
         let order = &envelope.payload;
         if order.order_id != envelope.correlation_id {

@@ -10,7 +10,7 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
     EntityTrait, QueryFilter, Statement, TransactionTrait,
 };
-use shared::batch::{GroupWrite, GroupWriter};
+use shared::batch::{GroupWrite, GroupWriter, in_request_order};
 use shared::events::{Envelope, OrderProcessed};
 use shared::outbox::{self, OutboxError, OutboxRow};
 use tokio::sync::Notify;
@@ -185,14 +185,7 @@ FROM record r
         if any_announced {
             self.relay.notify_one();
         }
-        requests
-            .iter()
-            .map(|request| {
-                by_order.remove(&request.order_id).ok_or_else(|| {
-                    DbErr::Custom(format!("no record returned for {}", request.order_id))
-                })
-            })
-            .collect()
+        in_request_order::<Self>(requests, by_order)
     }
 }
 

@@ -5,7 +5,7 @@
 //! Rows of one statement must have distinct keys (PostgreSQL refuses `ON CONFLICT DO UPDATE` or
 //! `UPDATE ... FROM` touching a row twice): a repeated key goes into the next statement.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::Arc;
@@ -26,6 +26,22 @@ pub trait GroupWrite: Send + Sync + 'static {
         &self,
         requests: &[Self::Request],
     ) -> impl Future<Output = Result<Vec<Self::Response>, DbErr>> + Send;
+}
+
+/// The answers of a statement that returns one row per key, put back in the order of `requests`
+/// (SQL returns rows in no particular order).
+pub fn in_request_order<W: GroupWrite>(
+    requests: &[W::Request],
+    mut answers: HashMap<W::Key, W::Response>,
+) -> Result<Vec<W::Response>, DbErr> {
+    requests
+        .iter()
+        .map(|request| {
+            answers
+                .remove(&W::key(request))
+                .ok_or_else(|| DbErr::Custom("the statement returned no row for a request".into()))
+        })
+        .collect()
 }
 
 struct Pending<W: GroupWrite> {

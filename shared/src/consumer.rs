@@ -64,7 +64,7 @@ pub struct Delivered<E> {
 pub trait Handler: Send + Sync + 'static {
     type Event: Event;
 
-    fn handle(&self, delivery: Delivered<Self::Event>) -> impl Future<Output = Outcome> + Send;
+    fn handle(&self, delivery: &Delivered<Self::Event>) -> impl Future<Output = Outcome> + Send;
 
     /// Called once when a message is dead-lettered after its last attempt, before it is; an error
     /// requeues the message instead (nothing is dead-lettered that was not recorded).
@@ -415,14 +415,13 @@ async fn decide<H: Handler>(
             .to_string(),
         );
     }
-    let outcome = handler
-        .handle(Delivered {
-            envelope: envelope.clone(),
-            attempt,
-            replayed: headers.str(headers::REPLAYED_AT).is_some(),
-        })
-        .await;
-    (outcome, Some(envelope))
+    let delivered = Delivered {
+        envelope,
+        attempt,
+        replayed: headers.str(headers::REPLAYED_AT).is_some(),
+    };
+    let outcome = handler.handle(&delivered).await;
+    (outcome, Some(delivered.envelope))
 }
 
 /// The headers of a message that failed: reason, first and last failure, original routing key.

@@ -306,24 +306,6 @@ pub async fn check_dependencies(db: &DatabaseConnection, broker: &Broker) -> Hea
     }
 }
 
-/// `GET /health`: 200 while the process runs, with the same report as `/ready`.
-pub async fn liveness(db: &DatabaseConnection, broker: &Broker) -> HttpResponse {
-    HttpResponse::Ok()
-        .insert_header(ContentType::json())
-        .json(check_dependencies(db, broker).await)
-}
-
-/// `GET /ready`: 200 when PostgreSQL and RabbitMQ are reachable, 503 otherwise.
-pub async fn readiness(db: &DatabaseConnection, broker: &Broker) -> HttpResponse {
-    let report = check_dependencies(db, broker).await;
-    let status = if report.is_ready() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    HttpResponse::build(status).json(report)
-}
-
 /// `GET /health`: liveness. 200 while the process runs, with the same report as `/ready`.
 #[utoipa::path(
     get,
@@ -335,7 +317,9 @@ pub async fn health(
     db: web::Data<DatabaseConnection>,
     broker: web::Data<std::sync::Arc<Broker>>,
 ) -> HttpResponse {
-    liveness(&db, &broker).await
+    HttpResponse::Ok()
+        .insert_header(ContentType::json())
+        .json(check_dependencies(&db, &broker).await)
 }
 
 /// `GET /ready`: readiness. 200 when PostgreSQL and RabbitMQ are reachable, otherwise 503.
@@ -352,7 +336,13 @@ pub async fn ready(
     db: web::Data<DatabaseConnection>,
     broker: web::Data<std::sync::Arc<Broker>>,
 ) -> HttpResponse {
-    readiness(&db, &broker).await
+    let report = check_dependencies(&db, &broker).await;
+    let status = if report.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    HttpResponse::build(status).json(report)
 }
 
 /// Error handlers that turn actix's own extractor errors into problem details.

@@ -234,28 +234,32 @@ impl Relay {
             Some(open) if open.is_open() => open,
             slot => slot.insert(Publisher::open(&self.broker).await?),
         };
-        let messages: Vec<OutgoingMessage> = rows
-            .iter()
-            .map(|row| OutgoingMessage {
-                event_id: row.event_id,
-                event_type: row.event_type.clone(),
-                routing_key: row.routing_key.clone(),
-                correlation_id: row.correlation_id,
-                body: row.body.clone(),
+        let total = rows.len();
+        let (ids, messages): (Vec<i64>, Vec<OutgoingMessage>) = rows
+            .into_iter()
+            .map(|row| {
+                let message = OutgoingMessage {
+                    event_id: row.event_id,
+                    event_type: row.event_type,
+                    routing_key: row.routing_key,
+                    correlation_id: row.correlation_id,
+                    body: row.body,
+                };
+                (row.id, message)
             })
-            .collect();
+            .unzip();
         let results = publisher.publish_all(&messages).await;
-        let mut confirmed = Vec::with_capacity(rows.len());
+        let mut confirmed = Vec::with_capacity(total);
         let mut failures = Vec::new();
-        for (row, result) in rows.iter().zip(results) {
+        for ((id, message), result) in ids.into_iter().zip(&messages).zip(results) {
             match result {
-                Ok(()) => confirmed.push(row.id),
+                Ok(()) => confirmed.push(id),
                 Err(error) => {
-                    tracing::warn!(event_id = %row.event_id, order_id = ?row.correlation_id, %error, "event not confirmed; it stays in the outbox");
+                    tracing::warn!(event_id = %message.event_id, order_id = ?message.correlation_id, %error, "event not confirmed; it stays in the outbox");
                     Entity::update_many()
                         .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
                         .col_expr(Column::LastError, Expr::value(error.to_string()))
-                        .filter(Column::Id.eq(row.id))
+                        .filter(Column::Id.eq(id))
                         .exec(&txn)
                         .await?;
                     failures.push(error);
@@ -272,10 +276,10 @@ impl Relay {
         txn.commit().await?;
         tracing::debug!(published = confirmed.len(), "outbox batch relayed");
         match failures.into_iter().next() {
-            None => Ok(rows.len()),
+            None => Ok(total),
             Some(first) => Err(RelayError::Publish {
-                failed: rows.len() - confirmed.len(),
-                total: rows.len(),
+                failed: total - confirmed.len(),
+                total,
                 first,
             }),
         }

@@ -244,16 +244,6 @@ impl BrokerProbe {
         }
     }
 
-    /// Takes one message from `queue`, if any.
-    pub async fn get(&self, queue: &str) -> Option<Delivery> {
-        let message = self
-            .channel
-            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
-            .await
-            .expect("basic.get")?;
-        Some(message.delivery)
-    }
-
     /// Looks at the first message of `queue` and puts it back.
     pub async fn peek(&self, queue: &str) -> Option<Delivery> {
         let channel = self.connection.create_channel().await.expect("channel");
