@@ -7,10 +7,10 @@ use chrono::SubsecRound;
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    EntityTrait, QueryFilter, Statement, TransactionTrait,
+    ColumnTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
+    TransactionTrait, sqlx,
 };
-use shared::batch::{GroupWrite, GroupWriter, in_request_order};
+use shared::batch::{GroupWrite, GroupWriter, column, in_request_order};
 use shared::events::{Envelope, OrderProcessed};
 use shared::outbox::{self, OutboxError, OutboxRow};
 use tokio::sync::Notify;
@@ -67,9 +67,6 @@ pub struct RecordWriter {
     relay: Arc<Notify>,
 }
 
-/// Parameters per record, in the order of the `input` columns below.
-const VALUES_PER_RECORD: usize = 12;
-
 impl GroupWrite for RecordWriter {
     type Request = RecordRequest;
     type Response = Recorded;
@@ -80,52 +77,65 @@ impl GroupWrite for RecordWriter {
     }
 
     async fn write(&self, requests: &[RecordRequest]) -> Result<Vec<Recorded>, DbErr> {
-        let mut values: Vec<sea_orm::Value> =
-            Vec::with_capacity(requests.len() * VALUES_PER_RECORD);
-        for request in requests {
-            values.extend([
-                request.order_id.into(),
-                request.event_id.into(),
-                request.replayed.into(),
-                request.now.into(),
-                request
-                    .decision
-                    .as_ref()
-                    .map(|d| d.status.as_str().to_owned())
-                    .into(),
-                request
-                    .decision
-                    .as_ref()
-                    .and_then(|d| d.reason.clone())
-                    .into(),
-            ]);
-            match request.outbox.clone() {
-                Some(row) => values.extend(row.values()),
-                None => values.extend([
-                    Option::<Uuid>::None.into(),
-                    Option::<String>::None.into(),
-                    Option::<String>::None.into(),
-                    Option::<Uuid>::None.into(),
-                    Option::<Vec<u8>>::None.into(),
-                    Option::<chrono::DateTime<chrono::Utc>>::None.into(),
-                ]),
-            }
+        let rows: Vec<(Uuid, i32, Option<String>, bool)> = sqlx::query_as(RECORD)
+            .bind(column(requests, |r| r.order_id))
+            .bind(column(requests, |r| r.event_id))
+            .bind(column(requests, |r| r.replayed))
+            .bind(column(requests, |r| r.now))
+            .bind(column(requests, |r| {
+                r.decision.as_ref().map(|d| d.status.as_str())
+            }))
+            .bind(column(requests, |r| {
+                r.decision.as_ref().and_then(|d| d.reason.as_deref())
+            }))
+            .bind(column(requests, |r| r.outbox.as_ref().map(|e| e.event_id)))
+            .bind(column(requests, |r| {
+                r.outbox.as_ref().map(|e| e.event_type.as_str())
+            }))
+            .bind(column(requests, |r| {
+                r.outbox.as_ref().map(|e| e.routing_key.as_str())
+            }))
+            .bind(column(requests, |r| {
+                r.outbox.as_ref().map(|e| e.correlation_id)
+            }))
+            .bind(column(requests, |r| {
+                r.outbox.as_ref().map(|e| e.body.as_slice())
+            }))
+            .bind(column(requests, |r| {
+                r.outbox.as_ref().map(|e| e.created_at)
+            }))
+            .fetch_all(self.db.get_postgres_connection_pool())
+            .await
+            .map_err(shared::database::from_sqlx)?;
+        let mut by_order = std::collections::HashMap::with_capacity(rows.len());
+        let mut any_announced = false;
+        for (order_id, attempts, decision, announced) in rows {
+            any_announced |= announced;
+            let recorded = match (announced, decision) {
+                (true, _) => Recorded::Decided,
+                (false, Some(_)) => Recorded::AlreadyDecided,
+                (false, None) => Recorded::Undecided { attempts },
+            };
+            by_order.insert(order_id, recorded);
         }
-        let rows = (0..requests.len())
-            .map(|i| {
-                let p = |n: usize| format!("${}", i * VALUES_PER_RECORD + n);
-                format!(
-                    "({}::uuid, {}::uuid, {}::bool, {}::timestamptz, {}::text, {}::text, {}::uuid, {}::text, {}::text, {}::uuid, {}::bytea, {}::timestamptz)",
-                    p(1), p(2), p(3), p(4), p(5), p(6), p(7), p(8), p(9), p(10), p(11), p(12)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            r#"
-WITH input (order_id, event_id, replayed, now, decision, reason,
-            o_event_id, o_event_type, o_routing_key, o_correlation_id, o_body, o_created_at) AS (
-    VALUES {rows}
+        if any_announced {
+            self.relay.notify_one();
+        }
+        in_request_order::<Self>(requests, by_order)
+    }
+}
+
+/// Records deliveries, one array per column: inserts each order's processing record or counts
+/// one more attempt on it (the row lock serialises concurrent duplicates); decides an undecided
+/// order (or a failed one on a replayed delivery) and writes its event to the outbox. Answers,
+/// per order, its attempts, its decision and whether this statement announced it.
+const RECORD: &str = r#"
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bool[], $4::timestamptz[], $5::text[],
+                         $6::text[], $7::uuid[], $8::text[], $9::text[], $10::uuid[], $11::bytea[],
+                         $12::timestamptz[])
+        AS t (order_id, event_id, replayed, now, decision, reason,
+              o_event_id, o_event_type, o_routing_key, o_correlation_id, o_body, o_created_at)
 ), record AS (
     INSERT INTO processing (order_id, event_id, attempts, first_seen_at, decision, reason, decided_at)
     SELECT order_id, event_id, 1, now, decision, reason,
@@ -147,47 +157,15 @@ WITH input (order_id, event_id, replayed, now, decision, reason,
                           THEN EXCLUDED.decided_at ELSE processing.decided_at END
     RETURNING order_id, attempts, decision, decided_at
 ), announced AS (
-    INSERT INTO outbox ({columns})
+    INSERT INTO outbox (event_id, event_type, routing_key, correlation_id, body, created_at)
     SELECT i.o_event_id, i.o_event_type, i.o_routing_key, i.o_correlation_id, i.o_body, i.o_created_at
     FROM input i JOIN record r ON r.order_id = i.order_id
     WHERE i.decision IS NOT NULL AND r.decided_at = i.now
     RETURNING correlation_id
 )
-SELECT r.order_id, r.attempts, r.decision,
-       EXISTS (SELECT 1 FROM announced a WHERE a.correlation_id = r.order_id) AS announced
-FROM record r
-"#,
-            columns = OutboxRow::COLUMNS
-        );
-        let rows = self
-            .db
-            .query_all_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                sql,
-                values,
-            ))
-            .await?;
-        let mut by_order = std::collections::HashMap::with_capacity(rows.len());
-        let mut any_announced = false;
-        for row in rows {
-            let order_id: Uuid = row.try_get("", "order_id")?;
-            let attempts: i32 = row.try_get("", "attempts")?;
-            let decision: Option<String> = row.try_get("", "decision")?;
-            let announced: bool = row.try_get("", "announced")?;
-            any_announced |= announced;
-            let recorded = match (announced, decision) {
-                (true, _) => Recorded::Decided,
-                (false, Some(_)) => Recorded::AlreadyDecided,
-                (false, None) => Recorded::Undecided { attempts },
-            };
-            by_order.insert(order_id, recorded);
-        }
-        if any_announced {
-            self.relay.notify_one();
-        }
-        in_request_order::<Self>(requests, by_order)
-    }
-}
+SELECT r.order_id, r.attempts, r.decision, a.correlation_id IS NOT NULL AS announced
+FROM record r LEFT JOIN announced a ON a.correlation_id = r.order_id
+"#;
 
 #[derive(Clone)]
 pub struct ProcessingStore {

@@ -44,6 +44,12 @@ pub fn in_request_order<W: GroupWrite>(
         .collect()
 }
 
+/// One field of every request, as one array parameter of a group statement
+/// (`unnest($1::uuid[], ...)`): the same SQL text whatever the group size.
+pub fn column<'a, R, T>(requests: &'a [R], field: impl Fn(&'a R) -> T) -> Vec<T> {
+    requests.iter().map(field).collect()
+}
+
 struct Pending<W: GroupWrite> {
     request: W::Request,
     done: oneshot::Sender<Result<W::Response, DbErr>>,

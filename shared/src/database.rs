@@ -74,6 +74,19 @@ pub async fn create_database_if_missing(url: &str) -> Result<(), DatabaseSetupEr
     Ok(())
 }
 
+/// sea-orm's error for an error of a statement run on the pool directly (the group statements,
+/// which bind arrays: one SQL text whatever the group size, so PostgreSQL parses and plans each
+/// once per connection). Mapped as sea-orm maps its own, so [`is_unavailable`] reads both alike.
+pub fn from_sqlx(error: sea_orm::sqlx::Error) -> DbErr {
+    use sea_orm::sqlx::Error;
+    use sea_orm::{ConnAcquireErr, RuntimeErr};
+    match error {
+        Error::PoolTimedOut => DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
+        Error::PoolClosed => DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed),
+        other => DbErr::Query(RuntimeErr::SqlxError(std::sync::Arc::new(other))),
+    }
+}
+
 /// Whether `error` means the database cannot be reached (as opposed to a bug or bad data).
 pub fn is_unavailable(error: &DbErr) -> bool {
     matches!(error, DbErr::ConnectionAcquire(_) | DbErr::Conn(_))

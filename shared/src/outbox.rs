@@ -1,10 +1,12 @@
 //! The transactional outbox and its relay.
 //!
 //! A service writes an event with [`enqueue`] inside the transaction that changes its state, so
-//! the two commit or roll back together. The [`Relay`] takes unsent rows in batches
-//! (`FOR UPDATE SKIP LOCKED`, so several instances share the work), publishes each batch with all
-//! its confirms in flight, and marks the confirmed rows sent in one statement before committing.
-//! A crash anywhere leaves rows unsent, and they are published again: consumers are idempotent.
+//! the two commit or roll back together. The [`Relay`] claims unsent rows in batches with one
+//! statement (`FOR UPDATE SKIP LOCKED`, so several instances share the work) that also marks
+//! them sent, publishes each batch with all its confirms in flight, puts back unsent any row the
+//! broker did not confirm, and only then commits: the mark becomes visible, and permanent, only
+//! for rows the broker confirmed. A crash anywhere before the commit rolls the marks back, and the
+//! rows are published again: consumers are idempotent.
 //!
 //! The relay is woken at once by a commit: in process through [`Relay::waker`], from other
 //! instances through PostgreSQL `NOTIFY outbox` (fired by a trigger on insert). A slow poll is the
@@ -13,16 +15,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set, sqlx,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, OutgoingMessage, PublishError, Publisher};
 use crate::configuration::OutboxSettings;
+use crate::database;
 use crate::events::{Envelope, Event};
 use crate::shutdown::{reconnect_backoff, sleep_unless_cancelled};
 
@@ -84,23 +85,6 @@ impl OutboxRow {
             created_at: event.occurred_at,
         })
     }
-
-    /// Columns of an INSERT into `outbox`, for services that write an event in the same SQL
-    /// statement as their state change (one round trip):
-    /// `INSERT INTO outbox (COLUMNS) VALUES (...)` with [`OutboxRow::values`] in this order.
-    pub const COLUMNS: &'static str =
-        "event_id, event_type, routing_key, correlation_id, body, created_at";
-
-    pub fn values(self) -> [sea_orm::Value; 6] {
-        [
-            self.event_id.into(),
-            self.event_type.into(),
-            self.routing_key.into(),
-            self.correlation_id.into(),
-            self.body.into(),
-            self.created_at.into(),
-        ]
-    }
 }
 
 /// Writes `event` to the outbox on `db`, which should be the transaction of the state change.
@@ -140,6 +124,24 @@ enum RelayError {
         first: PublishError,
     },
 }
+
+/// Claims up to `$1` unsent rows, oldest first, skipping those another relay holds, and marks
+/// them sent; the caller commits once the broker confirmed them. One SQL text, so PostgreSQL
+/// parses and plans it once per connection.
+const CLAIM: &str = r#"
+UPDATE outbox SET sent_at = now()
+WHERE id IN (
+    SELECT id FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+)
+RETURNING id, event_id, event_type, routing_key, correlation_id, body
+"#;
+
+/// Puts a claimed row back unsent, counting the failed attempt and keeping its error.
+const UNCLAIM: &str =
+    "UPDATE outbox SET sent_at = NULL, attempts = attempts + 1, last_error = $2 WHERE id = $1";
+
+/// `(id, event_id, event_type, routing_key, correlation_id, body)` of a claimed row.
+type ClaimedRow = (i64, uuid::Uuid, String, String, Option<uuid::Uuid>, Vec<u8>);
 
 pub struct Relay {
     db: DatabaseConnection,
@@ -215,70 +217,70 @@ impl Relay {
     }
 
     /// Publishes one batch of unsent rows; returns how many rows it took.
+    ///
+    /// One statement claims the batch and marks it sent ([`CLAIM`]); the transaction commits only
+    /// after the broker confirmed the messages, and a row the broker did not confirm is put back
+    /// unsent (with its error) first. Until the commit, other relays skip the claimed rows, and a
+    /// crash rolls the marks back.
     async fn relay_batch(&self, publisher: &mut Option<Publisher>) -> Result<usize, RelayError> {
-        use entity::{Column, Entity};
-
-        let txn = self.db.begin().await?;
-        let rows = Entity::find()
-            .filter(Column::SentAt.is_null())
-            .order_by_asc(Column::Id)
-            .limit(u64::from(self.settings.batch_size))
-            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-            .all(&txn)
-            .await?;
+        let mut txn = self
+            .db
+            .get_postgres_connection_pool()
+            .begin()
+            .await
+            .map_err(database::from_sqlx)?;
+        let mut rows: Vec<ClaimedRow> = sqlx::query_as(CLAIM)
+            .bind(i64::from(self.settings.batch_size))
+            .fetch_all(&mut *txn)
+            .await
+            .map_err(database::from_sqlx)?;
         if rows.is_empty() {
-            txn.commit().await?;
+            txn.commit().await.map_err(database::from_sqlx)?;
             return Ok(0);
         }
         let publisher = match publisher {
             Some(open) if open.is_open() => open,
             slot => slot.insert(Publisher::open(&self.broker).await?),
         };
+        // In the order they were written (RETURNING has no order).
+        rows.sort_unstable_by_key(|row| row.0);
         let total = rows.len();
         let (ids, messages): (Vec<i64>, Vec<OutgoingMessage>) = rows
             .into_iter()
-            .map(|row| {
-                let message = OutgoingMessage {
-                    event_id: row.event_id,
-                    event_type: row.event_type,
-                    routing_key: row.routing_key,
-                    correlation_id: row.correlation_id,
-                    body: row.body,
-                };
-                (row.id, message)
-            })
+            .map(
+                |(id, event_id, event_type, routing_key, correlation_id, body)| {
+                    let message = OutgoingMessage {
+                        event_id,
+                        event_type,
+                        routing_key,
+                        correlation_id,
+                        body,
+                    };
+                    (id, message)
+                },
+            )
             .unzip();
         let results = publisher.publish_all(&messages).await;
-        let mut confirmed = Vec::with_capacity(total);
         let mut failures = Vec::new();
         for ((id, message), result) in ids.into_iter().zip(&messages).zip(results) {
-            match result {
-                Ok(()) => confirmed.push(id),
-                Err(error) => {
-                    tracing::warn!(event_id = %message.event_id, order_id = ?message.correlation_id, %error, "event not confirmed; it stays in the outbox");
-                    Entity::update_many()
-                        .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
-                        .col_expr(Column::LastError, Expr::value(error.to_string()))
-                        .filter(Column::Id.eq(id))
-                        .exec(&txn)
-                        .await?;
-                    failures.push(error);
-                }
+            if let Err(error) = result {
+                tracing::warn!(event_id = %message.event_id, order_id = ?message.correlation_id, %error, "event not confirmed; it stays in the outbox");
+                sqlx::query(UNCLAIM)
+                    .bind(id)
+                    .bind(error.to_string())
+                    .execute(&mut *txn)
+                    .await
+                    .map_err(database::from_sqlx)?;
+                failures.push(error);
             }
         }
-        if !confirmed.is_empty() {
-            Entity::update_many()
-                .col_expr(Column::SentAt, Expr::current_timestamp())
-                .filter(Column::Id.is_in(confirmed.iter().copied()))
-                .exec(&txn)
-                .await?;
-        }
-        txn.commit().await?;
-        tracing::debug!(published = confirmed.len(), "outbox batch relayed");
+        txn.commit().await.map_err(database::from_sqlx)?;
+        tracing::debug!(published = total - failures.len(), "outbox batch relayed");
+        let failed = failures.len();
         match failures.into_iter().next() {
             None => Ok(total),
             Some(first) => Err(RelayError::Publish {
-                failed: total - confirmed.len(),
+                failed,
                 total,
                 first,
             }),
