@@ -13,6 +13,9 @@ use sea_orm_migration::sea_orm::{DatabaseConnection, TransactionTrait};
 mod m20261122_000001_outbox;
 mod m20261122_000002_orders;
 mod m20261122_000003_processing;
+mod m20261123_000004_outbox_lean;
+mod m20261123_000005_orders_lean;
+mod m20261123_000006_processing_lean;
 
 /// Migrations of the order service's database.
 pub struct OrdersMigrator;
@@ -23,6 +26,8 @@ impl MigratorTrait for OrdersMigrator {
         vec![
             Box::new(m20261122_000001_outbox::Migration),
             Box::new(m20261122_000002_orders::Migration),
+            Box::new(m20261123_000004_outbox_lean::Migration),
+            Box::new(m20261123_000005_orders_lean::Migration),
         ]
     }
 }
@@ -36,6 +41,8 @@ impl MigratorTrait for ProcessorMigrator {
         vec![
             Box::new(m20261122_000001_outbox::Migration),
             Box::new(m20261122_000003_processing::Migration),
+            Box::new(m20261123_000004_outbox_lean::Migration),
+            Box::new(m20261123_000006_processing_lean::Migration),
         ]
     }
 }

@@ -175,7 +175,7 @@ pub struct ProcessingStore {
 }
 
 /// Records written together at most.
-const MAX_GROUP: usize = 64;
+const MAX_GROUP: usize = 256;
 /// Statements in flight at once: one keeps groups large, which measured faster on 2 cores
 /// (BENCHMARKS.md) than 4 smaller ones in parallel.
 const WRITERS: usize = 1;

@@ -88,7 +88,7 @@ impl AmqpSettings {
         let topology = Topology::default();
         Self {
             url: Secret::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
-            prefetch: 64,
+            prefetch: 256,
             exchange: topology.exchange,
             dead_letter_exchange: topology.dead_letter_exchange,
             order_created_queue: topology.order_created_queue,
@@ -118,7 +118,7 @@ impl Default for OutboxSettings {
     fn default() -> Self {
         Self {
             relay_enabled: true,
-            batch_size: 200,
+            batch_size: 500,
             poll_interval_ms: 1000,
             retention_hours: 24,
         }

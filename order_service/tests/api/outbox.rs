@@ -1,5 +1,6 @@
 //! The outbox: an order committed but not yet published is published after a restart.
 
+use sea_orm::ConnectionTrait;
 use shared::events::OrderCreated;
 use shared::topology::routing_keys;
 
@@ -112,4 +113,43 @@ async fn an_unroutable_event_is_never_marked_sent_and_goes_out_once_it_can_be_ro
             .then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn the_purge_deletes_only_rows_sent_before_the_retention_window() {
+    let app = spawn_app_with(|settings| settings.outbox.relay_enabled = false).await;
+    let row = |label: &str, created_hours_ago: i32, sent_hours_ago: Option<i32>| {
+        let sent = match sent_hours_ago {
+            Some(hours) => format!("now() - interval '{hours} hours'"),
+            None => "NULL".to_owned(),
+        };
+        format!(
+            "INSERT INTO outbox (event_id, event_type, routing_key, body, created_at, sent_at) \
+             VALUES (gen_random_uuid(), '{label}', 'order.created', '\\x7b7d', \
+                     now() - interval '{created_hours_ago} hours', {sent})"
+        )
+    };
+    for sql in [
+        row("old-sent", 30, Some(29)),
+        row("old-unsent", 30, None),
+        row("old-but-sent-lately", 30, Some(1)),
+        row("new-sent", 1, Some(1)),
+    ] {
+        app.db
+            .execute_unprepared(&sql)
+            .await
+            .expect("insert an outbox row");
+    }
+
+    let purged = shared::outbox::purge_sent(&app.db, 24)
+        .await
+        .expect("purge");
+
+    assert_eq!(purged, 1);
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE event_type = 'old-sent'")
+            .await,
+        0
+    );
+    assert_eq!(app.count("SELECT count(*) FROM outbox").await, 3);
 }
