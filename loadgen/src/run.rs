@@ -73,6 +73,9 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
     let follower = Follower::start(&args.target.amqp_url, &args.target.exchange).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
+        // Below actix-web's 5 s keep-alive: a connection the server is closing is not reused (a
+        // request sent on it fails without an answer; the soak runs saw a few).
+        .pool_idle_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30))
         .build()?;
     let url = format!("{}/orders", args.target.url.trim_end_matches('/'));
