@@ -4,15 +4,11 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use lapin::Channel;
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
 use serde::{Deserialize, Serialize};
 use shared::broker::Broker;
 use shared::headers::{self, Headers};
+use shared::topology::ready_count;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -74,20 +70,6 @@ impl DeadLetter {
             poison: headers.bool(headers::POISON),
         }
     }
-}
-
-async fn ready_count(channel: &Channel, queue: &str) -> Result<u32, lapin::Error> {
-    Ok(channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?
-        .message_count())
 }
 
 /// Lists up to `limit` dead letters. They are taken unacknowledged and returned to the queue when

@@ -212,17 +212,7 @@ impl ProcessingStore {
         decision: Option<&Decision>,
     ) -> Result<Recorded, StoreError> {
         let now = chrono::Utc::now().trunc_subsecs(6);
-        let event = decision.map(|decision| {
-            Envelope::new(
-                order_id,
-                OrderProcessed {
-                    order_id,
-                    status: decision.status,
-                    reason: decision.reason.clone(),
-                    processed_at: now,
-                },
-            )
-        });
+        let event = decision.map(|decision| processed_event(order_id, decision, now));
         let outbox = match &event {
             Some(event) => Some(OutboxRow::new(event).map_err(OutboxError::from)?),
             None => None,
@@ -239,12 +229,7 @@ impl ProcessingStore {
             })
             .await?;
         if let (Recorded::Decided, Some(event)) = (&recorded, &event) {
-            tracing::info!(
-                %order_id,
-                event_id = %event.event_id,
-                decision = event.payload.status.as_str(),
-                "order decided, order.processed queued in the outbox"
-            );
+            log_decided(event);
         }
         Ok(recorded)
     }
@@ -260,19 +245,24 @@ impl ProcessingStore {
         let txn = self.db.begin().await?;
         let decided = self.write_decision(&txn, order_id, decision).await?;
         txn.commit().await?;
-        if decided {
-            self.relay.notify_one();
+        match decided {
+            Some(event) => {
+                log_decided(&event);
+                self.relay.notify_one();
+                Ok(true)
+            }
+            None => Ok(false),
         }
-        Ok(decided)
     }
 
-    /// The decision and its `order.processed` event, on `txn`, unless the order is decided.
+    /// The decision and its `order.processed` event, on `txn`, unless the order is decided;
+    /// returns the event it wrote.
     async fn write_decision(
         &self,
         txn: &DatabaseTransaction,
         order_id: Uuid,
         decision: &Decision,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Envelope<OrderProcessed>>, StoreError> {
         let now = chrono::Utc::now();
         let updated = processing::Entity::update_many()
             .col_expr(
@@ -289,25 +279,11 @@ impl ProcessingStore {
             .exec(txn)
             .await?;
         if updated.rows_affected == 0 {
-            return Ok(false);
+            return Ok(None);
         }
-        let event = Envelope::new(
-            order_id,
-            OrderProcessed {
-                order_id,
-                status: decision.status,
-                reason: decision.reason.clone(),
-                processed_at: now,
-            },
-        );
+        let event = processed_event(order_id, decision, now);
         outbox::enqueue(txn, &event).await?;
-        tracing::info!(
-            %order_id,
-            event_id = %event.event_id,
-            decision = decision.status.as_str(),
-            "order decided, order.processed queued in the outbox"
-        );
-        Ok(true)
+        Ok(Some(event))
     }
 
     pub async fn get(&self, order_id: Uuid) -> Result<Option<processing::Model>, StoreError> {
@@ -315,4 +291,31 @@ impl ProcessingStore {
             .one(&self.db)
             .await?)
     }
+}
+
+/// The `order.processed` event announcing `decision`.
+fn processed_event(
+    order_id: Uuid,
+    decision: &Decision,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Envelope<OrderProcessed> {
+    Envelope::new(
+        order_id,
+        OrderProcessed {
+            order_id,
+            status: decision.status,
+            reason: decision.reason.clone(),
+            processed_at: at,
+        },
+    )
+}
+
+/// Logged once the decision and its event are committed.
+fn log_decided(event: &Envelope<OrderProcessed>) {
+    tracing::info!(
+        order_id = %event.payload.order_id,
+        event_id = %event.event_id,
+        decision = event.payload.status.as_str(),
+        "order decided, order.processed queued in the outbox"
+    );
 }

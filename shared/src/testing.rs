@@ -258,18 +258,9 @@ impl BrokerProbe {
 
     /// Messages ready in `queue`.
     pub async fn message_count(&self, queue: &str) -> u32 {
-        self.channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
+        crate::topology::ready_count(&self.channel, queue)
             .await
             .expect("passive declare")
-            .message_count()
     }
 }
 

@@ -157,6 +157,21 @@ impl Topology {
     }
 }
 
+/// Messages ready (not held by a consumer) in `queue`, which must exist (a passive declare).
+pub async fn ready_count(channel: &Channel, queue: &str) -> Result<u32, lapin::Error> {
+    Ok(channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?
+        .message_count())
+}
+
 /// Delayed redelivery without a plugin: one queue per delay, whose `x-message-ttl` expires the
 /// message into the default exchange with the work queue's name as routing key, i.e. back to the
 /// work queue. A queue per delay keeps every queue FIFO in expiry order.

@@ -112,25 +112,15 @@ async fn assert_all_final_once(
         })
         .await;
         assert_eq!(order["status"], "completed", "{order}");
-        let history: Value = client
-            .get(format!("{orders}/orders/{id}/history"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let history = get_json(client, format!("{orders}/orders/{id}/history")).await;
         assert_eq!(history.as_array().unwrap().len(), 2, "{id}: {history}");
-        let record: Value = client
-            .get(format!("{processor}/processed/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let record = get_json(client, format!("{processor}/processed/{id}")).await;
         assert_eq!(record["decision"], "completed");
     }
+}
+
+async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
 }
 
 async fn run(program: &str, args: &[&str]) {
