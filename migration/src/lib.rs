@@ -16,6 +16,7 @@ mod m20261122_000003_processing;
 mod m20261123_000004_outbox_lean;
 mod m20261123_000005_orders_lean;
 mod m20261123_000006_processing_lean;
+mod m20261124_000007_outbox_lease;
 
 /// Migrations of the order service's database.
 pub struct OrdersMigrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for OrdersMigrator {
             Box::new(m20261122_000002_orders::Migration),
             Box::new(m20261123_000004_outbox_lean::Migration),
             Box::new(m20261123_000005_orders_lean::Migration),
+            Box::new(m20261124_000007_outbox_lease::Migration),
         ]
     }
 }
@@ -43,6 +45,7 @@ impl MigratorTrait for ProcessorMigrator {
             Box::new(m20261122_000003_processing::Migration),
             Box::new(m20261123_000004_outbox_lean::Migration),
             Box::new(m20261123_000006_processing_lean::Migration),
+            Box::new(m20261124_000007_outbox_lease::Migration),
         ]
     }
 }

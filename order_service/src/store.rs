@@ -1,8 +1,6 @@
 //! The order service's database work. Every state change and the event announcing it are written
 //! in one transaction.
 
-use std::sync::Arc;
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -12,8 +10,7 @@ use sea_orm::{
 };
 use shared::batch::{GroupWrite, GroupWriter, column, in_request_order};
 use shared::events::{Envelope, OrderCreated, OrderLine, OrderProcessed};
-use shared::outbox::{OutboxError, OutboxRow};
-use tokio::sync::Notify;
+use shared::outbox::{Committed, Handoff, OutboxError, OutboxRow};
 use uuid::Uuid;
 
 use crate::domain::{NewOrder, OrderStatus};
@@ -113,7 +110,7 @@ pub struct NewOrderRow {
 /// events, one statement for all the orders waiting together.
 pub struct NewOrderWriter {
     db: DatabaseConnection,
-    relay: Arc<Notify>,
+    outbox: Handoff,
 }
 
 impl GroupWrite for NewOrderWriter {
@@ -127,7 +124,7 @@ impl GroupWrite for NewOrderWriter {
 
     async fn write(&self, rows: &[NewOrderRow]) -> Result<Vec<()>, DbErr> {
         // One array per column: the same SQL text for any number of orders.
-        sqlx::query(INSERT_ORDERS)
+        let events: Vec<(i64, Uuid)> = sqlx::query_as(INSERT_ORDERS)
             .bind(column(rows, |r| r.id))
             .bind(column(rows, |r| r.customer_id.as_str()))
             .bind(column(rows, |r| &r.items))
@@ -139,10 +136,25 @@ impl GroupWrite for NewOrderWriter {
             .bind(column(rows, |r| r.event.correlation_id))
             .bind(column(rows, |r| r.event.body.as_slice()))
             .bind(column(rows, |r| r.event.created_at))
-            .execute(self.db.get_postgres_connection_pool())
+            .bind(self.outbox.lease_seconds())
+            .fetch_all(self.db.get_postgres_connection_pool())
             .await
             .map_err(shared::database::from_sqlx)?;
-        self.relay.notify_one();
+        // Committed: publish the events now.
+        let ids: std::collections::HashMap<Uuid, i64> = events
+            .into_iter()
+            .map(|(id, event_id)| (event_id, id))
+            .collect();
+        let committed = rows
+            .iter()
+            .filter_map(|row| {
+                ids.get(&row.event.event_id).map(|&id| Committed {
+                    id,
+                    message: row.event.message(),
+                })
+            })
+            .collect();
+        self.outbox.committed(committed).await;
         Ok(vec![(); rows.len()])
     }
 }
@@ -150,11 +162,11 @@ impl GroupWrite for NewOrderWriter {
 impl OrderStore {
     /// Also starts the group writers of new orders and of verdicts (they stop when the last clone
     /// of the store is dropped).
-    pub fn new(db: DatabaseConnection, relay: Arc<Notify>) -> Self {
+    pub fn new(db: DatabaseConnection, outbox: Handoff) -> Self {
         let new_orders = GroupWriter::start(
             NewOrderWriter {
                 db: db.clone(),
-                relay,
+                outbox,
             },
             MAX_GROUP,
             WRITERS,
@@ -364,7 +376,9 @@ impl GroupWrite for VerdictWriter {
     }
 }
 
-/// New orders, their first history rows and their events, one array per column.
+/// New orders, their first history rows and their events, one array per column; the events are
+/// leased for `$12` seconds to this instance, which publishes them (NULL: no lease, the relay's).
+/// Answers the outbox id of each event.
 const INSERT_ORDERS: &str = r#"
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::numeric[], $5::timestamptz[],
@@ -378,8 +392,11 @@ WITH input AS (
     INSERT INTO order_status_history (order_id, status, reason, at)
     SELECT id, 'pending', NULL, created_at FROM input
 )
-INSERT INTO outbox (event_id, event_type, routing_key, correlation_id, body, created_at)
-SELECT event_id, event_type, routing_key, correlation_id, body, event_created_at FROM input
+INSERT INTO outbox (event_id, event_type, routing_key, correlation_id, body, created_at, leased_until)
+SELECT event_id, event_type, routing_key, correlation_id, body, event_created_at,
+       now() + $12::float8 * interval '1 second'
+FROM input
+RETURNING id, event_id
 "#;
 
 /// Verdicts, one array per column: each order moves only from a status its verdict may follow

@@ -1,8 +1,6 @@
 //! The processor's database work: claiming a delivery, and writing a decision together with its
 //! `order.processed` event in one transaction.
 
-use std::sync::Arc;
-
 use chrono::SubsecRound;
 
 use sea_orm::sea_query::Expr;
@@ -12,8 +10,7 @@ use sea_orm::{
 };
 use shared::batch::{GroupWrite, GroupWriter, column, in_request_order};
 use shared::events::{Envelope, OrderProcessed};
-use shared::outbox::{self, OutboxError, OutboxRow};
-use tokio::sync::Notify;
+use shared::outbox::{self, Committed, Handoff, OutboxError, OutboxRow};
 use uuid::Uuid;
 
 use crate::domain::Decision;
@@ -64,7 +61,7 @@ pub struct RecordRequest {
 /// `INSERT INTO outbox` for the orders it decided.
 pub struct RecordWriter {
     db: DatabaseConnection,
-    relay: Arc<Notify>,
+    outbox: Handoff,
 }
 
 impl GroupWrite for RecordWriter {
@@ -77,7 +74,7 @@ impl GroupWrite for RecordWriter {
     }
 
     async fn write(&self, requests: &[RecordRequest]) -> Result<Vec<Recorded>, DbErr> {
-        let rows: Vec<(Uuid, i32, Option<String>, bool)> = sqlx::query_as(RECORD)
+        let rows: Vec<(Uuid, i32, Option<String>, Option<i64>)> = sqlx::query_as(RECORD)
             .bind(column(requests, |r| r.order_id))
             .bind(column(requests, |r| r.event_id))
             .bind(column(requests, |r| r.replayed))
@@ -104,31 +101,46 @@ impl GroupWrite for RecordWriter {
             .bind(column(requests, |r| {
                 r.outbox.as_ref().map(|e| e.created_at)
             }))
+            .bind(self.outbox.lease_seconds())
             .fetch_all(self.db.get_postgres_connection_pool())
             .await
             .map_err(shared::database::from_sqlx)?;
         let mut by_order = std::collections::HashMap::with_capacity(rows.len());
-        let mut any_announced = false;
-        for (order_id, attempts, decision, announced) in rows {
-            any_announced |= announced;
-            let recorded = match (announced, decision) {
-                (true, _) => Recorded::Decided,
-                (false, Some(_)) => Recorded::AlreadyDecided,
-                (false, None) => Recorded::Undecided { attempts },
+        let mut announced = std::collections::HashMap::new();
+        for (order_id, attempts, decision, outbox_id) in rows {
+            let recorded = match (outbox_id, decision) {
+                (Some(outbox_id), _) => {
+                    announced.insert(order_id, outbox_id);
+                    Recorded::Decided
+                }
+                (None, Some(_)) => Recorded::AlreadyDecided,
+                (None, None) => Recorded::Undecided { attempts },
             };
             by_order.insert(order_id, recorded);
         }
-        if any_announced {
-            self.relay.notify_one();
-        }
+        // Committed: publish the events now.
+        let committed = requests
+            .iter()
+            .filter_map(|request| {
+                let id = *announced.get(&request.order_id)?;
+                let event = request.outbox.as_ref()?;
+                Some(Committed {
+                    id,
+                    message: event.message(),
+                })
+            })
+            .collect();
+        self.outbox.committed(committed).await;
         in_request_order::<Self>(requests, by_order)
     }
 }
 
 /// Records deliveries, one array per column: inserts each order's processing record or counts
 /// one more attempt on it (the row lock serialises concurrent duplicates); decides an undecided
-/// order (or a failed one on a replayed delivery) and writes its event to the outbox. Answers,
-/// per order, its attempts, its decision and whether this statement announced it.
+/// order (or a failed one on a replayed delivery) and writes its event to the outbox, leased for
+/// `$13` seconds to this instance, which publishes it (NULL: no lease, the relay's). Answers, per
+/// order, its attempts, its decision and the outbox id of the event if this statement announced
+/// it.
 const RECORD: &str = r#"
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bool[], $4::timestamptz[], $5::text[],
@@ -157,20 +169,21 @@ WITH input AS (
                           THEN EXCLUDED.decided_at ELSE processing.decided_at END
     RETURNING order_id, attempts, decision, decided_at
 ), announced AS (
-    INSERT INTO outbox (event_id, event_type, routing_key, correlation_id, body, created_at)
-    SELECT i.o_event_id, i.o_event_type, i.o_routing_key, i.o_correlation_id, i.o_body, i.o_created_at
+    INSERT INTO outbox (event_id, event_type, routing_key, correlation_id, body, created_at, leased_until)
+    SELECT i.o_event_id, i.o_event_type, i.o_routing_key, i.o_correlation_id, i.o_body, i.o_created_at,
+           now() + $13::float8 * interval '1 second'
     FROM input i JOIN record r ON r.order_id = i.order_id
     WHERE i.decision IS NOT NULL AND r.decided_at = i.now
-    RETURNING correlation_id
+    RETURNING id, correlation_id
 )
-SELECT r.order_id, r.attempts, r.decision, a.correlation_id IS NOT NULL AS announced
+SELECT r.order_id, r.attempts, r.decision, a.id AS outbox_id
 FROM record r LEFT JOIN announced a ON a.correlation_id = r.order_id
 "#;
 
 #[derive(Clone)]
 pub struct ProcessingStore {
     db: DatabaseConnection,
-    relay: Arc<Notify>,
+    outbox: Handoff,
     recorder: GroupWriter<RecordWriter>,
 }
 
@@ -182,18 +195,18 @@ const WRITERS: usize = 1;
 
 impl ProcessingStore {
     /// Also starts the group writer of processing records.
-    pub fn new(db: DatabaseConnection, relay: Arc<Notify>) -> Self {
+    pub fn new(db: DatabaseConnection, outbox: Handoff) -> Self {
         let recorder = GroupWriter::start(
             RecordWriter {
                 db: db.clone(),
-                relay: relay.clone(),
+                outbox: outbox.clone(),
             },
             MAX_GROUP,
             WRITERS,
         );
         Self {
             db,
-            relay,
+            outbox,
             recorder,
         }
     }
@@ -248,7 +261,8 @@ impl ProcessingStore {
         match decided {
             Some(event) => {
                 log_decided(&event);
-                self.relay.notify_one();
+                // Written without a lease: the relay claims it.
+                self.outbox.wake();
                 Ok(true)
             }
             None => Ok(false),

@@ -112,6 +112,12 @@ pub struct OutboxSettings {
     pub poll_interval_ms: u64,
     /// Sent rows are deleted after this many hours.
     pub retention_hours: u32,
+    /// Publish each event right after the commit that wrote it, from memory, instead of waiting
+    /// for the relay to read it back (the relay stays as the safety net). Needs `relay_enabled`.
+    pub publish_on_commit: bool,
+    /// With `publish_on_commit`: how long a new row is left to the instance that wrote it before
+    /// any relay may publish it (the time to notice that its writer stopped before publishing).
+    pub lease_seconds: u32,
 }
 
 impl Default for OutboxSettings {
@@ -121,6 +127,8 @@ impl Default for OutboxSettings {
             batch_size: 500,
             poll_interval_ms: 1000,
             retention_hours: 24,
+            publish_on_commit: true,
+            lease_seconds: 10,
         }
     }
 }
@@ -310,6 +318,12 @@ pub fn check_common(
         "outbox.poll_interval_ms",
         outbox.poll_interval_ms,
         10..=3_600_000,
+    )?;
+    check_range(
+        prefix,
+        "outbox.lease_seconds",
+        outbox.lease_seconds,
+        1..=3600,
     )?;
     check_range(
         prefix,

@@ -1,16 +1,25 @@
 //! The transactional outbox and its relay.
 //!
-//! A service writes an event with [`enqueue`] inside the transaction that changes its state, so
-//! the two commit or roll back together. The [`Relay`] claims unsent rows in batches with one
-//! statement (`FOR UPDATE SKIP LOCKED`, so several instances share the work) that also marks
-//! them sent, publishes each batch with all its confirms in flight, puts back unsent any row the
-//! broker did not confirm, and only then commits: the mark becomes visible, and permanent, only
-//! for rows the broker confirmed. A crash anywhere before the commit rolls the marks back, and the
-//! rows are published again: consumers are idempotent.
+//! A service writes an event with [`enqueue`] (or its own group statement) inside the transaction
+//! that changes its state, so the two commit or roll back together. Then:
 //!
-//! The relay is woken at once by a commit: in process through [`Relay::waker`], from other
-//! instances through PostgreSQL `NOTIFY outbox` (fired by a trigger on insert). A slow poll is the
-//! safety net.
+//! - **Publish on commit** (the fast path): the writer leases the row to itself (`leased_until`)
+//!   and, once committed, hands the event to its [`Handoff`]; the relay publishes it from memory
+//!   with the confirms of everything handed over meanwhile in flight together, and marks the
+//!   confirmed rows sent in one statement for many (a little later: the mark is off the path of
+//!   the event). A crash before the mark only means the row is published again (consumers are
+//!   idempotent); a row whose publish failed is released at once.
+//! - **The relay's claim** (the safety net, and the only path of an instance that does not
+//!   publish on commit): unsent rows that nobody leases are claimed in batches with one statement
+//!   (`FOR UPDATE SKIP LOCKED`, so several instances share the work) that also marks them sent;
+//!   the batch is published with all its confirms in flight, any row the broker did not confirm
+//!   is put back unsent, and only then the transaction commits: the mark becomes visible, and
+//!   permanent, only for rows the broker confirmed. A crash before the commit rolls the marks
+//!   back, and the rows are published again.
+//!
+//! The claim runs when the writer released rows, when another instance commits rows without a
+//! lease (PostgreSQL `NOTIFY outbox`, fired by a trigger on insert), and on a slow poll (which
+//! also finds rows whose lease ran out: their writer stopped before publishing them).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +27,8 @@ use std::time::Duration;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set, sqlx,
 };
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, OutgoingMessage, PublishError, Publisher};
@@ -47,6 +57,7 @@ pub mod entity {
         pub sent_at: Option<DateTimeUtc>,
         pub attempts: i32,
         pub last_error: Option<String>,
+        pub leased_until: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -85,6 +96,17 @@ impl OutboxRow {
             created_at: event.occurred_at,
         })
     }
+
+    /// The message this row goes out as.
+    pub fn message(&self) -> OutgoingMessage {
+        OutgoingMessage {
+            event_id: self.event_id,
+            event_type: self.event_type.clone(),
+            routing_key: self.routing_key.clone(),
+            correlation_id: Some(self.correlation_id),
+            body: self.body.clone(),
+        }
+    }
 }
 
 /// Writes `event` to the outbox on `db`, which should be the transaction of the state change.
@@ -103,6 +125,8 @@ pub async fn enqueue<C: ConnectionTrait, P: Event>(
         sent_at: Set(None),
         attempts: Set(0),
         last_error: Set(None),
+        // No lease: the relay takes it (woken by the caller's `Handoff::wake` or the NOTIFY).
+        leased_until: Set(None),
         ..Default::default()
     };
     entity::Entity::insert(row)
@@ -125,13 +149,15 @@ enum RelayError {
     },
 }
 
-/// Claims up to `$1` unsent rows, oldest first, skipping those another relay holds, and marks
-/// them sent; the caller commits once the broker confirmed them. One SQL text, so PostgreSQL
-/// parses and plans it once per connection.
+/// Claims up to `$1` unsent rows that nobody leases, oldest first, skipping those another relay
+/// holds, and marks them sent; the caller commits once the broker confirmed them. One SQL text,
+/// so PostgreSQL parses and plans it once per connection.
 const CLAIM: &str = r#"
 UPDATE outbox SET sent_at = now()
 WHERE id IN (
-    SELECT id FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+    SELECT id FROM outbox
+    WHERE sent_at IS NULL AND (leased_until IS NULL OR leased_until < now())
+    ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
 )
 RETURNING id, event_id, event_type, routing_key, correlation_id, body
 "#;
@@ -139,6 +165,87 @@ RETURNING id, event_id, event_type, routing_key, correlation_id, body
 /// Puts a claimed row back unsent, counting the failed attempt and keeping its error.
 const UNCLAIM: &str =
     "UPDATE outbox SET sent_at = NULL, attempts = attempts + 1, last_error = $2 WHERE id = $1";
+
+/// Marks rows published on commit as sent (unless a relay's claim got there first).
+const MARK_SENT: &str = "UPDATE outbox SET sent_at = now() WHERE id = ANY($1) AND sent_at IS NULL";
+
+/// Ends the lease of rows published on commit that the broker did not confirm, counting the
+/// failed attempt and keeping its error: the relay's claim takes them from here.
+const RELEASE_FAILED: &str = "UPDATE outbox SET leased_until = NULL, attempts = attempts + 1, \
+     last_error = $2 WHERE id = $1 AND sent_at IS NULL";
+
+/// Ends the lease of rows that were never handed to a publisher.
+const RELEASE: &str =
+    "UPDATE outbox SET leased_until = NULL WHERE id = ANY($1) AND sent_at IS NULL";
+
+/// Rows marked sent by one statement at most.
+const MARK_CHUNK: usize = 5000;
+/// How long confirmed rows wait to be marked sent together: one statement for many at any rate.
+/// Only a crash within this window publishes them again.
+const MARK_EVERY: Duration = Duration::from_millis(50);
+/// Handed-over batches (one per committing statement) waiting for the publisher at most; when
+/// it is that far behind, further rows are released to the relay's claim instead.
+const HANDOFF_BATCHES: usize = 64;
+
+/// An event its writer committed, with the id of its outbox row.
+#[derive(Clone, Debug)]
+pub struct Committed {
+    pub id: i64,
+    pub message: OutgoingMessage,
+}
+
+/// What a writer of outbox rows holds: whether (and for how long) to lease the rows it writes,
+/// and where to hand them once committed. Cheap to clone.
+#[derive(Clone)]
+pub struct Handoff {
+    db: DatabaseConnection,
+    wake: Arc<Notify>,
+    /// `None` when this instance does not publish on commit.
+    direct: Option<(mpsc::Sender<Vec<Committed>>, f64)>,
+}
+
+impl Handoff {
+    /// The lease, in seconds, to write on new rows (`leased_until = now() + lease`): `None` when
+    /// this instance does not publish on commit, and rows go to the relay's claim.
+    pub fn lease_seconds(&self) -> Option<f64> {
+        self.direct.as_ref().map(|(_, lease)| *lease)
+    }
+
+    /// After the commit of rows written with [`Handoff::lease_seconds`]: publishes them now. If
+    /// the publisher is too far behind (or stopped), their lease ends instead and the relay's
+    /// claim takes them.
+    pub async fn committed(&self, rows: Vec<Committed>) {
+        if rows.is_empty() {
+            return;
+        }
+        let Some((sender, _)) = &self.direct else {
+            self.wake();
+            return;
+        };
+        let rows = match sender.try_send(rows) {
+            Ok(()) => return,
+            Err(
+                mpsc::error::TrySendError::Full(rows) | mpsc::error::TrySendError::Closed(rows),
+            ) => rows,
+        };
+        let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+        tracing::debug!(rows = ids.len(), "publisher busy; events left to the relay");
+        if let Err(error) = sqlx::query(RELEASE)
+            .bind(&ids)
+            .execute(self.db.get_postgres_connection_pool())
+            .await
+        {
+            // They stay leased: the relay takes them when the lease runs out.
+            tracing::warn!(%error, rows = ids.len(), "could not release outbox rows; they go out when their lease ends");
+        }
+        self.wake();
+    }
+
+    /// After the commit of rows written without a lease: the relay claims them now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
 
 /// `(id, event_id, event_type, routing_key, correlation_id, body)` of a claimed row.
 type ClaimedRow = (i64, uuid::Uuid, String, String, Option<uuid::Uuid>, Vec<u8>);
@@ -148,30 +255,63 @@ pub struct Relay {
     broker: Arc<Broker>,
     settings: OutboxSettings,
     wake: Arc<Notify>,
+    handoff: Handoff,
+    committed: Option<mpsc::Receiver<Vec<Committed>>>,
 }
 
 impl Relay {
     pub fn new(db: DatabaseConnection, broker: Arc<Broker>, settings: OutboxSettings) -> Self {
+        let wake = Arc::new(Notify::new());
+        let (direct, committed) = if settings.relay_enabled && settings.publish_on_commit {
+            let (sender, receiver) = mpsc::channel(HANDOFF_BATCHES);
+            let lease = f64::from(settings.lease_seconds.max(1));
+            (Some((sender, lease)), Some(receiver))
+        } else {
+            (None, None)
+        };
+        let handoff = Handoff {
+            db: db.clone(),
+            wake: wake.clone(),
+            direct,
+        };
         Self {
             db,
             broker,
             settings,
-            wake: Arc::new(Notify::new()),
+            wake,
+            handoff,
+            committed,
         }
     }
 
-    /// Notify this after committing outbox rows, to have them published at once.
-    pub fn waker(&self) -> Arc<Notify> {
-        self.wake.clone()
+    /// For the writers of outbox rows: how to lease them and where to hand them once committed.
+    pub fn handoff(&self) -> Handoff {
+        self.handoff.clone()
     }
 
-    /// Relays until `shutdown` trips; the batch in flight then is finished, not abandoned.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Relays until `shutdown` trips; the batch in flight then is finished, not abandoned, and so
+    /// are the events handed over before it tripped.
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let listener = tokio::spawn(listen_for_commits(
             self.db.clone(),
             self.wake.clone(),
             shutdown.clone(),
         ));
+        // The handoff this relay holds must not keep its own publisher waiting at shutdown.
+        self.handoff.direct = None;
+        let on_commit = self.committed.take().map(|committed| {
+            let (marks, marked) = mpsc::unbounded_channel();
+            let marker = tokio::spawn(mark_sent(self.db.clone(), marked));
+            let publisher = tokio::spawn(publish_committed(
+                committed,
+                self.broker.clone(),
+                self.db.clone(),
+                marks,
+                self.wake.clone(),
+                shutdown.clone(),
+            ));
+            (publisher, marker)
+        });
         let poll = Duration::from_millis(self.settings.poll_interval_ms);
         let mut publisher: Option<Publisher> = None;
         let mut backoff = reconnect_backoff();
@@ -211,6 +351,10 @@ impl Relay {
         }
         if let Some(publisher) = publisher {
             publisher.close().await;
+        }
+        if let Some((publisher, marker)) = on_commit {
+            finish("publisher of committed events", publisher).await;
+            finish("marker of sent events", marker).await;
         }
         listener.abort();
         tracing::info!("outbox relay stopped");
@@ -292,6 +436,146 @@ impl Relay {
             Ok(0) => {}
             Ok(rows) => tracing::info!(rows, "purged sent outbox rows"),
             Err(error) => tracing::warn!(%error, "could not purge sent outbox rows"),
+        }
+    }
+}
+
+async fn finish(name: &str, task: JoinHandle<()>) {
+    if let Err(error) = task.await {
+        tracing::error!(%error, "the outbox {name} failed");
+    }
+}
+
+/// Publishes the events handed over after their commit, all that wait together with their
+/// confirms in flight, and hands the confirmed ids to the marker. A row the broker did not
+/// confirm is released (with its error) to the relay's claim, which retries with backoff. At
+/// shutdown it stops taking new events and publishes those already handed over.
+async fn publish_committed(
+    mut committed: mpsc::Receiver<Vec<Committed>>,
+    broker: Arc<Broker>,
+    db: DatabaseConnection,
+    marks: mpsc::UnboundedSender<Vec<i64>>,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut publisher: Option<Publisher> = None;
+    let mut batches = Vec::with_capacity(HANDOFF_BATCHES);
+    loop {
+        let received = tokio::select! {
+            biased;
+            received = committed.recv_many(&mut batches, HANDOFF_BATCHES) => received,
+            () = shutdown.cancelled() => {
+                // Later handoffs fail and release their rows; these go out first.
+                committed.close();
+                committed.recv_many(&mut batches, HANDOFF_BATCHES).await
+            }
+        };
+        if received == 0 {
+            break;
+        }
+        let (ids, messages): (Vec<i64>, Vec<OutgoingMessage>) = batches
+            .drain(..)
+            .flatten()
+            .map(|row| (row.id, row.message))
+            .unzip();
+        let open = match publisher {
+            Some(ref open) if open.is_open() => Ok(open),
+            ref mut slot => match Publisher::open(&broker).await {
+                Ok(opened) => Ok(&*slot.insert(opened)),
+                Err(error) => Err(error),
+            },
+        };
+        let results: Vec<Result<(), String>> = match open {
+            Ok(open) => open
+                .publish_all(&messages)
+                .await
+                .into_iter()
+                .map(|result| result.map_err(|error| error.to_string()))
+                .collect(),
+            Err(error) => {
+                let error = PublishError::from(error).to_string();
+                tracing::warn!(%error, rows = ids.len(), "cannot publish; events left to the relay");
+                messages.iter().map(|_| Err(error.clone())).collect()
+            }
+        };
+        let mut confirmed = Vec::with_capacity(ids.len());
+        let mut failed = false;
+        for ((id, message), result) in ids.into_iter().zip(&messages).zip(results) {
+            match result {
+                Ok(()) => confirmed.push(id),
+                Err(error) => {
+                    failed = true;
+                    tracing::warn!(event_id = %message.event_id, order_id = ?message.correlation_id, %error, "event not confirmed; it stays in the outbox");
+                    if let Err(db_error) = sqlx::query(RELEASE_FAILED)
+                        .bind(id)
+                        .bind(&error)
+                        .execute(db.get_postgres_connection_pool())
+                        .await
+                    {
+                        tracing::warn!(error = %db_error, "could not release an outbox row; it goes out when its lease ends");
+                    }
+                }
+            }
+        }
+        if failed {
+            wake.notify_one();
+        }
+        if !confirmed.is_empty() {
+            // The marker outlives this task: it stops when this sender is dropped.
+            let _ = marks.send(confirmed);
+        }
+    }
+    if let Some(publisher) = publisher {
+        publisher.close().await;
+    }
+}
+
+/// Marks published rows sent, many per statement: what was confirmed over [`MARK_EVERY`] goes
+/// together. A failed mark is retried; once every sender is gone it marks what is left and stops.
+async fn mark_sent(db: DatabaseConnection, mut marked: mpsc::UnboundedReceiver<Vec<i64>>) {
+    let mut pending: Vec<i64> = Vec::new();
+    let mut backoff = reconnect_backoff();
+    let mut open = true;
+    while open || !pending.is_empty() {
+        if pending.is_empty() {
+            match marked.recv().await {
+                Some(ids) => pending.extend(ids),
+                None => break,
+            }
+        }
+        if open {
+            // Let the next confirms join this statement.
+            tokio::time::sleep(MARK_EVERY).await;
+            loop {
+                match marked.try_recv() {
+                    Ok(ids) => pending.extend(ids),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+        }
+        let chunk = pending.len().min(MARK_CHUNK);
+        match sqlx::query(MARK_SENT)
+            .bind(&pending[..chunk])
+            .execute(db.get_postgres_connection_pool())
+            .await
+        {
+            Ok(_) => {
+                pending.drain(..chunk);
+                backoff = reconnect_backoff();
+            }
+            Err(error) => {
+                tracing::warn!(%error, rows = pending.len(), "could not mark published events sent; retrying");
+                if !open {
+                    // Stopping: they stay unsent and go out again after their lease (duplicates
+                    // that consumers ignore).
+                    break;
+                }
+                tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(10))).await;
+            }
         }
     }
 }

@@ -12,8 +12,9 @@ async fn an_order_committed_before_a_stop_is_published_after_the_restart() {
     let app = spawn_app_with(|settings| settings.outbox.relay_enabled = false).await;
     let mut tap = app.probe.tap(routing_keys::ORDER_CREATED).await;
     let order = app.create_order(&valid_order()).await;
+    // Without a relay here, the row is not leased: any instance's relay may take it at once.
     assert_eq!(
-        app.count("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        app.count("SELECT count(*) FROM outbox WHERE sent_at IS NULL AND leased_until IS NULL")
             .await,
         1
     );
@@ -36,6 +37,87 @@ async fn an_order_committed_before_a_stop_is_published_after_the_restart() {
     })
     .await;
     assert_eq!(app.count("SELECT count(*) FROM outbox").await, 1);
+}
+
+#[tokio::test]
+async fn an_order_is_published_on_commit_while_its_row_is_leased_and_then_marked_sent() {
+    // A lease far longer than the test: only the publish on commit can send the event in time,
+    // not the relay's claim (which leaves a leased row alone).
+    let app = spawn_app_with(|settings| settings.outbox.lease_seconds = 3600).await;
+    let mut tap = app.probe.tap(routing_keys::ORDER_CREATED).await;
+    let order = app.create_order(&valid_order()).await;
+
+    let event = tap.next_event::<OrderCreated>(DEADLINE).await;
+    assert_eq!(
+        event.payload.order_id.to_string(),
+        order["id"].as_str().unwrap()
+    );
+    shared::testing::wait_until("the outbox row to be marked sent", DEADLINE, || async {
+        (app.count("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM outbox \
+             WHERE leased_until > now() + interval '1 hour' - interval '1 minute' AND attempts = 0"
+        )
+        .await,
+        1,
+        "written with this instance's lease, published at the first attempt"
+    );
+}
+
+#[tokio::test]
+async fn the_relay_leaves_a_leased_row_alone_until_its_lease_runs_out() {
+    let app = spawn_app_with(|settings| settings.outbox.poll_interval_ms = 100).await;
+    let row = |label: &str, lease: &str| {
+        format!(
+            "INSERT INTO outbox (event_id, event_type, routing_key, body, leased_until) \
+             VALUES (gen_random_uuid(), '{label}', 'order.created', '\\x7b7d', {lease})"
+        )
+    };
+    // Oldest first: a claim that ignored leases would take the leased row before the other.
+    for sql in [
+        row("leased", "now() + interval '1 hour'"),
+        row("free", "NULL"),
+    ] {
+        app.db
+            .execute_unprepared(&sql)
+            .await
+            .expect("insert an outbox row");
+    }
+    let sent = |label: &'static str| {
+        let app = &app;
+        async move {
+            app.count(&format!(
+                "SELECT count(*) FROM outbox WHERE event_type = '{label}' AND sent_at IS NOT NULL"
+            ))
+            .await
+                == 1
+        }
+    };
+
+    shared::testing::wait_until("the row without a lease to be sent", DEADLINE, || async {
+        sent("free").await.then_some(())
+    })
+    .await;
+    assert!(!sent("leased").await, "a leased row was taken by the relay");
+
+    // Its writer stopped before publishing it: once the lease runs out, the relay takes it.
+    app.db
+        .execute_unprepared(
+            "UPDATE outbox SET leased_until = now() - interval '1 second' \
+             WHERE event_type = 'leased'",
+        )
+        .await
+        .expect("end the lease");
+    shared::testing::wait_until("the formerly leased row to be sent", DEADLINE, || async {
+        sent("leased").await.then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
