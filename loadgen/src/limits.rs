@@ -1,8 +1,10 @@
 //! `loadgen limits`: what the broker and the database alone can do on this machine, measured the
-//! way the pipeline uses them. Scratch queue and table are removed afterwards.
+//! way the pipeline uses them: their throughput, and the latency of one durable step of each
+//! taken alone (the floor under the pipeline's latency). Scratch queues and tables are removed
+//! afterwards.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use lapin::options::{
@@ -14,6 +16,8 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database};
 use serde::Serialize;
 
+use crate::report::{Latency, new_histogram};
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Limits {
     /// Persistent messages/s through a durable queue: published with confirms (in flight
@@ -23,7 +27,16 @@ pub struct Limits {
     pub rabbitmq_msgs_per_s_ack_50: f64,
     /// Single-row INSERT commits/s with 8 connections.
     pub postgres_inserts_per_s: f64,
+    /// One single-row INSERT commit at a time, paced at [`FLOOR_RATE`]/s: the floor under the
+    /// POST latency (every accepted order waits for one commit) on this machine's disk.
+    pub postgres_commit_latency: Latency,
+    /// One persistent message published to a durable queue and its confirm, one at a time,
+    /// paced at [`FLOOR_RATE`]/s: what each of the two broker hops of an order costs at least.
+    pub rabbitmq_confirm_latency: Latency,
 }
+
+/// Operations per second of the latency floors: slow enough that they do not queue.
+pub const FLOOR_RATE: u64 = 200;
 
 impl Limits {
     /// Orders/s the broker allows: every order crosses it twice.
@@ -154,6 +167,88 @@ pub async fn postgres(database_url: &str, inserts: u64) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
+/// Calls `step` `count` times at [`FLOOR_RATE`] per second, one at a time, and returns the
+/// latency of the steps alone (not counted from the schedule: a floor, not a queue).
+async fn paced<F, Fut>(count: u64, mut step: F) -> anyhow::Result<Latency>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut histogram = new_histogram();
+    let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / FLOOR_RATE));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for _ in 0..count {
+        ticks.tick().await;
+        let started = Instant::now();
+        step().await?;
+        histogram.saturating_record(started.elapsed().as_micros() as u64);
+    }
+    Ok(Latency::of(&histogram))
+}
+
+pub async fn postgres_commit_latency(database_url: &str, commits: u64) -> anyhow::Result<Latency> {
+    let mut options = ConnectOptions::new(database_url.to_owned());
+    options
+        .max_connections(1)
+        .min_connections(1)
+        .sqlx_logging(false);
+    let db = Database::connect(options).await?;
+    let table = format!("loadgen_floor_{}", uuid::Uuid::new_v4().simple());
+    db.execute_unprepared(&format!(
+        "CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+    ))
+    .await?;
+    let sql = format!("INSERT INTO {table} (body) VALUES ('order')");
+    let latency = paced(commits, || async {
+        db.execute_unprepared(&sql).await?;
+        Ok(())
+    })
+    .await;
+    db.execute_unprepared(&format!("DROP TABLE {table}"))
+        .await?;
+    db.close().await?;
+    latency
+}
+
+pub async fn rabbitmq_confirm_latency(amqp_url: &str, messages: u64) -> anyhow::Result<Latency> {
+    let connection = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
+    let queue = format!("loadgen.floor.{}", uuid::Uuid::new_v4().simple());
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let body = body();
+    let latency = paced(messages, || async {
+        channel
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await?
+            .await?;
+        Ok(())
+    })
+    .await;
+    channel
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await?;
+    connection.close(200, "OK".into()).await?;
+    latency
+}
+
 pub async fn measure(
     amqp_url: &str,
     database_url: &str,
@@ -164,5 +259,8 @@ pub async fn measure(
         rabbitmq_msgs_per_s_ack_each: rabbitmq(amqp_url, messages, 1).await?,
         rabbitmq_msgs_per_s_ack_50: rabbitmq(amqp_url, messages, 50).await?,
         postgres_inserts_per_s: postgres(database_url, inserts).await?,
+        // Five seconds each.
+        postgres_commit_latency: postgres_commit_latency(database_url, 5 * FLOOR_RATE).await?,
+        rabbitmq_confirm_latency: rabbitmq_confirm_latency(amqp_url, 5 * FLOOR_RATE).await?,
     })
 }

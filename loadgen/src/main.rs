@@ -39,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
                     limits.postgres_inserts_per_s,
                     limits.broker_bound_orders_per_s()
                 );
+                println!("{}", floors(&limits));
             }
         }
         Command::Bench(args) => bench(args).await?,
@@ -136,6 +137,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             limits.postgres_inserts_per_s
         );
         println!("broker-bound pipeline: {bound:.0} orders/s");
+        println!("{}", floors(&limits));
         println!(
             "max closed loop: {max:.0} orders final/s = {:.0}% of the broker bound",
             100.0 * max / bound
@@ -152,4 +154,25 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The latency floors, one line each.
+fn floors(limits: &loadgen::limits::Limits) -> String {
+    let line = |what: &str, latency: &loadgen::report::Latency| {
+        format!(
+            "{what} alone, one at a time at {}/s: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            loadgen::limits::FLOOR_RATE,
+            latency.p50_ms,
+            latency.p99_ms,
+            latency.max_ms
+        )
+    };
+    format!(
+        "{}\n{}",
+        line("PostgreSQL commit", &limits.postgres_commit_latency),
+        line(
+            "RabbitMQ persistent publish+confirm",
+            &limits.rabbitmq_confirm_latency
+        )
+    )
 }

@@ -1,0 +1,37 @@
+//! The latency floors of `loadgen limits`, against the real PostgreSQL and RabbitMQ: each step is
+//! timed, and the scratch table is dropped afterwards.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use sea_orm::{ConnectionTrait, Database, Statement};
+use shared::testing;
+
+#[tokio::test]
+async fn the_latency_floors_time_each_step_and_leave_nothing_behind() {
+    let database_url = format!("{}/postgres", testing::database_server());
+
+    let commit = loadgen::limits::postgres_commit_latency(&database_url, 20)
+        .await
+        .unwrap();
+    let confirm = loadgen::limits::rabbitmq_confirm_latency(&testing::amqp_url(), 20)
+        .await
+        .unwrap();
+
+    for latency in [&commit, &confirm] {
+        assert_eq!(latency.count, 20);
+        assert!(latency.p50_ms > 0.0, "{latency:?}");
+        assert!(latency.p50_ms <= latency.p99_ms && latency.p99_ms <= latency.max_ms);
+    }
+    let db = Database::connect(&database_url).await.unwrap();
+    let left = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'loadgen\\_floor\\_%'",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<i64>(0)
+        .unwrap();
+    assert_eq!(left, 0, "scratch table left behind");
+}
