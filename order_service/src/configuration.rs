@@ -17,6 +17,23 @@ pub struct Settings {
     pub amqp: AmqpSettings,
     pub outbox: OutboxSettings,
     pub shutdown: ShutdownSettings,
+    pub intake: IntakeSettings,
+}
+
+/// How many new orders may wait to be stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeSettings {
+    /// New orders waiting for their group commit at most (besides the group being written);
+    /// beyond, `POST /orders` answers 503 with `Retry-After` at once instead of queueing. Bounds
+    /// memory and latency under overload.
+    pub max_waiting: usize,
+}
+
+impl Default for IntakeSettings {
+    fn default() -> Self {
+        Self { max_waiting: 1024 }
+    }
 }
 
 impl Default for Settings {
@@ -34,6 +51,7 @@ impl Default for Settings {
             amqp: AmqpSettings::local(),
             outbox: OutboxSettings::default(),
             shutdown: ShutdownSettings::default(),
+            intake: IntakeSettings::default(),
         }
     }
 }
@@ -53,6 +71,12 @@ impl Settings {
             &self.amqp,
             &self.outbox,
             &self.shutdown,
+        )?;
+        shared::configuration::check_range(
+            ENV_PREFIX,
+            "intake.max_waiting",
+            self.intake.max_waiting,
+            1..=100_000,
         )
     }
 }

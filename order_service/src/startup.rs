@@ -50,7 +50,7 @@ impl Application {
             |db| async move { migration::migrate::<OrdersMigrator>(&db).await },
         )
         .await?;
-        let store = OrderStore::new(db.clone(), relay.handoff());
+        let store = OrderStore::new(db.clone(), relay.handoff(), settings.intake.max_waiting);
         let server = {
             let store = web::Data::new(store.clone());
             let db = web::Data::new(db.clone());

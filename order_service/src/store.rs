@@ -24,6 +24,9 @@ pub enum StoreError {
     Outbox(#[from] OutboxError),
     #[error("stored order {0} is corrupt: {1}")]
     Corrupt(Uuid, String),
+    /// Too many new orders already wait to be stored: refused, not queued.
+    #[error("too many orders waiting to be stored")]
+    Overloaded,
 }
 
 impl StoreError {
@@ -162,14 +165,17 @@ impl GroupWrite for NewOrderWriter {
 impl OrderStore {
     /// Also starts the group writers of new orders and of verdicts (they stop when the last clone
     /// of the store is dropped).
-    pub fn new(db: DatabaseConnection, outbox: Handoff) -> Self {
-        let new_orders = GroupWriter::start(
+    /// At most `max_waiting` new orders wait for their group commit; [`OrderStore::create`]
+    /// refuses more ([`StoreError::Overloaded`]).
+    pub fn new(db: DatabaseConnection, outbox: Handoff, max_waiting: usize) -> Self {
+        let new_orders = GroupWriter::with_queue(
             NewOrderWriter {
                 db: db.clone(),
                 outbox,
             },
             MAX_GROUP,
             WRITERS,
+            max_waiting,
         );
         let verdicts = GroupWriter::start(VerdictWriter { db: db.clone() }, MAX_GROUP, WRITERS);
         Self {
@@ -230,8 +236,9 @@ impl OrderStore {
         // The order, its first history row and its event are written by one statement, together
         // with the other orders that arrived meanwhile (a group commit): one round trip and one
         // commit for them all, and no wait when there are none.
+        // A full queue refuses at once: the client retries later instead of waiting behind it.
         self.new_orders
-            .write(NewOrderRow {
+            .try_write(NewOrderRow {
                 id,
                 customer_id: model.customer_id.clone(),
                 items: model.items.clone(),
@@ -239,6 +246,7 @@ impl OrderStore {
                 created_at: now,
                 event: outbox,
             })
+            .map_err(|_| StoreError::Overloaded)?
             .await?;
         tracing::info!(order_id = %id, event_id = %event.event_id, "order stored, order.created queued in the outbox");
         Ok(model)

@@ -68,11 +68,24 @@ impl<W: GroupWrite> Clone for GroupWriter<W> {
     }
 }
 
+/// The writer's queue is full: the caller should refuse (shed) the request rather than wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("too many writes waiting")]
+pub struct Busy;
+
 impl<W: GroupWrite> GroupWriter<W> {
     /// Starts `parallel` writer tasks; at most `max_group` requests go into one statement. With
     /// more than one, a request never waits for a statement in flight while a writer is free.
+    /// Up to four groups' worth of requests wait meanwhile.
     pub fn start(writer: W, max_group: usize, parallel: usize) -> Self {
-        let (sender, receiver) = mpsc::channel(4 * max_group.max(1));
+        Self::with_queue(writer, max_group, parallel, 4 * max_group.max(1))
+    }
+
+    /// [`GroupWriter::start`] with at most `queue` requests waiting besides the statements in
+    /// flight: beyond, [`GroupWriter::write`] waits for room and [`GroupWriter::try_write`]
+    /// refuses.
+    pub fn with_queue(writer: W, max_group: usize, parallel: usize, queue: usize) -> Self {
+        let (sender, receiver) = mpsc::channel(queue.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
         let writer = Arc::new(writer);
         for _ in 0..parallel.max(1) {
@@ -90,6 +103,25 @@ impl<W: GroupWrite> GroupWriter<W> {
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+
+    /// Like [`GroupWriter::write`], but refuses at once with [`Busy`] when the queue is full,
+    /// instead of waiting for room (load shedding: the caller answers "retry later").
+    pub fn try_write(
+        &self,
+        request: W::Request,
+    ) -> Result<impl Future<Output = Result<W::Response, DbErr>> + use<W>, Busy> {
+        let (done, answer) = oneshot::channel();
+        let stopped = || DbErr::Custom("the group writer has stopped".into());
+        let queued = match self.sender.try_send(Pending { request, done }) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(Busy),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(stopped()),
+        };
+        Ok(async move {
+            queued?;
+            answer.await.map_err(|_| stopped())?
+        })
     }
 }
 
@@ -169,6 +201,7 @@ async fn write_group<W: GroupWrite>(writer: &W, group: Vec<Pending<W>>) {
 mod tests {
     use super::*;
     use std::sync::Mutex;
+    use std::time::Duration;
 
     /// Records the groups it is given; fails any group holding the request 13.
     struct Recorder(Arc<Mutex<Vec<Vec<u32>>>>);
@@ -189,6 +222,56 @@ mod tests {
             }
             Ok(requests.iter().map(|r| r * 2).collect())
         }
+    }
+
+    /// Holds every statement until the test lets it go.
+    struct Gate(Arc<tokio::sync::Semaphore>);
+
+    impl GroupWrite for Gate {
+        type Request = u32;
+        type Response = u32;
+        type Key = u32;
+
+        fn key(request: &u32) -> u32 {
+            *request
+        }
+
+        async fn write(&self, requests: &[u32]) -> Result<Vec<u32>, DbErr> {
+            let _pass = self
+                .0
+                .acquire()
+                .await
+                .map_err(|_| DbErr::Custom("closed".into()))?;
+            Ok(requests.to_vec())
+        }
+    }
+
+    #[tokio::test]
+    async fn try_write_refuses_when_the_queue_is_full_and_writes_what_it_accepted() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let writer = GroupWriter::with_queue(Gate(gate.clone()), 8, 1, 2);
+        // The first request is taken by the writer, whose statement waits at the gate...
+        let first = tokio::spawn(writer.try_write(1).unwrap());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while writer.sender.capacity() < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the writer did not take the first request"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // ...two more fill the queue, the next is refused.
+        let second = writer.try_write(2).unwrap();
+        let third = writer.try_write(3).unwrap();
+        assert_eq!(writer.try_write(4).err(), Some(Busy));
+
+        gate.add_permits(10);
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert_eq!(second.await.unwrap(), 2);
+        assert_eq!(third.await.unwrap(), 3);
+        // Room again.
+        let fifth = writer.try_write(5).unwrap();
+        assert_eq!(fifth.await.unwrap(), 5);
     }
 
     #[tokio::test]

@@ -28,8 +28,12 @@ pub mod problem_type {
     pub const UNAUTHORIZED: &str = "urn:order-pipeline:problem:unauthorized";
     pub const FORBIDDEN: &str = "urn:order-pipeline:problem:forbidden";
     pub const UNAVAILABLE: &str = "urn:order-pipeline:problem:unavailable";
+    pub const OVERLOADED: &str = "urn:order-pipeline:problem:overloaded";
     pub const INTERNAL: &str = "urn:order-pipeline:problem:internal";
 }
+
+/// What a 503 answers in `Retry-After`.
+pub const RETRY_AFTER_SECONDS: u64 = 1;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -139,6 +143,17 @@ impl Problem {
         )
     }
 
+    /// 503: too much work waiting; refused at once so that the client retries later (load
+    /// shedding) instead of waiting in a queue that only grows.
+    pub fn overloaded(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            problem_type::OVERLOADED,
+            "Overloaded",
+            detail,
+        )
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -152,10 +167,14 @@ impl Problem {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
+    /// The problem as a response; a 503 says when to retry (`Retry-After`, seconds).
     pub fn response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .content_type(PROBLEM_JSON)
-            .json(self)
+        let mut response = HttpResponse::build(self.status_code());
+        response.content_type(PROBLEM_JSON);
+        if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, RETRY_AFTER_SECONDS));
+        }
+        response.json(self)
     }
 }
 

@@ -179,6 +179,11 @@ pub struct HistoryEntry {
 
 impl From<StoreError> for Problem {
     fn from(error: StoreError) -> Self {
+        if let StoreError::Overloaded = error {
+            // One line per refusal would flood the log exactly when the service is busiest.
+            tracing::debug!("order refused: too many orders waiting to be stored");
+            return Problem::overloaded("too many orders are waiting to be stored; retry later");
+        }
         if error.is_unavailable() {
             tracing::warn!(%error, "database unavailable");
             Problem::unavailable("the database is unavailable; retry later")
@@ -208,7 +213,7 @@ fn parse_order_id(id: &str) -> Result<Uuid, Problem> {
         (status = 400, description = "Malformed JSON, a wrong type or content type", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field breaks a rule; `field` names it", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable, or too many orders waiting to be stored (load shedding); `Retry-After` says when to retry", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(level = "debug", name = "create order", skip_all, fields(order_id = tracing::field::Empty))]

@@ -10,5 +10,6 @@ mod listing;
 mod openapi;
 mod orders;
 mod outbox;
+mod overload;
 mod processed;
 mod validation;
