@@ -87,6 +87,16 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         plot: None,
         quiet: true,
     };
+    if args.warmup > 0 {
+        let warmup = RunArgs {
+            orders: args.warmup,
+            ..base.clone()
+        };
+        eprintln!("warm-up ({} orders, not reported):", args.warmup);
+        repeat(&warmup, 1, &args.vacuum).await?;
+    }
+    // `repeat` vacuums and analyzes before each run, so the first measured run plans with the
+    // warm-up's statistics.
     let closed = repeat(&base, args.repeat, &args.vacuum).await?;
     let max = med(&closed, |r| r.final_per_s);
     let mut open = Vec::new();
