@@ -12,8 +12,8 @@ use lapin::options::{
     ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 use serde::Serialize;
 
 use crate::report::{Latency, new_histogram};
@@ -53,14 +53,19 @@ fn body() -> Vec<u8> {
     body
 }
 
-pub async fn rabbitmq(amqp_url: &str, messages: u64, ack_every: u64) -> anyhow::Result<f64> {
+/// A connection, a channel in confirm mode and a durable scratch queue named `{prefix}.{uuid}`
+/// (the caller deletes it).
+async fn confirming_queue(
+    amqp_url: &str,
+    prefix: &str,
+) -> anyhow::Result<(Connection, Channel, String)> {
     let connection = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
-    let queue = format!("loadgen.limits.{}", uuid::Uuid::new_v4().simple());
-    let publisher = connection.create_channel().await?;
-    publisher
+    let queue = format!("{prefix}.{}", uuid::Uuid::new_v4().simple());
+    let channel = connection.create_channel().await?;
+    channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    publisher
+    channel
         .queue_declare(
             queue.as_str().into(),
             QueueDeclareOptions {
@@ -70,6 +75,31 @@ pub async fn rabbitmq(amqp_url: &str, messages: u64, ack_every: u64) -> anyhow::
             FieldTable::default(),
         )
         .await?;
+    Ok((connection, channel, queue))
+}
+
+/// A pool of `connections` and a scratch table named `{prefix}_{uuid}` (the caller drops it).
+async fn scratch_table(
+    database_url: &str,
+    connections: u32,
+    prefix: &str,
+) -> anyhow::Result<(DatabaseConnection, String)> {
+    let mut options = ConnectOptions::new(database_url.to_owned());
+    options
+        .max_connections(connections)
+        .min_connections(connections)
+        .sqlx_logging(false);
+    let db = Database::connect(options).await?;
+    let table = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    db.execute_unprepared(&format!(
+        "CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+    ))
+    .await?;
+    Ok((db, table))
+}
+
+pub async fn rabbitmq(amqp_url: &str, messages: u64, ack_every: u64) -> anyhow::Result<f64> {
+    let (connection, publisher, queue) = confirming_queue(amqp_url, "loadgen.limits").await?;
     let consumer_channel = connection.create_channel().await?;
     consumer_channel
         .basic_qos(500, BasicQosOptions::default())
@@ -133,17 +163,7 @@ pub async fn rabbitmq(amqp_url: &str, messages: u64, ack_every: u64) -> anyhow::
 }
 
 pub async fn postgres(database_url: &str, inserts: u64) -> anyhow::Result<f64> {
-    let mut options = ConnectOptions::new(database_url.to_owned());
-    options
-        .max_connections(8)
-        .min_connections(8)
-        .sqlx_logging(false);
-    let db = Database::connect(options).await?;
-    let table = format!("loadgen_limits_{}", uuid::Uuid::new_v4().simple());
-    db.execute_unprepared(&format!(
-        "CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-    ))
-    .await?;
+    let (db, table) = scratch_table(database_url, 8, "loadgen_limits").await?;
     let started = Instant::now();
     let tasks: Vec<_> = (0..8)
         .map(|worker| {
@@ -187,17 +207,7 @@ where
 }
 
 pub async fn postgres_commit_latency(database_url: &str, commits: u64) -> anyhow::Result<Latency> {
-    let mut options = ConnectOptions::new(database_url.to_owned());
-    options
-        .max_connections(1)
-        .min_connections(1)
-        .sqlx_logging(false);
-    let db = Database::connect(options).await?;
-    let table = format!("loadgen_floor_{}", uuid::Uuid::new_v4().simple());
-    db.execute_unprepared(&format!(
-        "CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-    ))
-    .await?;
+    let (db, table) = scratch_table(database_url, 1, "loadgen_floor").await?;
     let sql = format!("INSERT INTO {table} (body) VALUES ('order')");
     let latency = paced(commits, || async {
         db.execute_unprepared(&sql).await?;
@@ -211,22 +221,7 @@ pub async fn postgres_commit_latency(database_url: &str, commits: u64) -> anyhow
 }
 
 pub async fn rabbitmq_confirm_latency(amqp_url: &str, messages: u64) -> anyhow::Result<Latency> {
-    let connection = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
-    let queue = format!("loadgen.floor.{}", uuid::Uuid::new_v4().simple());
-    let channel = connection.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let (connection, channel, queue) = confirming_queue(amqp_url, "loadgen.floor").await?;
     let body = body();
     let latency = paced(messages, || async {
         channel

@@ -31,6 +31,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::column;
 use crate::broker::{Broker, OutgoingMessage, PublishError, Publisher};
 use crate::configuration::OutboxSettings;
 use crate::database;
@@ -162,17 +163,24 @@ WHERE id IN (
 RETURNING id, event_id, event_type, routing_key, correlation_id, body
 "#;
 
-/// Puts a claimed row back unsent, counting the failed attempt and keeping its error.
-const UNCLAIM: &str =
-    "UPDATE outbox SET sent_at = NULL, attempts = attempts + 1, last_error = $2 WHERE id = $1";
+/// Puts claimed rows (`$1`) back unsent, counting the failed attempt and keeping each one's
+/// error (`$2`): one statement for all the failures of a batch.
+const UNCLAIM: &str = r#"
+UPDATE outbox o SET sent_at = NULL, attempts = o.attempts + 1, last_error = f.error
+FROM unnest($1::bigint[], $2::text[]) AS f (id, error)
+WHERE o.id = f.id
+"#;
 
 /// Marks rows published on commit as sent (unless a relay's claim got there first).
 const MARK_SENT: &str = "UPDATE outbox SET sent_at = now() WHERE id = ANY($1) AND sent_at IS NULL";
 
-/// Ends the lease of rows published on commit that the broker did not confirm, counting the
-/// failed attempt and keeping its error: the relay's claim takes them from here.
-const RELEASE_FAILED: &str = "UPDATE outbox SET leased_until = NULL, attempts = attempts + 1, \
-     last_error = $2 WHERE id = $1 AND sent_at IS NULL";
+/// Ends the lease of rows published on commit that the broker did not confirm (`$1`), counting
+/// the failed attempt and keeping each one's error (`$2`): the relay's claim takes them from here.
+const RELEASE_FAILED: &str = r#"
+UPDATE outbox o SET leased_until = NULL, attempts = o.attempts + 1, last_error = f.error
+FROM unnest($1::bigint[], $2::text[]) AS f (id, error)
+WHERE o.id = f.id AND o.sent_at IS NULL
+"#;
 
 /// Ends the lease of rows that were never handed to a publisher.
 const RELEASE: &str =
@@ -264,7 +272,7 @@ impl Relay {
         let wake = Arc::new(Notify::new());
         let (direct, committed) = if settings.relay_enabled && settings.publish_on_commit {
             let (sender, receiver) = mpsc::channel(HANDOFF_BATCHES);
-            let lease = f64::from(settings.lease_seconds.max(1));
+            let lease = f64::from(settings.lease_seconds);
             (Some((sender, lease)), Some(receiver))
         } else {
             (None, None)
@@ -382,10 +390,7 @@ impl Relay {
             txn.commit().await.map_err(database::from_sqlx)?;
             return Ok(0);
         }
-        let publisher = match publisher {
-            Some(open) if open.is_open() => open,
-            slot => slot.insert(Publisher::open(&self.broker).await?),
-        };
+        let publisher = open_publisher(publisher, &self.broker).await?;
         // In the order they were written (RETURNING has no order).
         rows.sort_unstable_by_key(|row| row.0);
         let total = rows.len();
@@ -406,17 +411,21 @@ impl Relay {
             .unzip();
         let results = publisher.publish_all(&messages).await;
         let mut failures = Vec::new();
+        let mut failed_ids = Vec::new();
         for ((id, message), result) in ids.into_iter().zip(&messages).zip(results) {
             if let Err(error) = result {
-                tracing::warn!(event_id = %message.event_id, order_id = ?message.correlation_id, %error, "event not confirmed; it stays in the outbox");
-                sqlx::query(UNCLAIM)
-                    .bind(id)
-                    .bind(error.to_string())
-                    .execute(&mut *txn)
-                    .await
-                    .map_err(database::from_sqlx)?;
+                log_unconfirmed(message, &error);
+                failed_ids.push(id);
                 failures.push(error);
             }
+        }
+        if !failed_ids.is_empty() {
+            sqlx::query(UNCLAIM)
+                .bind(&failed_ids)
+                .bind(column(&failures, |error| error.to_string()))
+                .execute(&mut *txn)
+                .await
+                .map_err(database::from_sqlx)?;
         }
         txn.commit().await.map_err(database::from_sqlx)?;
         tracing::debug!(published = total - failures.len(), "outbox batch relayed");
@@ -438,6 +447,22 @@ impl Relay {
             Err(error) => tracing::warn!(%error, "could not purge sent outbox rows"),
         }
     }
+}
+
+/// The open publisher in `slot`, opening one first if there is none or it broke.
+async fn open_publisher<'a>(
+    slot: &'a mut Option<Publisher>,
+    broker: &Broker,
+) -> Result<&'a Publisher, lapin::Error> {
+    let publisher = match slot.take() {
+        Some(open) if open.is_open() => open,
+        _ => Publisher::open(broker).await?,
+    };
+    Ok(slot.insert(publisher))
+}
+
+fn log_unconfirmed(message: &OutgoingMessage, error: &PublishError) {
+    tracing::warn!(event_id = %message.event_id, order_id = ?message.correlation_id, %error, "event not confirmed; it stays in the outbox");
 }
 
 async fn finish(name: &str, task: JoinHandle<()>) {
@@ -478,46 +503,39 @@ async fn publish_committed(
             .flatten()
             .map(|row| (row.id, row.message))
             .unzip();
-        let open = match publisher {
-            Some(ref open) if open.is_open() => Ok(open),
-            ref mut slot => match Publisher::open(&broker).await {
-                Ok(opened) => Ok(&*slot.insert(opened)),
-                Err(error) => Err(error),
-            },
-        };
-        let results: Vec<Result<(), String>> = match open {
-            Ok(open) => open
-                .publish_all(&messages)
-                .await
-                .into_iter()
-                .map(|result| result.map_err(|error| error.to_string()))
-                .collect(),
+        let results: Vec<Result<(), PublishError>> = match open_publisher(&mut publisher, &broker)
+            .await
+        {
+            Ok(open) => open.publish_all(&messages).await,
             Err(error) => {
-                let error = PublishError::from(error).to_string();
                 tracing::warn!(%error, rows = ids.len(), "cannot publish; events left to the relay");
-                messages.iter().map(|_| Err(error.clone())).collect()
+                messages
+                    .iter()
+                    .map(|_| Err(PublishError::from(error.clone())))
+                    .collect()
             }
         };
         let mut confirmed = Vec::with_capacity(ids.len());
-        let mut failed = false;
+        let (mut failed_ids, mut errors) = (Vec::new(), Vec::new());
         for ((id, message), result) in ids.into_iter().zip(&messages).zip(results) {
             match result {
                 Ok(()) => confirmed.push(id),
                 Err(error) => {
-                    failed = true;
-                    tracing::warn!(event_id = %message.event_id, order_id = ?message.correlation_id, %error, "event not confirmed; it stays in the outbox");
-                    if let Err(db_error) = sqlx::query(RELEASE_FAILED)
-                        .bind(id)
-                        .bind(&error)
-                        .execute(db.get_postgres_connection_pool())
-                        .await
-                    {
-                        tracing::warn!(error = %db_error, "could not release an outbox row; it goes out when its lease ends");
-                    }
+                    log_unconfirmed(message, &error);
+                    failed_ids.push(id);
+                    errors.push(error.to_string());
                 }
             }
         }
-        if failed {
+        if !failed_ids.is_empty() {
+            if let Err(error) = sqlx::query(RELEASE_FAILED)
+                .bind(&failed_ids)
+                .bind(&errors)
+                .execute(db.get_postgres_connection_pool())
+                .await
+            {
+                tracing::warn!(%error, rows = failed_ids.len(), "could not release outbox rows; they go out when their lease ends");
+            }
             wake.notify_one();
         }
         if !confirmed.is_empty() {
