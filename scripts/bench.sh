@@ -2,18 +2,25 @@
 # Reproduces BENCHMARKS.md on this machine: release build, fresh databases and broker names of its
 # own, both services with default settings, then `loadgen bench` (extra arguments go to it, e.g.
 # `--orders 20000 --repeat 3`). Set SEED=1000000 to bulk-load that many orders first.
+# BENCH_POSTGRES (default postgres://postgres@127.0.0.1:5432) and BENCH_AMQP_URL (default
+# amqp://guest:guest@127.0.0.1:5672/%2f) point it at other servers (scripts/bench-in-memory.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ENABLE_MANAGEMENT=0 scripts/ensure-services.sh
+postgres=${BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}
+amqp=${BENCH_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
+if [ -z "${BENCH_POSTGRES:-}${BENCH_AMQP_URL:-}" ]; then
+  ENABLE_MANAGEMENT=0 scripts/ensure-services.sh
+fi
 cargo build --release --bins
 bin=${CARGO_TARGET_DIR:-target}/release
 mkdir -p .run
 
-psql -q -h 127.0.0.1 -U postgres -d postgres -c 'DROP DATABASE IF EXISTS bench_orders WITH (FORCE)' \
+psql -q "$postgres/postgres" -c 'DROP DATABASE IF EXISTS bench_orders WITH (FORCE)' \
   -c 'DROP DATABASE IF EXISTS bench_processor WITH (FORCE)'
-export ORDER_SERVICE__DATABASE__URL=postgres://postgres@127.0.0.1:5432/bench_orders
-export PROCESSOR_SERVICE__DATABASE__URL=postgres://postgres@127.0.0.1:5432/bench_processor
+export ORDER_SERVICE__DATABASE__URL=$postgres/bench_orders
+export PROCESSOR_SERVICE__DATABASE__URL=$postgres/bench_processor
 for prefix in ORDER_SERVICE PROCESSOR_SERVICE; do
+  export ${prefix}__AMQP__URL=$amqp
   export ${prefix}__AMQP__EXCHANGE=bench.orders
   export ${prefix}__AMQP__DEAD_LETTER_EXCHANGE=bench.orders.dlx
   export ${prefix}__AMQP__ORDER_CREATED_QUEUE=bench.processor.order-created
@@ -38,6 +45,6 @@ fi
 # PostgreSQL on this kind of machine runs with autovacuum = off (`SHOW autovacuum`), which no
 # production server does: vacuum before each run, so that a run does not pay for the dead rows of
 # the runs before it.
-"$bin/loadgen" bench --exchange bench.orders \
+"$bin/loadgen" bench --exchange bench.orders --amqp-url "$amqp" --database-url "$postgres/postgres" \
   --vacuum "$ORDER_SERVICE__DATABASE__URL" --vacuum "$PROCESSOR_SERVICE__DATABASE__URL" \
   --order-service-pid "$order_pid" --processor-service-pid "$processor_pid" "$@"
