@@ -78,6 +78,32 @@ async fn confirming_queue(
     Ok((connection, channel, queue))
 }
 
+/// Publishes `body` as a persistent message to `queue` through the default exchange; the
+/// returned confirm resolves when the broker has it.
+async fn publish_persistent(
+    channel: &Channel,
+    queue: &str,
+    body: &[u8],
+) -> lapin::Result<lapin::PublisherConfirm> {
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+}
+
+/// Deletes a scratch queue of [`confirming_queue`] and closes its connection.
+async fn remove_queue(connection: Connection, channel: &Channel, queue: &str) -> lapin::Result<()> {
+    channel
+        .queue_delete(queue.into(), QueueDeleteOptions::default())
+        .await?;
+    connection.close(200, "OK".into()).await
+}
+
 /// A pool of `connections` and a scratch table named `{prefix}_{uuid}` (the caller drops it).
 async fn scratch_table(
     database_url: &str,
@@ -136,17 +162,7 @@ pub async fn rabbitmq(amqp_url: &str, messages: u64, ack_every: u64) -> anyhow::
         let batch = (messages - sent).min(500);
         let mut confirms = Vec::with_capacity(batch as usize);
         for _ in 0..batch {
-            confirms.push(
-                publisher
-                    .basic_publish(
-                        "".into(),
-                        queue.as_str().into(),
-                        BasicPublishOptions::default(),
-                        &body,
-                        BasicProperties::default().with_delivery_mode(2),
-                    )
-                    .await?,
-            );
+            confirms.push(publish_persistent(&publisher, &queue, &body).await?);
         }
         for confirm in confirms {
             confirm.await?;
@@ -155,10 +171,7 @@ pub async fn rabbitmq(amqp_url: &str, messages: u64, ack_every: u64) -> anyhow::
     }
     let received = consume.await??;
     let elapsed = started.elapsed().as_secs_f64();
-    publisher
-        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-        .await?;
-    connection.close(200, "OK".into()).await?;
+    remove_queue(connection, &publisher, &queue).await?;
     Ok(received as f64 / elapsed)
 }
 
@@ -224,23 +237,11 @@ pub async fn rabbitmq_confirm_latency(amqp_url: &str, messages: u64) -> anyhow::
     let (connection, channel, queue) = confirming_queue(amqp_url, "loadgen.floor").await?;
     let body = body();
     let latency = paced(messages, || async {
-        channel
-            .basic_publish(
-                "".into(),
-                queue.as_str().into(),
-                BasicPublishOptions::default(),
-                &body,
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await?
-            .await?;
+        publish_persistent(&channel, &queue, &body).await?.await?;
         Ok(())
     })
     .await;
-    channel
-        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-        .await?;
-    connection.close(200, "OK".into()).await?;
+    remove_queue(connection, &channel, &queue).await?;
     latency
 }
 
