@@ -50,7 +50,12 @@ impl Application {
             |db| async move { migration::migrate::<OrdersMigrator>(&db).await },
         )
         .await?;
-        let store = OrderStore::new(db.clone(), relay.handoff(), settings.intake.max_waiting);
+        let store = OrderStore::new(
+            db.clone(),
+            relay.handoff(),
+            settings.intake.max_waiting,
+            settings.amqp.group_linger(),
+        );
         let server = {
             let store = web::Data::new(store.clone());
             let db = web::Data::new(db.clone());

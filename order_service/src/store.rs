@@ -1,6 +1,8 @@
 //! The order service's database work. Every state change and the event announcing it are written
 //! in one transaction.
 
+use std::time::Duration;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -8,7 +10,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sqlx,
 };
-use shared::batch::{GroupWrite, GroupWriter, column, in_request_order};
+use shared::batch::{GroupWrite, GroupWriter, Grouping, column, in_request_order};
 use shared::events::{Envelope, OrderCreated, OrderLine, OrderProcessed};
 use shared::outbox::{Committed, Handoff, OutboxError, OutboxRow};
 use uuid::Uuid;
@@ -166,18 +168,25 @@ impl OrderStore {
     /// Also starts the group writers of new orders and of verdicts (they stop when the last clone
     /// of the store is dropped).
     /// At most `max_waiting` new orders wait for their group commit; [`OrderStore::create`]
-    /// refuses more ([`StoreError::Overloaded`]).
-    pub fn new(db: DatabaseConnection, outbox: Handoff, max_waiting: usize) -> Self {
-        let new_orders = GroupWriter::with_queue(
+    /// refuses more ([`StoreError::Overloaded`]). A new order never lingers (its client waits);
+    /// a verdict waits up to `verdict_linger` for others to share its statement.
+    pub fn new(
+        db: DatabaseConnection,
+        outbox: Handoff,
+        max_waiting: usize,
+        verdict_linger: Duration,
+    ) -> Self {
+        let new_orders = GroupWriter::start(
             NewOrderWriter {
                 db: db.clone(),
                 outbox,
             },
-            MAX_GROUP,
-            WRITERS,
-            max_waiting,
+            Grouping::new(MAX_GROUP, WRITERS).queue(max_waiting),
         );
-        let verdicts = GroupWriter::start(VerdictWriter { db: db.clone() }, MAX_GROUP, WRITERS);
+        let verdicts = GroupWriter::start(
+            VerdictWriter { db: db.clone() },
+            Grouping::new(MAX_GROUP, WRITERS).linger(verdict_linger),
+        );
         Self {
             db,
             verdicts,

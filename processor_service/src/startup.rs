@@ -50,7 +50,7 @@ impl Application {
             |db| async move { migration::migrate::<ProcessorMigrator>(&db).await },
         )
         .await?;
-        let store = ProcessingStore::new(db.clone(), relay.handoff());
+        let store = ProcessingStore::new(db.clone(), relay.handoff(), settings.amqp.group_linger());
         let server = {
             let store = web::Data::new(store.clone());
             let db = web::Data::new(db.clone());

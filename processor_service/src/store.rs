@@ -1,6 +1,8 @@
 //! The processor's database work: claiming a delivery, and writing a decision together with its
 //! `order.processed` event in one transaction.
 
+use std::time::Duration;
+
 use chrono::SubsecRound;
 
 use sea_orm::sea_query::Expr;
@@ -8,7 +10,7 @@ use sea_orm::{
     ColumnTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
     TransactionTrait, sqlx,
 };
-use shared::batch::{GroupWrite, GroupWriter, column, in_request_order};
+use shared::batch::{GroupWrite, GroupWriter, Grouping, column, in_request_order};
 use shared::events::{Envelope, OrderProcessed};
 use shared::outbox::{self, Committed, Handoff, OutboxError, OutboxRow};
 use uuid::Uuid;
@@ -194,15 +196,15 @@ const MAX_GROUP: usize = 256;
 const WRITERS: usize = 1;
 
 impl ProcessingStore {
-    /// Also starts the group writer of processing records.
-    pub fn new(db: DatabaseConnection, outbox: Handoff) -> Self {
+    /// Also starts the group writer of processing records, which waits up to `linger` for other
+    /// deliveries to share a statement.
+    pub fn new(db: DatabaseConnection, outbox: Handoff, linger: Duration) -> Self {
         let recorder = GroupWriter::start(
             RecordWriter {
                 db: db.clone(),
                 outbox: outbox.clone(),
             },
-            MAX_GROUP,
-            WRITERS,
+            Grouping::new(MAX_GROUP, WRITERS).linger(linger),
         );
         Self {
             db,

@@ -1,6 +1,8 @@
 //! Group commit: concurrent callers hand their writes to one writer task, which writes whatever
 //! is waiting (up to a maximum) with one statement, one round trip and one commit, and tells each
-//! caller how it went. Nothing waits for a batch to fill: a lone write goes at once.
+//! caller how it went. Nothing waits for a batch to fill: a lone write goes at once, unless the
+//! writer is told to linger (`Grouping::linger`), and then for that long at most from the moment
+//! the oldest waiting write was handed over.
 //!
 //! Rows of one statement must have distinct keys (PostgreSQL refuses `ON CONFLICT DO UPDATE` or
 //! `UPDATE ... FROM` touching a row twice): a repeated key goes into the next statement.
@@ -11,7 +13,10 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use sea_orm::DbErr;
+use std::time::Duration;
+
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::time::Instant;
 
 /// Writes a group of requests, answering each, in order.
 pub trait GroupWrite: Send + Sync + 'static {
@@ -52,7 +57,19 @@ pub fn column<'a, R, T>(requests: &'a [R], field: impl Fn(&'a R) -> T) -> Vec<T>
 
 struct Pending<W: GroupWrite> {
     request: W::Request,
+    /// When the request was handed over (the linger counts from the oldest).
+    since: Instant,
     done: oneshot::Sender<Result<W::Response, DbErr>>,
+}
+
+impl<W: GroupWrite> Pending<W> {
+    fn new(request: W::Request, done: oneshot::Sender<Result<W::Response, DbErr>>) -> Self {
+        Self {
+            request,
+            since: Instant::now(),
+            done,
+        }
+    }
 }
 
 /// The handle callers use; cheap to clone. The writer task stops when the last one is dropped.
@@ -73,23 +90,56 @@ impl<W: GroupWrite> Clone for GroupWriter<W> {
 #[error("too many writes waiting")]
 pub struct Busy;
 
-impl<W: GroupWrite> GroupWriter<W> {
-    /// Starts `parallel` writer tasks; at most `max_group` requests go into one statement. With
-    /// more than one, a request never waits for a statement in flight while a writer is free.
-    /// Up to four groups' worth of requests wait meanwhile.
-    pub fn start(writer: W, max_group: usize, parallel: usize) -> Self {
-        Self::with_queue(writer, max_group, parallel, 4 * max_group.max(1))
+/// How a [`GroupWriter`] groups its requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grouping {
+    /// Requests written by one statement at most.
+    pub max_group: usize,
+    /// Statements in flight at once. With more than one, a request never waits for a statement
+    /// in flight while a writer is free.
+    pub parallel: usize,
+    /// Requests waiting at most besides the statements in flight: beyond,
+    /// [`GroupWriter::write`] waits for room and [`GroupWriter::try_write`] refuses.
+    pub queue: usize,
+    /// How long the oldest waiting request may wait for others to join its statement. Zero: a
+    /// lone request goes at once. A request that already waited that long for a statement in
+    /// flight waits no longer, so under load this adds nothing; at moderate load it trades up to
+    /// `linger` of latency for fewer, larger statements (BENCHMARKS.md).
+    pub linger: Duration,
+}
+
+impl Grouping {
+    /// Groups of up to `max_group` requests, `parallel` statements in flight, four groups' worth
+    /// of requests waiting, no linger.
+    pub fn new(max_group: usize, parallel: usize) -> Self {
+        Self {
+            max_group: max_group.max(1),
+            parallel: parallel.max(1),
+            queue: 4 * max_group.max(1),
+            linger: Duration::ZERO,
+        }
     }
 
-    /// [`GroupWriter::start`] with at most `queue` requests waiting besides the statements in
-    /// flight: beyond, [`GroupWriter::write`] waits for room and [`GroupWriter::try_write`]
-    /// refuses.
-    pub fn with_queue(writer: W, max_group: usize, parallel: usize, queue: usize) -> Self {
-        let (sender, receiver) = mpsc::channel(queue.max(1));
+    pub fn queue(self, queue: usize) -> Self {
+        Self {
+            queue: queue.max(1),
+            ..self
+        }
+    }
+
+    pub fn linger(self, linger: Duration) -> Self {
+        Self { linger, ..self }
+    }
+}
+
+impl<W: GroupWrite> GroupWriter<W> {
+    /// Starts the writer tasks.
+    pub fn start(writer: W, grouping: Grouping) -> Self {
+        let (sender, receiver) = mpsc::channel(grouping.queue.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
         let writer = Arc::new(writer);
-        for _ in 0..parallel.max(1) {
-            tokio::spawn(run(writer.clone(), receiver.clone(), max_group.max(1)));
+        for _ in 0..grouping.parallel.max(1) {
+            tokio::spawn(run(writer.clone(), receiver.clone(), grouping));
         }
         Self { sender }
     }
@@ -99,7 +149,7 @@ impl<W: GroupWrite> GroupWriter<W> {
         let (done, answer) = oneshot::channel();
         let stopped = || DbErr::Custom("the group writer has stopped".into());
         self.sender
-            .send(Pending { request, done })
+            .send(Pending::new(request, done))
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
@@ -113,7 +163,7 @@ impl<W: GroupWrite> GroupWriter<W> {
     ) -> Result<impl Future<Output = Result<W::Response, DbErr>> + use<W>, Busy> {
         let (done, answer) = oneshot::channel();
         let stopped = || DbErr::Custom("the group writer has stopped".into());
-        let queued = match self.sender.try_send(Pending { request, done }) {
+        let queued = match self.sender.try_send(Pending::new(request, done)) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => return Err(Busy),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(stopped()),
@@ -128,17 +178,32 @@ impl<W: GroupWrite> GroupWriter<W> {
 async fn run<W: GroupWrite>(
     writer: Arc<W>,
     receiver: Arc<Mutex<mpsc::Receiver<Pending<W>>>>,
-    max_group: usize,
+    grouping: Grouping,
 ) {
+    let Grouping {
+        max_group, linger, ..
+    } = grouping;
     let mut waiting: Vec<Pending<W>> = Vec::with_capacity(max_group);
     // One writer at a time takes what is waiting; the others write meanwhile.
-    while receiver
-        .lock()
-        .await
-        .recv_many(&mut waiting, max_group)
-        .await
-        > 0
-    {
+    loop {
+        {
+            let mut receiver = receiver.lock().await;
+            if receiver.recv_many(&mut waiting, max_group).await == 0 {
+                break;
+            }
+            // Linger: let others join the oldest request's statement until its deadline.
+            if let Some(oldest) = waiting.first().filter(|_| !linger.is_zero()) {
+                let deadline = oldest.since + linger;
+                while waiting.len() < max_group {
+                    let room = max_group - waiting.len();
+                    let more = receiver.recv_many(&mut waiting, room);
+                    match tokio::time::timeout_at(deadline, more).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
         while !waiting.is_empty() {
             // This statement: the first request of each key; repeats wait for the next one.
             let mut keys = HashSet::new();
@@ -201,7 +266,6 @@ async fn write_group<W: GroupWrite>(writer: &W, group: Vec<Pending<W>>) {
 mod tests {
     use super::*;
     use std::sync::Mutex;
-    use std::time::Duration;
 
     /// Records the groups it is given; fails any group holding the request 13.
     struct Recorder(Arc<Mutex<Vec<Vec<u32>>>>);
@@ -249,7 +313,7 @@ mod tests {
     #[tokio::test]
     async fn try_write_refuses_when_the_queue_is_full_and_writes_what_it_accepted() {
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let writer = GroupWriter::with_queue(Gate(gate.clone()), 8, 1, 2);
+        let writer = GroupWriter::start(Gate(gate.clone()), Grouping::new(8, 1).queue(2));
         // The first request is taken by the writer, whose statement waits at the gate...
         let first = tokio::spawn(writer.try_write(1).unwrap());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -274,10 +338,62 @@ mod tests {
         assert_eq!(fifth.await.unwrap(), 5);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_lingering_writer_lets_later_writes_join_until_the_oldest_waited_long_enough() {
+        let groups = Arc::new(Mutex::new(Vec::new()));
+        let linger = Duration::from_millis(50);
+        let writer =
+            GroupWriter::start(Recorder(groups.clone()), Grouping::new(8, 1).linger(linger));
+        // The clock is paused: it moves only when every task waits, straight to the next timer.
+        let first = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.write(1).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let second = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.write(2).await }
+        });
+        assert_eq!(first.await.unwrap().unwrap(), 2);
+        assert_eq!(second.await.unwrap().unwrap(), 4);
+        // Later than the first one's linger: a statement of its own.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(writer.write(3).await.unwrap(), 6);
+        assert_eq!(*groups.lock().unwrap(), vec![vec![1, 2], vec![3]]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_that_waited_for_a_statement_in_flight_do_not_linger_again() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let linger = Duration::from_millis(50);
+        let writer = GroupWriter::start(Gate(gate.clone()), Grouping::new(8, 1).linger(linger));
+        // The first statement waits at the gate for longer than the linger...
+        let first = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.write(1).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let second = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.write(2).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // ...so when it is let go, the second write, which waited meanwhile, goes at once.
+        let released = Instant::now();
+        gate.add_permits(10);
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert_eq!(second.await.unwrap().unwrap(), 2);
+        assert!(
+            released.elapsed() < linger,
+            "the second write lingered again: {:?}",
+            released.elapsed()
+        );
+    }
+
     #[tokio::test]
     async fn concurrent_writes_share_statements_with_distinct_keys_and_failures_stay_alone() {
         let groups = Arc::new(Mutex::new(Vec::new()));
-        let writer = GroupWriter::start(Recorder(groups.clone()), 8, 2);
+        let writer = GroupWriter::start(Recorder(groups.clone()), Grouping::new(8, 2));
         let requests = [1u32, 2, 101, 13, 3, 4, 5, 6, 7, 8, 9, 10];
         let answers =
             futures_util::future::join_all(requests.iter().map(|r| writer.write(*r))).await;

@@ -2,6 +2,7 @@
 //! variables (`PREFIX__SECTION__KEY`). Every error names the environment variable to fix.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -69,6 +70,12 @@ pub struct AmqpSettings {
     pub order_created_dead_letter_queue: String,
     /// Where `order.processed` messages that cannot be applied end.
     pub order_processed_dead_letter_queue: String,
+    /// How long a consumer's group commit waits, from its oldest delivery, for more deliveries
+    /// to write in the same statement (0: at once). At moderate load this makes fewer, larger
+    /// statements, publish batches and acks, so less CPU per order and shorter queues everywhere,
+    /// for up to this much more latency per hop; under load deliveries wait for the statement in
+    /// flight anyway and it adds nothing.
+    pub group_linger_ms: u64,
 }
 
 impl AmqpSettings {
@@ -95,7 +102,12 @@ impl AmqpSettings {
             order_processed_queue: topology.order_processed_queue,
             order_created_dead_letter_queue: topology.order_created_dead_letter_queue,
             order_processed_dead_letter_queue: topology.order_processed_dead_letter_queue,
+            group_linger_ms: 2,
         }
+    }
+
+    pub fn group_linger(&self) -> Duration {
+        Duration::from_millis(self.group_linger_ms)
     }
 }
 
@@ -290,6 +302,12 @@ pub fn check_common(
         ));
     }
     check_range(prefix, "amqp.prefetch", amqp.prefetch, 1..=10_000)?;
+    check_range(
+        prefix,
+        "amqp.group_linger_ms",
+        amqp.group_linger_ms,
+        0..=1_000,
+    )?;
     for (path, name) in [
         ("amqp.exchange", &amqp.exchange),
         ("amqp.dead_letter_exchange", &amqp.dead_letter_exchange),

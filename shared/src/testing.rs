@@ -57,6 +57,7 @@ pub fn amqp_settings(id: &str) -> AmqpSettings {
         order_processed_queue: topology.order_processed_queue,
         order_created_dead_letter_queue: topology.order_created_dead_letter_queue,
         order_processed_dead_letter_queue: topology.order_processed_dead_letter_queue,
+        group_linger_ms: AmqpSettings::local().group_linger_ms,
     }
 }
 
