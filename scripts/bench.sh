@@ -44,7 +44,8 @@ if [ -n "${SEED:-}" ]; then
 fi
 # PostgreSQL on this kind of machine runs with autovacuum = off (`SHOW autovacuum`), which no
 # production server does: vacuum before each run, so that a run does not pay for the dead rows of
-# the runs before it.
+# the runs before it. `loadgen bench` also CHECKPOINTs and syncs before each run (`--no-settle` to
+# skip), so that a run does not pay for writing back what the run before it wrote.
 "$bin/loadgen" bench --exchange bench.orders --amqp-url "$amqp" --database-url "$postgres/postgres" \
   --vacuum "$ORDER_SERVICE__DATABASE__URL" --vacuum "$PROCESSOR_SERVICE__DATABASE__URL" \
   --order-service-pid "$order_pid" --processor-service-pid "$processor_pid" "$@"

@@ -51,11 +51,26 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn repeat(args: &RunArgs, times: usize, vacuum: &[String]) -> anyhow::Result<Vec<Report>> {
+/// What `bench` does before each run, so that a run does not inherit the state of the last.
+struct BeforeEachRun<'a> {
+    /// Databases to `VACUUM ANALYZE`.
+    vacuum: &'a [String],
+    /// The server to `CHECKPOINT` (then `sync`), unless `--no-settle`.
+    settle: Option<&'a str>,
+}
+
+async fn repeat(
+    args: &RunArgs,
+    times: usize,
+    before: &BeforeEachRun<'_>,
+) -> anyhow::Result<Vec<Report>> {
     let mut reports = Vec::new();
     for _ in 0..times.max(1) {
-        for url in vacuum {
+        for url in before.vacuum {
             loadgen::seed::vacuum(url).await?;
+        }
+        if let Some(url) = before.settle {
+            loadgen::seed::settle(url).await?;
         }
         let report = loadgen::run::run(args).await?;
         eprint!("{}", report.text());
@@ -87,17 +102,21 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         plot: None,
         quiet: true,
     };
+    let before = BeforeEachRun {
+        vacuum: &args.vacuum,
+        settle: (!args.no_settle).then_some(args.database_url.as_str()),
+    };
     if args.warmup > 0 {
         let warmup = RunArgs {
             orders: args.warmup,
             ..base.clone()
         };
         eprintln!("warm-up ({} orders, not reported):", args.warmup);
-        repeat(&warmup, 1, &args.vacuum).await?;
+        repeat(&warmup, 1, &before).await?;
     }
     // `repeat` vacuums and analyzes before each run, so the first measured run plans with the
     // warm-up's statistics.
-    let closed = repeat(&base, args.repeat, &args.vacuum).await?;
+    let closed = repeat(&base, args.repeat, &before).await?;
     let max = med(&closed, |r| r.final_per_s);
     let mut open = Vec::new();
     for share in [0.25, 0.5] {
@@ -110,7 +129,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             },
             ..base.clone()
         };
-        let reports = repeat(&run, args.repeat, &args.vacuum).await?;
+        let reports = repeat(&run, args.repeat, &before).await?;
         if let (Some(path), Some(report)) = (&run.plot, reports.first()) {
             loadgen::plot::draw(report, path)?;
         }

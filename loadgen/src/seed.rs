@@ -51,10 +51,25 @@ SELECT id, 'completed', NULL, created_at FROM seeded
 
 /// `VACUUM ANALYZE` of a whole database (what autovacuum would have done meanwhile).
 pub async fn vacuum(database_url: &str) -> anyhow::Result<()> {
+    execute(database_url, "VACUUM ANALYZE").await
+}
+
+/// Lets the disk settle before a run: a `CHECKPOINT` writes PostgreSQL's dirty pages, then
+/// `sync(1)` writes whatever else the kernel still holds (RabbitMQ's files, the WAL segments).
+/// Without it a run pays for the write-back of the runs before it: the kernel writes dirty data
+/// about 30 s after it was written, i.e. in the middle of the next run (BENCHMARKS.md).
+pub async fn settle(database_url: &str) -> anyhow::Result<()> {
+    execute(database_url, "CHECKPOINT").await?;
+    let status = tokio::process::Command::new("sync").status().await?;
+    anyhow::ensure!(status.success(), "sync failed: {status}");
+    Ok(())
+}
+
+async fn execute(database_url: &str, sql: &str) -> anyhow::Result<()> {
     let mut options = ConnectOptions::new(database_url.to_owned());
     options.max_connections(1).sqlx_logging(false);
     let db = Database::connect(options).await?;
-    db.execute_unprepared("VACUUM ANALYZE").await?;
+    db.execute_unprepared(sql).await?;
     db.close().await?;
     Ok(())
 }

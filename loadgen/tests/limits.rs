@@ -35,3 +35,26 @@ async fn the_latency_floors_time_each_step_and_leave_nothing_behind() {
         .unwrap();
     assert_eq!(left, 0, "scratch table left behind");
 }
+
+#[tokio::test]
+async fn settling_before_a_run_checkpoints_the_server() {
+    let database_url = format!("{}/postgres", testing::database_server());
+    let db = Database::connect(&database_url).await.unwrap();
+    let checkpoints = || async {
+        db.query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT checkpoints_req FROM pg_stat_bgwriter",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<i64>(0)
+        .unwrap()
+    };
+    let before = checkpoints().await;
+
+    loadgen::seed::settle(&database_url).await.unwrap();
+
+    // Requested checkpoints only grow (other tests may request theirs meanwhile).
+    assert!(checkpoints().await > before, "no checkpoint was requested");
+}
