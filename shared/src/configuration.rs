@@ -102,7 +102,7 @@ impl AmqpSettings {
             order_processed_queue: topology.order_processed_queue,
             order_created_dead_letter_queue: topology.order_created_dead_letter_queue,
             order_processed_dead_letter_queue: topology.order_processed_dead_letter_queue,
-            group_linger_ms: 2,
+            group_linger_ms: 5,
         }
     }
 
