@@ -149,17 +149,30 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
         Some(rate) => {
             let mut maker = OrderMaker::new(seed, args.max_order_total, args.reject_ratio);
             let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
-            let mut tasks = Vec::with_capacity(args.orders as usize);
-            for i in 0..args.orders {
-                let due = began + period.mul_f64(i as f64);
-                tokio::time::sleep_until(due.into()).await;
-                let (body, _) = maker.next_order();
-                let (client, url, tally) = (client.clone(), url.clone(), tally.clone());
-                // Latency counts from when the order was due, so queueing shows.
-                tasks.push(tokio::spawn(async move {
-                    post(&client, &url, &body, due, &tally).await
-                }));
-            }
+            let orders = args.orders;
+            let runtime = tokio::runtime::Handle::current();
+            let (client, url, tally) = (client.clone(), url.clone(), tally.clone());
+            // The schedule runs on a thread of its own: tokio's timer has a resolution of one
+            // millisecond and would send each order up to that late, which the latency (counted
+            // from when the order was due) would blame on the service. A thread's sleep is
+            // precise to tens of microseconds, and it spins on nothing.
+            let scheduler = std::thread::spawn(move || {
+                let mut tasks = Vec::with_capacity(orders as usize);
+                for i in 0..orders {
+                    let due = began + period.mul_f64(i as f64);
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                    let (body, _) = maker.next_order();
+                    let (client, url, tally) = (client.clone(), url.clone(), tally.clone());
+                    // Latency counts from when the order was due, so queueing shows.
+                    tasks.push(
+                        runtime.spawn(async move { post(&client, &url, &body, due, &tally).await }),
+                    );
+                }
+                tasks
+            });
+            let tasks = tokio::task::spawn_blocking(move || scheduler.join())
+                .await?
+                .map_err(|_| anyhow::anyhow!("the open-loop scheduler panicked"))?;
             for task in tasks {
                 task.await?;
             }
