@@ -47,6 +47,7 @@ impl Default for Settings {
                 url: Secret::new("postgres://postgres@127.0.0.1:5432/orders"),
                 max_connections: 16,
                 acquire_timeout_ms: 3000,
+                ping_after_idle_ms: 1000,
             },
             amqp: AmqpSettings::local(),
             outbox: OutboxSettings::default(),

@@ -49,6 +49,10 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// How long a request waits for a pooled connection before failing, in milliseconds.
     pub acquire_timeout_ms: u64,
+    /// A pooled connection idle for at least this long (milliseconds) is pinged before it is
+    /// handed out, and replaced if dead; one in use more recently is handed out at once, which
+    /// saves a round trip to PostgreSQL per statement. 0: ping before every use.
+    pub ping_after_idle_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -293,6 +297,12 @@ pub fn check_common(
         "database.acquire_timeout_ms",
         database.acquire_timeout_ms,
         1..=600_000,
+    )?;
+    check_range(
+        prefix,
+        "database.ping_after_idle_ms",
+        database.ping_after_idle_ms,
+        0..=3_600_000,
     )?;
     if amqp.url.expose().parse::<lapin::uri::AMQPUri>().is_err() {
         return Err(ConfigurationError::new(

@@ -87,9 +87,35 @@ pub fn from_sqlx(error: sea_orm::sqlx::Error) -> DbErr {
     }
 }
 
-/// Whether `error` means the database cannot be reached (as opposed to a bug or bad data).
+/// Whether `error` means the database cannot be reached (as opposed to a bug or bad data): no
+/// connection to be had, or the one in use broke (the server restarted, or ended the session).
 pub fn is_unavailable(error: &DbErr) -> bool {
-    matches!(error, DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
+    use sea_orm::RuntimeErr;
+    match error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Query(RuntimeErr::SqlxError(error)) | DbErr::Exec(RuntimeErr::SqlxError(error)) => {
+            lost_connection(error)
+        }
+        _ => false,
+    }
+}
+
+/// A statement failed because its connection did, not because of the statement.
+fn lost_connection(error: &sea_orm::sqlx::Error) -> bool {
+    use sea_orm::sqlx::Error;
+    match error {
+        Error::Io(_)
+        | Error::Tls(_)
+        | Error::PoolTimedOut
+        | Error::PoolClosed
+        | Error::WorkerCrashed => true,
+        // SQLSTATE class 08: connection exception; 57P01-57P03: the server is shutting down,
+        // crashed, or cannot take connections yet.
+        Error::Database(error) => error.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
 }
 
 /// Creates the database if needed and opens the pool.
@@ -104,6 +130,12 @@ pub async fn connect(
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
         .connect_timeout(Duration::from_secs(5))
         .sqlx_logging(false);
+    if settings.ping_after_idle_ms > 0 {
+        // sqlx pings every connection it hands out unless told otherwise: a round trip per
+        // statement. A connection in use a moment ago is alive; a dead one (say, after a
+        // PostgreSQL restart) fails its statement, which is retried like any other failure.
+        options.test_before_acquire_if_idle_for(Duration::from_millis(settings.ping_after_idle_ms));
+    }
     Ok(Database::connect(options).await?)
 }
 
@@ -123,6 +155,18 @@ pub async fn drop_database(url: &str) -> Result<(), DatabaseSetupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broken_connection_means_unavailable_a_bad_statement_does_not() {
+        use sea_orm::RuntimeErr;
+        use sea_orm::sqlx::Error;
+        let query = |error: Error| DbErr::Query(RuntimeErr::SqlxError(std::sync::Arc::new(error)));
+        let broken = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        assert!(is_unavailable(&query(Error::Io(broken))));
+        assert!(is_unavailable(&from_sqlx(Error::PoolTimedOut)));
+        assert!(!is_unavailable(&query(Error::RowNotFound)));
+        assert!(!is_unavailable(&query(Error::ColumnNotFound("id".into()))));
+    }
 
     #[test]
     fn the_maintenance_url_keeps_server_and_options() {

@@ -42,6 +42,7 @@ pub fn database_settings(name: &str) -> DatabaseSettings {
         url: Secret::new(format!("{}/{name}", database_server())),
         max_connections: 8,
         acquire_timeout_ms: 3000,
+        ping_after_idle_ms: 1000,
     }
 }
 

@@ -2,6 +2,8 @@ use serde_json::{Value, json};
 use shared::events::OrderCreated;
 use shared::topology::routing_keys;
 
+use shared::testing;
+
 use crate::helpers::{DEADLINE, spawn_app, valid_order};
 
 #[tokio::test]
@@ -114,4 +116,39 @@ async fn the_swagger_ui_is_served_offline_at_docs() {
     assert_eq!(response.status(), 200);
     let page = response.text().await.unwrap();
     assert!(page.contains("swagger"), "{page}");
+}
+
+/// PostgreSQL ends every session of the service (a failover, a restart, an administrator): while
+/// the service finds its pooled connections dead it answers 503 (retry later), never 500, and it
+/// takes orders again right after; what it refused, it did not store.
+#[tokio::test]
+async fn orders_are_refused_with_503_not_500_when_the_database_ends_the_sessions() {
+    let app = spawn_app().await;
+    app.create_order(&valid_order()).await;
+    let ended = app
+        .count(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .await;
+    assert!(ended > 0, "the service had no session to end");
+
+    let statuses = std::sync::Mutex::new(Vec::new());
+    testing::wait_until("five orders accepted in a row", DEADLINE, || async {
+        let status = app.post_order(&valid_order()).await.status().as_u16();
+        let mut statuses = statuses.lock().unwrap();
+        statuses.push(status);
+        statuses.ends_with(&[201; 5]).then_some(())
+    })
+    .await;
+
+    let statuses = statuses.into_inner().unwrap();
+    assert!(
+        statuses
+            .iter()
+            .all(|&status| status == 201 || status == 503),
+        "{statuses:?}"
+    );
+    let accepted = statuses.iter().filter(|&&status| status == 201).count() as i64;
+    assert_eq!(app.count("SELECT count(*) FROM orders").await, accepted + 1);
 }
