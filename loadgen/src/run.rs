@@ -152,11 +152,11 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
             let orders = args.orders;
             let runtime = tokio::runtime::Handle::current();
             let (client, url, tally) = (client.clone(), url.clone(), tally.clone());
-            // The schedule runs on a thread of its own: tokio's timer has a resolution of one
+            // The schedule runs on a blocking thread: tokio's timer has a resolution of one
             // millisecond and would send each order up to that late, which the latency (counted
             // from when the order was due) would blame on the service. A thread's sleep is
             // precise to tens of microseconds, and it spins on nothing.
-            let scheduler = std::thread::spawn(move || {
+            let tasks = tokio::task::spawn_blocking(move || {
                 let mut tasks = Vec::with_capacity(orders as usize);
                 for i in 0..orders {
                     let due = began + period.mul_f64(i as f64);
@@ -169,10 +169,8 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
                     );
                 }
                 tasks
-            });
-            let tasks = tokio::task::spawn_blocking(move || scheduler.join())
-                .await?
-                .map_err(|_| anyhow::anyhow!("the open-loop scheduler panicked"))?;
+            })
+            .await?;
             for task in tasks {
                 task.await?;
             }

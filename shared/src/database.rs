@@ -133,7 +133,7 @@ pub async fn connect(
     if settings.ping_after_idle_ms > 0 {
         // sqlx pings every connection it hands out unless told otherwise: a round trip per
         // statement. A connection in use a moment ago is alive; a dead one (say, after a
-        // PostgreSQL restart) fails its statement, which is retried like any other failure.
+        // PostgreSQL restart) fails its statement as unavailable (`is_unavailable`).
         options.test_before_acquire_if_idle_for(Duration::from_millis(settings.ping_after_idle_ms));
     }
     Ok(Database::connect(options).await?)

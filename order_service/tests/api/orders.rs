@@ -1,8 +1,7 @@
 use serde_json::{Value, json};
 use shared::events::OrderCreated;
-use shared::topology::routing_keys;
-
 use shared::testing;
+use shared::topology::routing_keys;
 
 use crate::helpers::{DEADLINE, spawn_app, valid_order};
 
