@@ -4,6 +4,10 @@
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
+/// Customers `customer-1` to `customer-{CUSTOMERS}`: the orders posted and the history seeded
+/// belong to the same ones.
+pub const CUSTOMERS: u32 = 1000;
+
 pub struct OrderMaker {
     rng: fastrand::Rng,
     max_total: Decimal,
@@ -50,7 +54,7 @@ impl OrderMaker {
             })
             .collect();
         let body = json!({
-            "customer_id": format!("customer-{}", self.rng.u32(1..=1000)),
+            "customer_id": format!("customer-{}", self.rng.u32(1..=CUSTOMERS)),
             "items": items,
         });
         (body, over)

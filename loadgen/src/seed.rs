@@ -1,10 +1,16 @@
 //! `loadgen seed`: bulk-loads completed orders, each with its two history rows, into the order
-//! service's (migrated) database, in server-side batches. Their `created_at` lies in the past, so
-//! new orders stay first in the listing.
+//! service's (migrated) database, in server-side batches. The history looks like one the service
+//! wrote itself: `created_at` a month in the past (new orders stay first in the listing), ids
+//! UUIDv7 of that time, as the service makes them (so that new orders still land at the right
+//! edge of the primary-key index), and the customers loadgen posts for (so that their new orders
+//! go between their old ones in the per-customer index). No outbox rows: the purge removes sent
+//! ones long before a month.
 
 use std::time::Instant;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement};
+
+use crate::orders::CUSTOMERS;
 
 const BATCH: u64 = 100_000;
 
@@ -19,17 +25,23 @@ pub async fn seed(database_url: &str, orders: u64) -> anyhow::Result<f64> {
         db.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             r#"
-WITH seeded AS (
+WITH series AS (
+    SELECT g, now() - interval '30 days' + g * interval '1 millisecond' AS at,
+           md5(g::text || random()::text) AS r
+    FROM generate_series($1::bigint, $2::bigint) AS g
+), seeded AS (
     INSERT INTO orders (id, customer_id, items, total_amount, status, error_message, created_at, updated_at)
-    SELECT gen_random_uuid(),
-           'seed-' || (g % 5000),
+    -- UUIDv7: 48 bits of Unix milliseconds, version 7, 12 random bits, variant 10, 62 random bits.
+    SELECT (lpad(to_hex(floor(extract(epoch FROM at) * 1000)::bigint), 12, '0')
+            || '7' || substr(r, 1, 3) || '8' || substr(r, 4, 15))::uuid,
+           'customer-' || (1 + g % $3),
            '[{"product_id":"seed-product","quantity":2,"price":"10.50"}]'::jsonb,
            21.00,
            'completed',
            NULL,
-           now() - interval '30 days' + g * interval '1 millisecond',
-           now() - interval '30 days' + g * interval '1 millisecond'
-    FROM generate_series($1::bigint, $2::bigint) AS g
+           at,
+           at
+    FROM series
     RETURNING id, created_at
 )
 INSERT INTO order_status_history (order_id, status, reason, at)
@@ -37,7 +49,11 @@ SELECT id, 'pending', NULL, created_at FROM seeded
 UNION ALL
 SELECT id, 'completed', NULL, created_at FROM seeded
 "#,
-            [(done as i64).into(), ((done + count - 1) as i64).into()],
+            [
+                (done as i64).into(),
+                ((done + count - 1) as i64).into(),
+                (CUSTOMERS as i64).into(),
+            ],
         ))
         .await?;
         done += count;
