@@ -24,10 +24,14 @@ async fn seeded_orders_have_time_ordered_ids_loadgens_customers_and_their_histor
         queues: Vec::new(),
     };
     let db = shared::database::connect(&settings).await.unwrap();
-    migration::migrate::<migration::OrdersMigrator>(&db).await.unwrap();
+    migration::migrate::<migration::OrdersMigrator>(&db)
+        .await
+        .unwrap();
 
     let orders = 2_500;
-    loadgen::seed::seed(settings.url.expose(), orders).await.unwrap();
+    loadgen::seed::seed(settings.url.expose(), orders)
+        .await
+        .unwrap();
 
     assert_eq!(count(&db, "SELECT count(*) FROM orders").await, 2_500);
     assert_eq!(
