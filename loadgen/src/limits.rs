@@ -43,6 +43,51 @@ impl Limits {
     pub fn broker_bound_orders_per_s(&self) -> f64 {
         self.rabbitmq_msgs_per_s_ack_each / 2.0
     }
+
+    /// How far `later` (the same limits measured again) moved from these, as fractions.
+    pub fn drift(&self, later: &Limits) -> Drift {
+        let change = |before: f64, after: f64| {
+            if before > 0.0 {
+                after / before - 1.0
+            } else {
+                0.0
+            }
+        };
+        Drift {
+            rabbitmq: change(
+                self.rabbitmq_msgs_per_s_ack_each,
+                later.rabbitmq_msgs_per_s_ack_each,
+            ),
+            postgres: change(self.postgres_inserts_per_s, later.postgres_inserts_per_s),
+            commit_p99: change(
+                self.postgres_commit_latency.p99_ms,
+                later.postgres_commit_latency.p99_ms,
+            ),
+        }
+    }
+}
+
+/// How much the machine's own limits moved between the start and the end of a bench: on a
+/// shared machine they can fall by a third within the hour (BENCHMARKS.md), and then the
+/// pipeline's numbers measure the machine as much as the pipeline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Drift {
+    /// RabbitMQ msg/s (acking each): after / before - 1.
+    pub rabbitmq: f64,
+    /// PostgreSQL insert commits/s: after / before - 1.
+    pub postgres: f64,
+    /// One commit's p99 latency: after / before - 1.
+    pub commit_p99: f64,
+}
+
+impl Drift {
+    /// Throughput moves of more than this share make a bench's ratios doubtful.
+    pub const TOLERATED: f64 = 0.15;
+
+    /// Whether the broker's or the database's throughput moved by more than [`Self::TOLERATED`].
+    pub fn is_large(&self) -> bool {
+        self.rabbitmq.abs() > Self::TOLERATED || self.postgres.abs() > Self::TOLERATED
+    }
 }
 
 /// A body the size of an `order.created` event.
@@ -259,4 +304,40 @@ pub async fn measure(
         postgres_commit_latency: postgres_commit_latency(database_url, 5 * FLOOR_RATE).await?,
         rabbitmq_confirm_latency: rabbitmq_confirm_latency(amqp_url, 5 * FLOOR_RATE).await?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(rabbitmq: f64, postgres: f64, commit_p99_ms: f64) -> Limits {
+        Limits {
+            rabbitmq_msgs_per_s_ack_each: rabbitmq,
+            postgres_inserts_per_s: postgres,
+            postgres_commit_latency: Latency {
+                p99_ms: commit_p99_ms,
+                ..Latency::default()
+            },
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn drift_is_the_relative_move_of_each_limit() {
+        let drift = limits(10_000.0, 6_000.0, 2.0).drift(&limits(6_600.0, 4_200.0, 4.0));
+        assert!((drift.rabbitmq + 0.34).abs() < 1e-9, "{drift:?}");
+        assert!((drift.postgres + 0.30).abs() < 1e-9, "{drift:?}");
+        assert!((drift.commit_p99 - 1.0).abs() < 1e-9, "{drift:?}");
+        assert!(drift.is_large());
+    }
+
+    #[test]
+    fn a_machine_that_holds_steady_shows_no_large_drift() {
+        let before = limits(10_000.0, 6_000.0, 2.0);
+        assert!(!before.drift(&limits(9_000.0, 6_800.0, 3.0)).is_large());
+        assert!(before.drift(&limits(8_400.0, 6_000.0, 2.0)).is_large());
+        assert!(before.drift(&limits(10_000.0, 7_000.0, 2.0)).is_large());
+        // Nothing measured before: no move to speak of.
+        assert!(!limits(0.0, 0.0, 0.0).drift(&before).is_large());
+    }
 }

@@ -135,9 +135,22 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
         open.push((share, reports));
     }
+    // The same limits again: on a shared machine they can move a lot within the bench.
+    let limits_after = if args.no_recheck {
+        None
+    } else {
+        let after =
+            loadgen::limits::measure(&args.target.amqp_url, &args.database_url, 50_000, 20_000)
+                .await?;
+        eprintln!("limits at the end: {after:?}");
+        Some(after)
+    };
+    let drift = limits_after.as_ref().map(|after| limits.drift(after));
     let bound = limits.broker_bound_orders_per_s();
     let summary = json!({
         "limits": limits,
+        "limits_at_the_end": limits_after,
+        "drift_of_the_limits": drift,
         "broker_bound_orders_per_s": bound,
         "max_closed_loop": {
             "final_per_s": max,
@@ -180,6 +193,23 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 med(reports, |r| r.end_to_end_latency.p50_ms),
                 med(reports, |r| r.end_to_end_latency.p99_ms),
             );
+        }
+        if let (Some(after), Some(drift)) = (&limits_after, drift) {
+            println!(
+                "limits at the end: RabbitMQ {:.0} msg/s ({:+.0}%), PostgreSQL {:.0} commits/s ({:+.0}%), one commit alone p99 {:.2} ms ({:+.0}%)",
+                after.rabbitmq_msgs_per_s_ack_each,
+                100.0 * drift.rabbitmq,
+                after.postgres_inserts_per_s,
+                100.0 * drift.postgres,
+                after.postgres_commit_latency.p99_ms,
+                100.0 * drift.commit_p99,
+            );
+            if drift.is_large() {
+                println!(
+                    "WARNING: the machine's own limits moved by more than {:.0}% during the bench: its numbers measure the machine as much as the pipeline",
+                    100.0 * loadgen::limits::Drift::TOLERATED
+                );
+            }
         }
     }
     Ok(())
