@@ -87,8 +87,10 @@ fn med(reports: &[Report], f: impl Fn(&Report) -> f64) -> f64 {
 }
 
 async fn bench(args: BenchArgs) -> anyhow::Result<()> {
-    let limits =
-        loadgen::limits::measure(&args.target.amqp_url, &args.database_url, 50_000, 20_000).await?;
+    // Measured before the runs, and again after them (unless `--no-recheck`).
+    let measure_limits =
+        || loadgen::limits::measure(&args.target.amqp_url, &args.database_url, 50_000, 20_000);
+    let limits = measure_limits().await?;
     eprintln!("limits: {limits:?}");
     let base = RunArgs {
         target: args.target.clone(),
@@ -139,9 +141,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let limits_after = if args.no_recheck {
         None
     } else {
-        let after =
-            loadgen::limits::measure(&args.target.amqp_url, &args.database_url, 50_000, 20_000)
-                .await?;
+        let after = measure_limits().await?;
         eprintln!("limits at the end: {after:?}");
         Some(after)
     };
