@@ -83,6 +83,8 @@ if ! port_open "$amqp_port"; then
   exit 1
 fi
 
-BENCH_POSTGRES="postgres://postgres@127.0.0.1:$pg_port" \
+BENCH_POSTGRES_PID=$(head -n 1 "$dir/pg/postmaster.pid") \
+  BENCH_RABBITMQ_PID=$(cat "$dir/rabbitmq/pid") \
+  BENCH_POSTGRES="postgres://postgres@127.0.0.1:$pg_port" \
   BENCH_AMQP_URL="amqp://guest:guest@127.0.0.1:$amqp_port/%2f" \
   scripts/bench.sh "$@"

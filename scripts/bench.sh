@@ -29,6 +29,13 @@ for prefix in ORDER_SERVICE PROCESSOR_SERVICE; do
   export ${prefix}__AMQP__ORDER_PROCESSED_DEAD_LETTER_QUEUE=bench.order-service.order-processed.dlq
 done
 
+# Services left running on the ports (say, by an earlier run) would answer in place of these.
+for port in 8000 8001; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "bench: port $port is taken: stop what listens there first" >&2
+    exit 1
+  fi
+done
 "$bin/order_service" > .run/bench-order_service.log 2>&1 &
 order_pid=$!
 "$bin/processor_service" > .run/bench-processor_service.log 2>&1 &
@@ -38,6 +45,10 @@ for _ in $(seq 1 60); do
   curl -fs http://127.0.0.1:8000/ready >/dev/null && curl -fs http://127.0.0.1:8001/ready >/dev/null && break
   sleep 1
 done
+if ! kill -0 "$order_pid" "$processor_pid" 2>/dev/null; then
+  echo "bench: a service did not start; see .run/bench-*.log" >&2
+  exit 1
+fi
 
 if [ -n "${SEED:-}" ]; then
   "$bin/loadgen" seed --database-url "$ORDER_SERVICE__DATABASE__URL" --orders "$SEED"
@@ -46,6 +57,19 @@ fi
 # production server does: vacuum before each run, so that a run does not pay for the dead rows of
 # the runs before it. `loadgen bench` also CHECKPOINTs and syncs before each run (`--no-settle` to
 # skip), so that a run does not pay for writing back what the run before it wrote.
-"$bin/loadgen" bench --exchange bench.orders --amqp-url "$amqp" --database-url "$postgres/postgres" \
+# The servers' main processes, for the CPU each spends per order: BENCH_POSTGRES_PID and
+# BENCH_RABBITMQ_PID (scripts/bench-in-memory.sh names its own servers'), else for this machine's
+# servers the oldest `postgres` process (the postmaster) and the RabbitMQ node.
+if [ -z "${BENCH_POSTGRES:-}${BENCH_AMQP_URL:-}" ]; then
+  postgres_pid=${BENCH_POSTGRES_PID:-$(pgrep -o -x postgres || true)}
+  rabbitmq_pid=${BENCH_RABBITMQ_PID:-$(pgrep -o -x beam.smp || true)}
+else
+  postgres_pid=${BENCH_POSTGRES_PID:-}
+  rabbitmq_pid=${BENCH_RABBITMQ_PID:-}
+fi
+server_pids=()
+[ -n "$postgres_pid" ] && server_pids+=(--postgres-pid "$postgres_pid")
+[ -n "$rabbitmq_pid" ] && server_pids+=(--rabbitmq-pid "$rabbitmq_pid")
+"$bin/loadgen" bench --exchange bench.orders "${server_pids[@]}" --amqp-url "$amqp" --database-url "$postgres/postgres" \
   --vacuum "$ORDER_SERVICE__DATABASE__URL" --vacuum "$PROCESSOR_SERVICE__DATABASE__URL" \
   --order-service-pid "$order_pid" --processor-service-pid "$processor_pid" "$@"

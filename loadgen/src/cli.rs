@@ -43,6 +43,13 @@ pub struct Target {
     pub order_service_pid: Option<u32>,
     #[arg(long)]
     pub processor_service_pid: Option<u32>,
+    /// PID of the PostgreSQL server's main process (the postmaster), to report its CPU per
+    /// order with its backends'.
+    #[arg(long)]
+    pub postgres_pid: Option<u32>,
+    /// PID of the RabbitMQ node (`beam.smp`), to report its CPU per order.
+    #[arg(long)]
+    pub rabbitmq_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Args)]

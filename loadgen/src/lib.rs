@@ -4,7 +4,7 @@
 //! - `loadgen run`: posts orders (closed loop with `--concurrency`, or open loop with `--rate`),
 //!   follows each one to its final status through a private queue bound to `order.processed`, and
 //!   reports throughput, latency percentiles (HDR histograms), status counts, lost or stuck orders
-//!   and the services' peak RSS.
+//!   the services' peak RSS, and the CPU each program spent per order.
 //! - `loadgen limits`: RabbitMQ persistent publish-with-confirms + consume-with-ack through a
 //!   durable queue, and PostgreSQL single-row insert commits with 8 connections.
 //! - `loadgen bench`: `limits`, then the maximum closed-loop throughput, then open loop at 25% and
@@ -12,6 +12,7 @@
 //! - `loadgen seed`: bulk-loads history into the order service's database.
 
 pub mod cli;
+pub mod cpu;
 pub mod follow;
 pub mod limits;
 pub mod orders;

@@ -156,6 +156,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             "final_per_s": max,
             "accepted_per_s": med(&closed, |r| r.accepted_per_s),
             "ratio_to_broker_bound": max / bound,
+            "cpu": loadgen::cpu::median(closed.iter().filter_map(|r| r.cpu.as_ref())),
             "end_to_end_p99_ms": med(&closed, |r| r.end_to_end_latency.p99_ms),
             "peak_rss_order_service_mib": closed.iter().filter_map(|r| r.peak_rss_order_service_mib).fold(0.0, f64::max),
             "peak_rss_processor_service_mib": closed.iter().filter_map(|r| r.peak_rss_processor_service_mib).fold(0.0, f64::max),
@@ -167,6 +168,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             "post_p99_ms": med(reports, |r| r.post_latency.p99_ms),
             "end_to_end_p50_ms": med(reports, |r| r.end_to_end_latency.p50_ms),
             "end_to_end_p99_ms": med(reports, |r| r.end_to_end_latency.p99_ms),
+            "cpu": loadgen::cpu::median(reports.iter().filter_map(|r| r.cpu.as_ref())),
         })).collect::<Vec<_>>(),
     });
     if args.json {
@@ -184,6 +186,9 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             "max closed loop: {max:.0} orders final/s = {:.0}% of the broker bound",
             100.0 * max / bound
         );
+        if let Some(cpu) = loadgen::cpu::median(closed.iter().filter_map(|r| r.cpu.as_ref())) {
+            println!("  CPU per order: {}", cpu.text());
+        }
         for (share, reports) in &open {
             println!(
                 "open loop at {:.0}% ({:.0}/s): POST p99 {:.2} ms, create->final p50 {:.2} ms p99 {:.2} ms",
@@ -193,6 +198,9 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 med(reports, |r| r.end_to_end_latency.p50_ms),
                 med(reports, |r| r.end_to_end_latency.p99_ms),
             );
+            if let Some(cpu) = loadgen::cpu::median(reports.iter().filter_map(|r| r.cpu.as_ref())) {
+                println!("  CPU per order: {}", cpu.text());
+            }
         }
         if let (Some(after), Some(drift)) = (&limits_after, drift) {
             println!(

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::cpu::CpuReport;
+
 /// Percentiles of a latency histogram recorded in microseconds, in milliseconds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Latency {
@@ -70,6 +72,8 @@ pub struct Report {
     pub not_final: u64,
     pub peak_rss_order_service_mib: Option<f64>,
     pub peak_rss_processor_service_mib: Option<f64>,
+    /// CPU per final order of each program whose PID was given, and loadgen's own.
+    pub cpu: Option<CpuReport>,
     pub timeline: Vec<Second>,
 }
 
@@ -117,6 +121,9 @@ impl Report {
         }
         if let Some(mib) = self.peak_rss_processor_service_mib {
             out.push_str(&format!("  peak RSS processor_service {mib:.1} MiB\n"));
+        }
+        if let Some(cpu) = &self.cpu {
+            out.push_str(&format!("  CPU: {}\n", cpu.text()));
         }
         out
     }

@@ -10,6 +10,7 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::cli::RunArgs;
+use crate::cpu::{Programs, per_order, ticks_per_second};
 use crate::follow::Follower;
 use crate::orders::OrderMaker;
 use crate::report::{Latency, Report, Second, new_histogram};
@@ -81,6 +82,8 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
     let url = format!("{}/orders", args.target.url.trim_end_matches('/'));
     let tally = Arc::new(Mutex::new(Tally::default()));
     let bar = progress(args);
+    let programs = Programs::of(&args.target);
+    let cpu_before = programs.sample();
     let began = Instant::now();
 
     // Progress: verdicts seen, refreshed while the load runs.
@@ -194,6 +197,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    let cpu_after = programs.sample();
     ticker.abort();
     sampler.abort();
     let finals = follower.stop().await;
@@ -281,6 +285,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
         not_final,
         peak_rss_order_service_mib: mib(args.target.order_service_pid),
         peak_rss_processor_service_mib: mib(args.target.processor_service_pid),
+        cpu: per_order(&cpu_before, &cpu_after, final_count, ticks_per_second()),
         timeline,
     })
 }

@@ -65,6 +65,8 @@ fn args(services: &Services) -> RunArgs {
             exchange: services.exchange.clone(),
             order_service_pid: Some(std::process::id()),
             processor_service_pid: None,
+            postgres_pid: None,
+            rabbitmq_pid: None,
         },
         orders: 200,
         concurrency: 8,
@@ -91,6 +93,14 @@ async fn a_closed_loop_run_follows_every_order_to_its_final_status() {
     assert!(report.end_to_end_latency.p50_ms <= report.end_to_end_latency.p99_ms);
     assert!(report.final_per_s > 0.0);
     assert!(report.peak_rss_order_service_mib.unwrap() > 0.0);
+    // The services run in this process, as loadgen does: both spent CPU on the orders.
+    let cpu = report.cpu.as_ref().unwrap();
+    assert!(cpu.per_order_us["order_service"] > 0.0, "{cpu:?}");
+    assert_eq!(
+        cpu.per_order_us["loadgen"],
+        cpu.per_order_us["order_service"]
+    );
+    assert!(cpu.machine_busy_percent > 0.0 && cpu.machine_busy_percent <= 100.0);
     let timeline_finals: u64 = report.timeline.iter().map(|s| s.finals).sum();
     assert_eq!(timeline_finals, 200);
 }

@@ -1,0 +1,303 @@
+//! Where a run's CPU went: the CPU time each program of the pipeline used during the run, per
+//! order, and how busy the machine was, from Linux's `/proc` (the `procfs` crate).
+//!
+//! On this project's 2-core machine every program shares the same cores, so a run's latency
+//! depends on the CPU all of them spend per order: this is the profile that says which one to
+//! look at first (BENCHMARKS.md). PostgreSQL runs a process per connection: its server is
+//! counted as its main process (the postmaster), the backends alive at either end of the run,
+//! and the backends that ended meanwhile (their time passes to the postmaster's children's
+//! time when it reaps them).
+
+use std::collections::BTreeMap;
+
+use procfs::CurrentSI;
+use procfs::process::Process;
+use serde::Serialize;
+
+use crate::cli::Target;
+
+/// How to count a program's CPU time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Count {
+    /// The process and the children it has reaped.
+    Process(u32),
+    /// The process, the children it has reaped, and its live children.
+    Tree(u32),
+}
+
+/// The programs of a run, by name.
+#[derive(Clone, Debug, Default)]
+pub struct Programs {
+    programs: Vec<(&'static str, Count)>,
+}
+
+/// CPU time used so far, in clock ticks: per program, and the machine's busy and total time.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sample {
+    programs: BTreeMap<&'static str, u64>,
+    machine_busy: u64,
+    machine_total: u64,
+}
+
+/// CPU time per order of each program during a run, and how busy the machine was.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CpuReport {
+    /// Microseconds of CPU per final order, by program (loadgen included: it shares the cores).
+    pub per_order_us: BTreeMap<String, f64>,
+    /// The sum over the programs.
+    pub total_per_order_us: f64,
+    /// Share of the machine's CPU time that was not idle, all cores together.
+    pub machine_busy_percent: f64,
+}
+
+impl Programs {
+    /// The services, PostgreSQL and RabbitMQ whose PIDs `target` gives, and loadgen itself.
+    pub fn of(target: &Target) -> Self {
+        let mut programs = vec![("loadgen", Count::Process(std::process::id()))];
+        let named = [
+            (
+                "order_service",
+                target.order_service_pid.map(Count::Process),
+            ),
+            (
+                "processor_service",
+                target.processor_service_pid.map(Count::Process),
+            ),
+            ("postgresql", target.postgres_pid.map(Count::Tree)),
+            ("rabbitmq", target.rabbitmq_pid.map(Count::Tree)),
+        ];
+        for (name, count) in named {
+            if let Some(count) = count {
+                programs.push((name, count));
+            }
+        }
+        Self { programs }
+    }
+
+    /// The CPU time used so far. A program that cannot be read (gone, or not ours to read) is
+    /// left out, and so out of the report.
+    pub fn sample(&self) -> Sample {
+        let mut programs = BTreeMap::new();
+        // The live children of every counted tree, found in one pass over /proc.
+        let trees: Vec<i32> = self
+            .programs
+            .iter()
+            .filter_map(|(_, count)| match count {
+                Count::Tree(pid) => Some(*pid as i32),
+                Count::Process(_) => None,
+            })
+            .collect();
+        let mut children: BTreeMap<i32, u64> = BTreeMap::new();
+        if !trees.is_empty()
+            && let Ok(all) = procfs::process::all_processes()
+        {
+            for stat in all.flatten().filter_map(|process| process.stat().ok()) {
+                if trees.contains(&stat.ppid) {
+                    *children.entry(stat.ppid).or_default() += stat.utime + stat.stime;
+                }
+            }
+        }
+        for (name, count) in &self.programs {
+            let (Count::Process(pid) | Count::Tree(pid)) = *count;
+            let Ok(stat) = Process::new(pid as i32).and_then(|process| process.stat()) else {
+                continue;
+            };
+            let own =
+                stat.utime + stat.stime + stat.cutime.max(0) as u64 + stat.cstime.max(0) as u64;
+            let live_children = match count {
+                Count::Tree(pid) => children.get(&(*pid as i32)).copied().unwrap_or(0),
+                Count::Process(_) => 0,
+            };
+            programs.insert(*name, own + live_children);
+        }
+        let (machine_busy, machine_total) = procfs::KernelStats::current()
+            .map(|stats| {
+                let cpu = stats.total;
+                let idle = cpu.idle + cpu.iowait.unwrap_or(0);
+                let total = cpu.user
+                    + cpu.nice
+                    + cpu.system
+                    + idle
+                    + cpu.irq.unwrap_or(0)
+                    + cpu.softirq.unwrap_or(0)
+                    + cpu.steal.unwrap_or(0);
+                (total.saturating_sub(idle), total)
+            })
+            .unwrap_or((0, 0));
+        Sample {
+            programs,
+            machine_busy,
+            machine_total,
+        }
+    }
+}
+
+/// What happened between two samples, per order; `None` without orders.
+pub fn per_order(
+    before: &Sample,
+    after: &Sample,
+    orders: u64,
+    ticks_per_second: u64,
+) -> Option<CpuReport> {
+    if orders == 0 || ticks_per_second == 0 {
+        return None;
+    }
+    let us_per_tick = 1e6 / ticks_per_second as f64;
+    let per_order_us: BTreeMap<String, f64> = after
+        .programs
+        .iter()
+        .filter_map(|(name, &ticks)| {
+            let start = before.programs.get(name)?;
+            let used = ticks.saturating_sub(*start) as f64 * us_per_tick;
+            Some(((*name).to_owned(), used / orders as f64))
+        })
+        .collect();
+    let total = after.machine_total.saturating_sub(before.machine_total);
+    let busy = after.machine_busy.saturating_sub(before.machine_busy);
+    Some(CpuReport {
+        total_per_order_us: per_order_us.values().sum(),
+        per_order_us,
+        machine_busy_percent: if total == 0 {
+            0.0
+        } else {
+            100.0 * busy as f64 / total as f64
+        },
+    })
+}
+
+/// The median of each figure over several runs' reports (runs without one are skipped).
+pub fn median<'a>(reports: impl IntoIterator<Item = &'a CpuReport>) -> Option<CpuReport> {
+    let reports: Vec<&CpuReport> = reports.into_iter().collect();
+    let first = reports.first()?;
+    let of = |figure: &dyn Fn(&CpuReport) -> Option<f64>| {
+        let mut values: Vec<f64> = reports.iter().filter_map(|r| figure(r)).collect();
+        crate::report::median(&mut values)
+    };
+    let per_order_us = first
+        .per_order_us
+        .keys()
+        .map(|name| (name.clone(), of(&|r| r.per_order_us.get(name).copied())))
+        .collect();
+    Some(CpuReport {
+        per_order_us,
+        total_per_order_us: of(&|r| Some(r.total_per_order_us)),
+        machine_busy_percent: of(&|r| Some(r.machine_busy_percent)),
+    })
+}
+
+/// The clock ticks per second of `/proc`'s CPU times.
+pub fn ticks_per_second() -> u64 {
+    procfs::ticks_per_second()
+}
+
+impl CpuReport {
+    /// One line: `postgresql 650, rabbitmq 700, ... = 2,250 µs per order; machine 82% busy`.
+    pub fn text(&self) -> String {
+        let mut by_cost: Vec<(&String, &f64)> = self.per_order_us.iter().collect();
+        by_cost.sort_by(|a, b| b.1.total_cmp(a.1));
+        let programs: Vec<String> = by_cost
+            .iter()
+            .map(|(name, us)| format!("{name} {us:.0}"))
+            .collect();
+        format!(
+            "{} = {:.0} µs per order; machine {:.0}% busy",
+            programs.join(", "),
+            self.total_per_order_us,
+            self.machine_busy_percent
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(programs: &[(&'static str, u64)], busy: u64, total: u64) -> Sample {
+        Sample {
+            programs: programs.iter().copied().collect(),
+            machine_busy: busy,
+            machine_total: total,
+        }
+    }
+
+    #[test]
+    fn cpu_per_order_is_the_difference_over_the_orders() {
+        let before = sample(&[("postgresql", 1_000), ("loadgen", 10)], 5_000, 10_000);
+        let after = sample(
+            &[("postgresql", 1_130), ("loadgen", 30), ("rabbitmq", 99)],
+            5_150,
+            10_200,
+        );
+        // 100 ticks per second: a tick is 10 ms.
+        let report = per_order(&before, &after, 1_000, 100).unwrap();
+        assert_eq!(report.per_order_us["postgresql"], 1_300.0);
+        assert_eq!(report.per_order_us["loadgen"], 200.0);
+        // Not sampled at the start: not reported.
+        assert!(!report.per_order_us.contains_key("rabbitmq"));
+        assert_eq!(report.total_per_order_us, 1_500.0);
+        assert_eq!(report.machine_busy_percent, 75.0);
+        assert!(
+            report
+                .text()
+                .starts_with("postgresql 1300, loadgen 200 = 1500 µs per order; machine 75% busy"),
+            "{}",
+            report.text()
+        );
+        assert_eq!(per_order(&before, &after, 0, 100), None);
+    }
+
+    #[test]
+    fn medians_of_several_runs() {
+        let run = |pg: f64, busy: f64| CpuReport {
+            per_order_us: [("postgresql".to_owned(), pg)].into(),
+            total_per_order_us: pg,
+            machine_busy_percent: busy,
+        };
+        let runs = [run(600.0, 80.0), run(700.0, 90.0), run(650.0, 70.0)];
+        let median = median(&runs).unwrap();
+        assert_eq!(median.per_order_us["postgresql"], 650.0);
+        assert_eq!(median.total_per_order_us, 650.0);
+        assert_eq!(median.machine_busy_percent, 80.0);
+        assert_eq!(super::median(&[]), None);
+    }
+
+    #[test]
+    fn a_tree_counts_the_children_it_reaped() {
+        let me = std::process::id();
+        let programs = Programs {
+            programs: vec![("tree", Count::Tree(me))],
+        };
+        let before = programs.sample();
+        // A child that burns CPU (well over one clock tick), then is reaped.
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let after = programs.sample();
+        assert!(
+            after.programs["tree"] > before.programs["tree"],
+            "{before:?} {after:?}"
+        );
+        assert!(after.machine_total > before.machine_total);
+    }
+
+    #[test]
+    fn programs_without_a_pid_are_not_counted() {
+        let target = Target {
+            url: String::new(),
+            amqp_url: String::new(),
+            exchange: String::new(),
+            order_service_pid: None,
+            processor_service_pid: Some(std::process::id()),
+            postgres_pid: None,
+            rabbitmq_pid: None,
+        };
+        let names: Vec<&str> = Programs::of(&target)
+            .programs
+            .iter()
+            .map(|(name, _)| *name)
+            .collect();
+        assert_eq!(names, ["loadgen", "processor_service"]);
+    }
+}
