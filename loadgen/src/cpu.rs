@@ -26,13 +26,13 @@ enum Count {
 }
 
 /// The programs of a run, by name.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Programs {
     programs: Vec<(&'static str, Count)>,
 }
 
 /// CPU time used so far, in clock ticks: per program, and the machine's busy and total time.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
     programs: BTreeMap<&'static str, u64>,
     machine_busy: u64,

@@ -86,6 +86,11 @@ fn med(reports: &[Report], f: impl Fn(&Report) -> f64) -> f64 {
     median(&mut reports.iter().map(f).collect::<Vec<_>>())
 }
 
+/// The median CPU per order of the runs, program by program.
+fn med_cpu(reports: &[Report]) -> Option<loadgen::cpu::CpuReport> {
+    loadgen::cpu::median(reports.iter().filter_map(|r| r.cpu.as_ref()))
+}
+
 async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     // Measured before the runs, and again after them (unless `--no-recheck`).
     let measure_limits =
@@ -156,7 +161,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             "final_per_s": max,
             "accepted_per_s": med(&closed, |r| r.accepted_per_s),
             "ratio_to_broker_bound": max / bound,
-            "cpu": loadgen::cpu::median(closed.iter().filter_map(|r| r.cpu.as_ref())),
+            "cpu": med_cpu(&closed),
             "end_to_end_p99_ms": med(&closed, |r| r.end_to_end_latency.p99_ms),
             "peak_rss_order_service_mib": closed.iter().filter_map(|r| r.peak_rss_order_service_mib).fold(0.0, f64::max),
             "peak_rss_processor_service_mib": closed.iter().filter_map(|r| r.peak_rss_processor_service_mib).fold(0.0, f64::max),
@@ -168,7 +173,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             "post_p99_ms": med(reports, |r| r.post_latency.p99_ms),
             "end_to_end_p50_ms": med(reports, |r| r.end_to_end_latency.p50_ms),
             "end_to_end_p99_ms": med(reports, |r| r.end_to_end_latency.p99_ms),
-            "cpu": loadgen::cpu::median(reports.iter().filter_map(|r| r.cpu.as_ref())),
+            "cpu": med_cpu(reports),
         })).collect::<Vec<_>>(),
     });
     if args.json {
@@ -186,7 +191,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             "max closed loop: {max:.0} orders final/s = {:.0}% of the broker bound",
             100.0 * max / bound
         );
-        if let Some(cpu) = loadgen::cpu::median(closed.iter().filter_map(|r| r.cpu.as_ref())) {
+        if let Some(cpu) = med_cpu(&closed) {
             println!("  CPU per order: {}", cpu.text());
         }
         for (share, reports) in &open {
@@ -198,7 +203,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 med(reports, |r| r.end_to_end_latency.p50_ms),
                 med(reports, |r| r.end_to_end_latency.p99_ms),
             );
-            if let Some(cpu) = loadgen::cpu::median(reports.iter().filter_map(|r| r.cpu.as_ref())) {
+            if let Some(cpu) = med_cpu(reports) {
                 println!("  CPU per order: {}", cpu.text());
             }
         }
