@@ -235,3 +235,59 @@ async fn the_purge_deletes_only_rows_sent_before_the_retention_window() {
     );
     assert_eq!(app.count("SELECT count(*) FROM outbox").await, 3);
 }
+
+/// `Publisher::publish_all` queues every message before lapin's I/O thread writes them (one
+/// write for the batch, not one hand-off per message): the batch must still reach the broker
+/// complete, each message confirmed, in the order given. 300 messages: more than `join_all`
+/// polls as a plain list (it switches to an ordered stream above 30).
+#[tokio::test]
+async fn a_batch_published_together_is_confirmed_and_arrives_in_order() {
+    let id = shared::testing::unique_id();
+    let topology = shared::topology::Topology::with_prefix(&id);
+    let _cleanup = shared::testing::Cleanup {
+        databases: Vec::new(),
+        topology: Some(topology.clone()),
+        queues: Vec::new(),
+    };
+    let probe = shared::testing::BrokerProbe::connect(topology.clone()).await;
+    let mut tap = probe.tap(routing_keys::ORDER_CREATED).await;
+    let broker = shared::broker::Broker::new(
+        shared::configuration::Secret::new(shared::testing::amqp_url()),
+        topology,
+        "publish-all-test",
+    );
+    let publisher = shared::broker::Publisher::open(&broker)
+        .await
+        .expect("open a publisher");
+    let messages: Vec<shared::broker::OutgoingMessage> = (0..300)
+        .map(|n| shared::broker::OutgoingMessage {
+            event_id: uuid::Uuid::new_v4(),
+            event_type: "order.created".into(),
+            routing_key: routing_keys::ORDER_CREATED.into(),
+            correlation_id: None,
+            body: format!("{{\"n\":{n}}}").into_bytes(),
+        })
+        .collect();
+
+    let results = publisher.publish_all(&messages).await;
+
+    assert_eq!(results.len(), messages.len());
+    for (n, result) in results.iter().enumerate() {
+        assert!(result.is_ok(), "message {n} not confirmed: {result:?}");
+    }
+    for (n, message) in messages.iter().enumerate() {
+        let delivery = tap.next(DEADLINE).await;
+        assert_eq!(
+            delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.to_string()),
+            Some(message.event_id.to_string()),
+            "message {n} out of order"
+        );
+        assert_eq!(delivery.data, message.body);
+    }
+    publisher.close().await;
+    broker.close().await;
+}
