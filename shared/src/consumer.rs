@@ -321,8 +321,8 @@ async fn settle<H: Handler>(
     .await
 }
 
-/// The AMQP `message_id` (the event id), for log lines.
-fn message_id(delivery: &Delivery) -> Option<String> {
+/// The AMQP `message_id` of a delivery (the event id).
+pub fn message_id(delivery: &Delivery) -> Option<String> {
     delivery
         .properties
         .message_id()

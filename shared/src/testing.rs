@@ -292,11 +292,7 @@ impl Tap {
         let delivery = self.next(deadline).await;
         let envelope = Envelope::<P>::decode(&delivery.data).expect("decode tapped event");
         assert_eq!(
-            delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|id| id.to_string()),
+            crate::consumer::message_id(&delivery),
             Some(envelope.event_id.to_string()),
             "message_id must equal event_id"
         );

@@ -278,11 +278,7 @@ async fn a_batch_published_together_is_confirmed_and_arrives_in_order() {
     for (n, message) in messages.iter().enumerate() {
         let delivery = tap.next(DEADLINE).await;
         assert_eq!(
-            delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|id| id.to_string()),
+            shared::consumer::message_id(&delivery),
             Some(message.event_id.to_string()),
             "message {n} out of order"
         );
