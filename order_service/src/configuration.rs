@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 use shared::configuration::{
-    AmqpSettings, ConfigurationError, DatabaseSettings, HttpSettings, OutboxSettings, Secret,
-    ShutdownSettings, check_common,
+    AmqpSettings, ConfigurationError, DatabaseSettings, HttpSettings, OutboxSettings,
+    RuntimeSettings, Secret, ShutdownSettings, check_common,
 };
 
 pub const ENV_PREFIX: &str = "ORDER_SERVICE";
@@ -17,6 +17,7 @@ pub struct Settings {
     pub amqp: AmqpSettings,
     pub outbox: OutboxSettings,
     pub shutdown: ShutdownSettings,
+    pub runtime: RuntimeSettings,
     pub intake: IntakeSettings,
 }
 
@@ -52,6 +53,7 @@ impl Default for Settings {
             amqp: AmqpSettings::local(),
             outbox: OutboxSettings::default(),
             shutdown: ShutdownSettings::default(),
+            runtime: RuntimeSettings::default(),
             intake: IntakeSettings::default(),
         }
     }
@@ -73,6 +75,7 @@ impl Settings {
             &self.outbox,
             &self.shutdown,
         )?;
+        self.runtime.check(ENV_PREFIX)?;
         shared::configuration::check_range(
             ENV_PREFIX,
             "intake.max_waiting",

@@ -3,16 +3,18 @@ use order_service::startup::Application;
 use shared::telemetry::{LogFormat, get_subscriber, init_subscriber};
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     init_subscriber(get_subscriber(
         "order_service",
         LogFormat::from_env(),
         std::io::stdout,
     ))?;
     let settings = Settings::load()?;
-    let application = Application::build(settings).await?;
-    let shutdown = CancellationToken::new();
-    shared::shutdown::cancel_on_signal(shutdown.clone());
-    application.run_until_stopped(shutdown).await
+    // Built from the settings, so not `#[tokio::main]`.
+    settings.runtime.build()?.block_on(async {
+        let application = Application::build(settings).await?;
+        let shutdown = CancellationToken::new();
+        shared::shutdown::cancel_on_signal(shutdown.clone());
+        application.run_until_stopped(shutdown).await
+    })
 }

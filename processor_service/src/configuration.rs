@@ -6,8 +6,8 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use shared::configuration::{
-    AmqpSettings, ConfigurationError, DatabaseSettings, HttpSettings, OutboxSettings, Secret,
-    ShutdownSettings, check_common, check_range,
+    AmqpSettings, ConfigurationError, DatabaseSettings, HttpSettings, OutboxSettings,
+    RuntimeSettings, Secret, ShutdownSettings, check_common, check_range,
 };
 use shared::topology::RetryTiers;
 
@@ -70,6 +70,7 @@ pub struct Settings {
     pub amqp: AmqpSettings,
     pub outbox: OutboxSettings,
     pub shutdown: ShutdownSettings,
+    pub runtime: RuntimeSettings,
     pub rules: RulesSettings,
     pub work: WorkSettings,
     pub retry: RetrySettings,
@@ -93,6 +94,7 @@ impl Default for Settings {
             amqp: AmqpSettings::local(),
             outbox: OutboxSettings::default(),
             shutdown: ShutdownSettings::default(),
+            runtime: RuntimeSettings::default(),
             rules: RulesSettings {
                 max_order_total: Decimal::new(1_000_000, 2),
             },
@@ -127,6 +129,7 @@ impl Settings {
             &self.outbox,
             &self.shutdown,
         )?;
+        self.runtime.check(ENV_PREFIX)?;
         if self.rules.max_order_total.is_sign_negative() {
             return Err(ConfigurationError::new(
                 ENV_PREFIX,

@@ -5,8 +5,7 @@ use processor_service::startup::Application;
 use shared::telemetry::{LogFormat, get_subscriber, init_subscriber};
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         None => {
@@ -16,10 +15,13 @@ async fn main() -> anyhow::Result<()> {
                 std::io::stdout,
             ))?;
             let settings = Settings::load()?;
-            let application = Application::build(settings).await?;
-            let shutdown = CancellationToken::new();
-            shared::shutdown::cancel_on_signal(shutdown.clone());
-            application.run_until_stopped(shutdown).await
+            // Built from the settings, so not `#[tokio::main]`.
+            settings.runtime.build()?.block_on(async {
+                let application = Application::build(settings).await?;
+                let shutdown = CancellationToken::new();
+                shared::shutdown::cancel_on_signal(shutdown.clone());
+                application.run_until_stopped(shutdown).await
+            })
         }
         Some(Command::DeadLetters(command)) => {
             // Logs go to stderr: stdout is the command's JSON.
@@ -29,7 +31,10 @@ async fn main() -> anyhow::Result<()> {
                 std::io::stderr,
             ))?;
             let settings = Settings::load()?;
-            let output = processor_service::cli::run_dead_letters(&settings, command).await?;
+            let output = settings
+                .runtime
+                .build()?
+                .block_on(processor_service::cli::run_dead_letters(&settings, command))?;
             println!("{output}");
             Ok(())
         }

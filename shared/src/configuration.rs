@@ -162,6 +162,42 @@ impl Default for ShutdownSettings {
     }
 }
 
+/// The threads of the service's tokio runtime: the consumers, the outbox relay and the group
+/// writers run there (the HTTP server has its own workers, one per core).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSettings {
+    /// Worker threads. One measured fastest on 2 cores (BENCHMARKS.md, "Seventh round"): the
+    /// work there is a few tasks that batch, so a second thread adds wake-ups, not capacity. It
+    /// replaces tokio's `TOKIO_WORKER_THREADS`.
+    pub worker_threads: usize,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        Self { worker_threads: 1 }
+    }
+}
+
+impl RuntimeSettings {
+    pub fn check(&self, prefix: &str) -> Result<(), ConfigurationError> {
+        check_range(
+            prefix,
+            "runtime.worker_threads",
+            self.worker_threads,
+            1..=1024,
+        )
+    }
+
+    /// The multi-threaded runtime the service runs on.
+    pub fn build(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.worker_threads)
+            .enable_all()
+            .build()
+    }
+}
+
 /// A configuration that cannot be used, naming the variable to fix.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {variable}: {message}")]
@@ -378,6 +414,21 @@ mod tests {
     fn secrets_do_not_print() {
         let secret = Secret::new("postgres://u:hunter2@h/db");
         assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_runtime_needs_a_worker_thread() {
+        assert_eq!(RuntimeSettings::default().worker_threads, 1);
+        let error = RuntimeSettings { worker_threads: 0 }
+            .check("P")
+            .unwrap_err();
+        assert_eq!(error.variable, "P__RUNTIME__WORKER_THREADS");
+    }
+
+    #[test]
+    fn the_runtime_has_the_configured_worker_threads() {
+        let runtime = RuntimeSettings { worker_threads: 3 }.build().unwrap();
+        assert_eq!(runtime.metrics().num_workers(), 3);
     }
 
     #[test]

@@ -33,6 +33,18 @@ fn an_out_of_range_prefetch_fails_start_up_naming_the_variable() {
 }
 
 #[test]
+fn a_runtime_without_worker_threads_fails_start_up_naming_the_variable() {
+    for value in ["0", "many"] {
+        let (ok, stderr) = start_with("ORDER_SERVICE__RUNTIME__WORKER_THREADS", value);
+        assert!(!ok);
+        assert!(
+            stderr.contains("ORDER_SERVICE__RUNTIME__WORKER_THREADS"),
+            "{value}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn a_database_url_of_another_kind_fails_start_up_naming_the_variable() {
     let output = Command::new(env!("CARGO_BIN_EXE_order_service"))
         .env("ORDER_SERVICE__DATABASE__URL", "mysql://x/y")

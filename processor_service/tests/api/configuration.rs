@@ -32,6 +32,8 @@ fn bad_values_fail_start_up_naming_the_variable() {
         ("PROCESSOR_SERVICE__AMQP__GROUP_LINGER_MS", "5000"),
         ("PROCESSOR_SERVICE__DATABASE__PING_AFTER_IDLE_MS", "4000000"),
         ("PROCESSOR_SERVICE__DATABASE__PING_AFTER_IDLE_MS", "soon"),
+        ("PROCESSOR_SERVICE__RUNTIME__WORKER_THREADS", "0"),
+        ("PROCESSOR_SERVICE__RUNTIME__WORKER_THREADS", "many"),
     ] {
         let stderr = start_with(variable, value);
         assert!(stderr.contains(variable), "{variable}={value}: {stderr}");
