@@ -74,8 +74,8 @@ impl Settings {
             &self.amqp,
             &self.outbox,
             &self.shutdown,
+            &self.runtime,
         )?;
-        self.runtime.check(ENV_PREFIX)?;
         shared::configuration::check_range(
             ENV_PREFIX,
             "intake.max_waiting",

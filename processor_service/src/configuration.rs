@@ -128,8 +128,8 @@ impl Settings {
             &self.amqp,
             &self.outbox,
             &self.shutdown,
+            &self.runtime,
         )?;
-        self.runtime.check(ENV_PREFIX)?;
         if self.rules.max_order_total.is_sign_negative() {
             return Err(ConfigurationError::new(
                 ENV_PREFIX,

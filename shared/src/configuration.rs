@@ -312,6 +312,7 @@ pub fn check_common(
     amqp: &AmqpSettings,
     outbox: &OutboxSettings,
     shutdown: &ShutdownSettings,
+    runtime: &RuntimeSettings,
 ) -> Result<(), ConfigurationError> {
     if !database.url.expose().starts_with("postgres://")
         && !database.url.expose().starts_with("postgresql://")
@@ -395,7 +396,7 @@ pub fn check_common(
         shutdown.grace_seconds,
         1..=3600,
     )?;
-    Ok(())
+    runtime.check(prefix)
 }
 
 #[cfg(test)]
