@@ -20,4 +20,5 @@ pub mod plot;
 pub mod report;
 pub mod rss;
 pub mod run;
+pub mod schedule;
 pub mod seed;

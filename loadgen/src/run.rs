@@ -15,6 +15,7 @@ use crate::follow::Follower;
 use crate::orders::OrderMaker;
 use crate::report::{Latency, Report, Second, new_histogram};
 use crate::rss::{peak_rss_bytes, rss_bytes};
+use crate::schedule::Schedule;
 
 /// One accepted order: when it was due (open loop) or sent (closed loop), and when accepted.
 struct Posted {
@@ -70,7 +71,24 @@ fn progress(args: &RunArgs) -> ProgressBar {
 }
 
 /// Runs the load described by `args` and reports.
+///
+/// The load comes from one thread of its own, with a single-threaded runtime: loadgen shares the
+/// cores with what it measures, and on a runtime with a thread per core each order crossed
+/// threads several times (the schedule's thread, the worker taking the request, the worker
+/// taking its response), at about 6.7 context switches and 230-290 µs of CPU per order at a
+/// quarter of the maximum rate (BENCHMARKS.md, "Eighth round").
 pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
+    let args = args.clone();
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(load(&args))
+    })
+    .await?
+}
+
+async fn load(args: &RunArgs) -> anyhow::Result<Report> {
     let follower = Follower::start(&args.target.amqp_url, &args.target.exchange).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
@@ -152,28 +170,18 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
         Some(rate) => {
             let mut maker = OrderMaker::new(seed, args.max_order_total, args.reject_ratio);
             let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
-            let orders = args.orders;
-            let runtime = tokio::runtime::Handle::current();
-            let (client, url, tally) = (client.clone(), url.clone(), tally.clone());
-            // The schedule runs on a blocking thread: tokio's timer has a resolution of one
-            // millisecond and would send each order up to that late, which the latency (counted
-            // from when the order was due) would blame on the service. A thread's sleep is
-            // precise to tens of microseconds, and it spins on nothing.
-            let tasks = tokio::task::spawn_blocking(move || {
-                let mut tasks = Vec::with_capacity(orders as usize);
-                for i in 0..orders {
-                    let due = began + period.mul_f64(i as f64);
-                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
-                    let (body, _) = maker.next_order();
-                    let (client, url, tally) = (client.clone(), url.clone(), tally.clone());
-                    // Latency counts from when the order was due, so queueing shows.
-                    tasks.push(
-                        runtime.spawn(async move { post(&client, &url, &body, due, &tally).await }),
-                    );
-                }
-                tasks
-            })
-            .await?;
+            let mut schedule = Schedule::new()?;
+            let mut tasks = Vec::with_capacity(args.orders as usize);
+            for i in 0..args.orders {
+                let due = began + period.mul_f64(i as f64);
+                schedule.until(due).await?;
+                let (body, _) = maker.next_order();
+                let (client, url, tally) = (client.clone(), url.clone(), tally.clone());
+                // Latency counts from when the order was due, so queueing shows.
+                tasks.push(tokio::spawn(async move {
+                    post(&client, &url, &body, due, &tally).await
+                }));
+            }
             for task in tasks {
                 task.await?;
             }

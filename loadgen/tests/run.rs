@@ -119,6 +119,8 @@ async fn an_open_loop_run_with_rejections_reports_each_status_and_draws_its_plot
     let report = loadgen::run::run(&run).await.unwrap();
     assert!(report.passed(), "{}", report.text());
     assert_eq!(report.mode, "open");
+    // The schedule spread the orders: the last was not sent before it was due.
+    assert!(report.duration_s >= 149.0 / 200.0, "{}", report.text());
     let completed = report.statuses.get("completed").copied().unwrap_or(0);
     let rejected = report.statuses.get("rejected").copied().unwrap_or(0);
     assert_eq!(completed + rejected, 150);
