@@ -75,7 +75,7 @@ fn progress(args: &RunArgs) -> ProgressBar {
 /// The load comes from one thread of its own, with a single-threaded runtime: loadgen shares the
 /// cores with what it measures, and on a runtime with a thread per core each order crossed
 /// threads several times (the schedule's thread, the worker taking the request, the worker
-/// taking its response), at about 6.7 context switches and 230-290 µs of CPU per order at a
+/// taking its response), at about 6.7 context switches and 230-256 µs of CPU per order at a
 /// quarter of the maximum rate (BENCHMARKS.md, "Eighth round").
 pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
     let args = args.clone();
