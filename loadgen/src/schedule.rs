@@ -90,17 +90,21 @@ mod tests {
     async fn a_due_time_that_has_passed_returns_at_once() {
         let mut schedule = Schedule::new().unwrap();
         let past = Instant::now();
-        // The test asserts only that it returns (a disarmed timer would wait forever).
+        // A timer armed with zero would be disarmed and wait forever: the deadline fails that.
         tokio::time::timeout(Duration::from_secs(5), schedule.until(past))
             .await
             .unwrap()
             .unwrap();
-        tokio::time::timeout(
-            Duration::from_secs(5),
-            schedule.until(Instant::now() + Duration::from_nanos(1)),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_due_time_a_nanosecond_away_still_fires() {
+        let mut schedule = Schedule::new().unwrap();
+        let due = Instant::now() + Duration::from_nanos(1);
+        tokio::time::timeout(Duration::from_secs(5), schedule.until(due))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(Instant::now() >= due);
     }
 }
