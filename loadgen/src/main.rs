@@ -196,10 +196,11 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
         for (share, reports) in &open {
             println!(
-                "open loop at {:.0}% ({:.0}/s): POST p99 {:.2} ms, create->final p50 {:.2} ms p99 {:.2} ms",
+                "open loop at {:.0}% ({:.0}/s): POST p99 {:.2} ms (loadgen late to send: p99 {:.2} ms), create->final p50 {:.2} ms p99 {:.2} ms",
                 share * 100.0,
                 max * share,
                 med(reports, |r| r.post_latency.p99_ms),
+                med(reports, |r| r.send_lag.as_ref().map_or(0.0, |l| l.p99_ms)),
                 med(reports, |r| r.end_to_end_latency.p50_ms),
                 med(reports, |r| r.end_to_end_latency.p99_ms),
             );

@@ -66,6 +66,10 @@ pub struct Report {
     pub accepted_per_s: f64,
     pub final_per_s: f64,
     pub post_latency: Latency,
+    /// Open loop: how late loadgen itself sent each order after it was due. This is part of the
+    /// POST latency, which counts from when the order was due, and it is loadgen's share, not the
+    /// service's: a large value says that loadgen (or the machine under it) kept up badly.
+    pub send_lag: Option<Latency>,
     pub end_to_end_latency: Latency,
     pub statuses: BTreeMap<String, u64>,
     /// Accepted orders with no verdict by the deadline: lost or stuck. The run fails if any.
@@ -104,6 +108,12 @@ impl Report {
             out.push_str(&format!(
                 "  {name:<14} p50 {:>8.2} ms  p90 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms\n",
                 l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
+            ));
+        }
+        if let Some(l) = &self.send_lag {
+            out.push_str(&format!(
+                "  {:<14} p50 {:>8.2} ms  p90 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms (loadgen's share of POST)\n",
+                "sent late", l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
             ));
         }
         let statuses: Vec<String> = self

@@ -24,19 +24,34 @@ struct Posted {
     accepted: Instant,
 }
 
-#[derive(Default)]
 struct Tally {
     posted: Vec<Posted>,
     refused: u64,
+    /// Open loop: how late each order left loadgen after it was due, in microseconds.
+    send_lag: hdrhistogram::Histogram<u64>,
 }
 
+impl Default for Tally {
+    fn default() -> Self {
+        Self {
+            posted: Vec::new(),
+            refused: 0,
+            send_lag: new_histogram(),
+        }
+    }
+}
+
+/// Posts one order. `start` is when it was due (open loop) or sent (closed loop); an open loop
+/// also gives `due` so that loadgen's own lateness is counted apart.
 async fn post(
     client: &reqwest::Client,
     url: &str,
     body: &serde_json::Value,
     start: Instant,
+    due: Option<Instant>,
     tally: &Mutex<Tally>,
 ) {
+    let lag = due.map(|due| due.elapsed());
     let response = client.post(url).json(body).send().await;
     let accepted = Instant::now();
     let id = match response {
@@ -48,6 +63,9 @@ async fn post(
         _ => None,
     };
     let mut tally = tally.lock().await;
+    if let Some(lag) = lag {
+        let _ = tally.send_lag.record((lag.as_micros() as u64).max(1));
+    }
     match id {
         Some(id) => tally.posted.push(Posted {
             id,
@@ -158,7 +176,7 @@ async fn load(args: &RunArgs) -> anyhow::Result<Report> {
                     tokio::spawn(async move {
                         while next.fetch_add(1, Ordering::Relaxed) < total {
                             let (body, _) = maker.next_order();
-                            post(&client, &url, &body, Instant::now(), &tally).await;
+                            post(&client, &url, &body, Instant::now(), None, &tally).await;
                         }
                     })
                 })
@@ -179,7 +197,7 @@ async fn load(args: &RunArgs) -> anyhow::Result<Report> {
                 let (client, url, tally) = (client.clone(), url.clone(), tally.clone());
                 // Latency counts from when the order was due, so queueing shows.
                 tasks.push(tokio::spawn(async move {
-                    post(&client, &url, &body, due, &tally).await
+                    post(&client, &url, &body, due, Some(due), &tally).await
                 }));
             }
             for task in tasks {
@@ -288,6 +306,7 @@ async fn load(args: &RunArgs) -> anyhow::Result<Report> {
         accepted_per_s: accepted as f64 / span(last_accepted),
         final_per_s: final_count as f64 / span(last_final),
         post_latency: Latency::of(&post_latency),
+        send_lag: args.rate.is_some().then(|| Latency::of(&tally.send_lag)),
         end_to_end_latency: Latency::of(&end_to_end),
         statuses,
         not_final,

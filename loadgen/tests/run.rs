@@ -90,6 +90,10 @@ async fn a_closed_loop_run_follows_every_order_to_its_final_status() {
     assert_eq!(report.not_final, 0);
     assert_eq!(report.statuses.get("completed"), Some(&200));
     assert_eq!(report.end_to_end_latency.count, 200);
+    assert!(
+        report.send_lag.is_none(),
+        "a closed loop has no schedule to be late for"
+    );
     assert!(report.end_to_end_latency.p50_ms <= report.end_to_end_latency.p99_ms);
     assert!(report.final_per_s > 0.0);
     assert!(report.peak_rss_order_service_mib.unwrap() > 0.0);
@@ -121,6 +125,14 @@ async fn an_open_loop_run_with_rejections_reports_each_status_and_draws_its_plot
     assert_eq!(report.mode, "open");
     // The schedule spread the orders: the last was not sent before it was due.
     assert!(report.duration_s >= 149.0 / 200.0, "{}", report.text());
+    // Each order's lateness leaving loadgen is counted apart from the service's time.
+    let lag = report
+        .send_lag
+        .as_ref()
+        .expect("an open loop reports its send lag");
+    assert_eq!(lag.count, 150);
+    assert!(lag.p50_ms <= lag.max_ms);
+    assert!(report.text().contains("sent late"));
     let completed = report.statuses.get("completed").copied().unwrap_or(0);
     let rejected = report.statuses.get("rejected").copied().unwrap_or(0);
     assert_eq!(completed + rejected, 150);
