@@ -41,17 +41,17 @@ impl Default for Tally {
     }
 }
 
-/// Posts one order. `start` is when it was due (open loop) or sent (closed loop); an open loop
-/// also gives `due` so that loadgen's own lateness is counted apart.
+/// Posts one order. `start` is when it was due (open loop, `scheduled`) or sent (closed loop); a
+/// scheduled order's lateness in leaving loadgen is also counted apart.
 async fn post(
     client: &reqwest::Client,
     url: &str,
     body: &serde_json::Value,
     start: Instant,
-    due: Option<Instant>,
+    scheduled: bool,
     tally: &Mutex<Tally>,
 ) {
-    let lag = due.map(|due| due.elapsed());
+    let lag = scheduled.then(|| start.elapsed());
     let response = client.post(url).json(body).send().await;
     let accepted = Instant::now();
     let id = match response {
@@ -176,7 +176,7 @@ async fn load(args: &RunArgs) -> anyhow::Result<Report> {
                     tokio::spawn(async move {
                         while next.fetch_add(1, Ordering::Relaxed) < total {
                             let (body, _) = maker.next_order();
-                            post(&client, &url, &body, Instant::now(), None, &tally).await;
+                            post(&client, &url, &body, Instant::now(), false, &tally).await;
                         }
                     })
                 })
@@ -197,7 +197,7 @@ async fn load(args: &RunArgs) -> anyhow::Result<Report> {
                 let (client, url, tally) = (client.clone(), url.clone(), tally.clone());
                 // Latency counts from when the order was due, so queueing shows.
                 tasks.push(tokio::spawn(async move {
-                    post(&client, &url, &body, due, Some(due), &tally).await
+                    post(&client, &url, &body, due, true, &tally).await
                 }));
             }
             for task in tasks {
