@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::Mutex;
 use uuid::Uuid;
@@ -189,20 +191,30 @@ async fn load(args: &RunArgs) -> anyhow::Result<Report> {
             let mut maker = OrderMaker::new(seed, args.max_order_total, args.reject_ratio);
             let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
             let mut schedule = Schedule::new()?;
-            let mut tasks = Vec::with_capacity(args.orders as usize);
+            // This task sends each order itself the moment it is due, and drives the POSTs in
+            // flight while it waits: a task spawned per order would wait behind every other
+            // ready task of the thread before sending, which the latency would count.
+            let mut in_flight = FuturesUnordered::new();
             for i in 0..args.orders {
                 let due = began + period.mul_f64(i as f64);
-                schedule.until(due).await?;
+                let reached = schedule.until(due);
+                tokio::pin!(reached);
+                loop {
+                    tokio::select! {
+                        biased;
+                        reached = &mut reached => {
+                            reached?;
+                            break;
+                        }
+                        Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                    }
+                }
                 let (body, _) = maker.next_order();
                 let (client, url, tally) = (client.clone(), url.clone(), tally.clone());
                 // Latency counts from when the order was due, so queueing shows.
-                tasks.push(tokio::spawn(async move {
-                    post(&client, &url, &body, due, true, &tally).await
-                }));
+                in_flight.push(async move { post(&client, &url, &body, due, true, &tally).await });
             }
-            for task in tasks {
-                task.await?;
-            }
+            while in_flight.next().await.is_some() {}
         }
     }
     let posted_all = Instant::now();
