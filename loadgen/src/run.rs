@@ -194,6 +194,8 @@ async fn load(args: &RunArgs) -> anyhow::Result<Report> {
             // This task sends each order itself the moment it is due, and drives the POSTs in
             // flight while it waits: a task spawned per order would wait behind every other
             // ready task of the thread before sending, which the latency would count.
+            // The POSTs live in this task, not in spawned ones, so they borrow what they share.
+            let (client, url, tally) = (&client, url.as_str(), &*tally);
             let mut in_flight = FuturesUnordered::new();
             for i in 0..args.orders {
                 let due = began + period.mul_f64(i as f64);
@@ -210,9 +212,8 @@ async fn load(args: &RunArgs) -> anyhow::Result<Report> {
                     }
                 }
                 let (body, _) = maker.next_order();
-                let (client, url, tally) = (client.clone(), url.clone(), tally.clone());
                 // Latency counts from when the order was due, so queueing shows.
-                in_flight.push(async move { post(&client, &url, &body, due, true, &tally).await });
+                in_flight.push(async move { post(client, url, &body, due, true, tally).await });
             }
             while in_flight.next().await.is_some() {}
         }
