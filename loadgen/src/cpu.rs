@@ -1,5 +1,6 @@
 //! Where a run's CPU went: the CPU time each program of the pipeline used during the run, per
-//! order, and how busy the machine was, from Linux's `/proc` (the `procfs` crate).
+//! order, how busy the machine was, and how much of its time the hypervisor took away (steal),
+//! from Linux's `/proc` (the `procfs` crate).
 //!
 //! On this project's 2-core machine every program shares the same cores, so a run's latency
 //! depends on the CPU all of them spend per order: this is the profile that says which one to
@@ -31,11 +32,13 @@ pub struct Programs {
     programs: Vec<(&'static str, Count)>,
 }
 
-/// CPU time used so far, in clock ticks: per program, and the machine's busy and total time.
+/// CPU time used so far, in clock ticks: per program, and the machine's busy, stolen and total
+/// time.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
     programs: BTreeMap<&'static str, u64>,
     machine_busy: u64,
+    machine_steal: u64,
     machine_total: u64,
 }
 
@@ -48,6 +51,11 @@ pub struct CpuReport {
     pub total_per_order_us: f64,
     /// Share of the machine's CPU time that was not idle, all cores together.
     pub machine_busy_percent: f64,
+    /// Share of the machine's CPU time that the hypervisor gave to other guests while this one
+    /// had work to run ("steal", counted in the busy share). A virtual machine's cores can be
+    /// taken away for milliseconds at a time: every program waits, whatever it does, and the
+    /// latency tails show it.
+    pub machine_steal_percent: f64,
 }
 
 impl Programs {
@@ -110,7 +118,7 @@ impl Programs {
             };
             programs.insert(*name, own + live_children);
         }
-        let (machine_busy, machine_total) = procfs::KernelStats::current()
+        let (machine_busy, machine_steal, machine_total) = procfs::KernelStats::current()
             .map(|stats| {
                 let cpu = stats.total;
                 let idle = cpu.idle + cpu.iowait.unwrap_or(0);
@@ -121,12 +129,13 @@ impl Programs {
                     + cpu.irq.unwrap_or(0)
                     + cpu.softirq.unwrap_or(0)
                     + cpu.steal.unwrap_or(0);
-                (total.saturating_sub(idle), total)
+                (total.saturating_sub(idle), cpu.steal.unwrap_or(0), total)
             })
-            .unwrap_or((0, 0));
+            .unwrap_or((0, 0, 0));
         Sample {
             programs,
             machine_busy,
+            machine_steal,
             machine_total,
         }
     }
@@ -154,14 +163,19 @@ pub fn per_order(
         .collect();
     let total = after.machine_total.saturating_sub(before.machine_total);
     let busy = after.machine_busy.saturating_sub(before.machine_busy);
+    let steal = after.machine_steal.saturating_sub(before.machine_steal);
+    let share = |ticks: u64| {
+        if total == 0 {
+            0.0
+        } else {
+            100.0 * ticks as f64 / total as f64
+        }
+    };
     Some(CpuReport {
         total_per_order_us: per_order_us.values().sum(),
         per_order_us,
-        machine_busy_percent: if total == 0 {
-            0.0
-        } else {
-            100.0 * busy as f64 / total as f64
-        },
+        machine_busy_percent: share(busy),
+        machine_steal_percent: share(steal),
     })
 }
 
@@ -182,6 +196,7 @@ pub fn median<'a>(reports: impl IntoIterator<Item = &'a CpuReport>) -> Option<Cp
         per_order_us,
         total_per_order_us: of(&|r| Some(r.total_per_order_us)),
         machine_busy_percent: of(&|r| Some(r.machine_busy_percent)),
+        machine_steal_percent: of(&|r| Some(r.machine_steal_percent)),
     })
 }
 
@@ -191,7 +206,8 @@ pub fn ticks_per_second() -> u64 {
 }
 
 impl CpuReport {
-    /// One line: `postgresql 650, rabbitmq 700, ... = 2,250 µs per order; machine 82% busy`.
+    /// One line: `postgresql 650, rabbitmq 700, ... = 2,250 µs per order; machine 82% busy (4%
+    /// stolen by the hypervisor)`.
     pub fn text(&self) -> String {
         let mut by_cost: Vec<(&String, &f64)> = self.per_order_us.iter().collect();
         by_cost.sort_by(|a, b| b.1.total_cmp(a.1));
@@ -200,10 +216,11 @@ impl CpuReport {
             .map(|(name, us)| format!("{name} {us:.0}"))
             .collect();
         format!(
-            "{} = {:.0} µs per order; machine {:.0}% busy",
+            "{} = {:.0} µs per order; machine {:.0}% busy ({:.1}% stolen by the hypervisor)",
             programs.join(", "),
             self.total_per_order_us,
-            self.machine_busy_percent
+            self.machine_busy_percent,
+            self.machine_steal_percent
         )
     }
 }
@@ -212,20 +229,27 @@ impl CpuReport {
 mod tests {
     use super::*;
 
-    fn sample(programs: &[(&'static str, u64)], busy: u64, total: u64) -> Sample {
+    fn sample(programs: &[(&'static str, u64)], busy: u64, steal: u64, total: u64) -> Sample {
         Sample {
             programs: programs.iter().copied().collect(),
             machine_busy: busy,
+            machine_steal: steal,
             machine_total: total,
         }
     }
 
     #[test]
     fn cpu_per_order_is_the_difference_over_the_orders() {
-        let before = sample(&[("postgresql", 1_000), ("loadgen", 10)], 5_000, 10_000);
+        let before = sample(
+            &[("postgresql", 1_000), ("loadgen", 10)],
+            5_000,
+            300,
+            10_000,
+        );
         let after = sample(
             &[("postgresql", 1_130), ("loadgen", 30), ("rabbitmq", 99)],
             5_150,
+            309,
             10_200,
         );
         // 100 ticks per second: a tick is 10 ms.
@@ -236,12 +260,12 @@ mod tests {
         assert!(!report.per_order_us.contains_key("rabbitmq"));
         assert_eq!(report.total_per_order_us, 1_500.0);
         assert_eq!(report.machine_busy_percent, 75.0);
-        assert!(
-            report
-                .text()
-                .starts_with("postgresql 1300, loadgen 200 = 1500 µs per order; machine 75% busy"),
-            "{}",
-            report.text()
+        // 9 of the 200 ticks: what was stolen during the run, not since boot.
+        assert_eq!(report.machine_steal_percent, 4.5);
+        assert_eq!(
+            report.text(),
+            "postgresql 1300, loadgen 200 = 1500 µs per order; machine 75% busy \
+             (4.5% stolen by the hypervisor)"
         );
         assert_eq!(per_order(&before, &after, 0, 100), None);
     }
@@ -252,12 +276,14 @@ mod tests {
             per_order_us: [("postgresql".to_owned(), pg)].into(),
             total_per_order_us: pg,
             machine_busy_percent: busy,
+            machine_steal_percent: busy / 10.0,
         };
         let runs = [run(600.0, 80.0), run(700.0, 90.0), run(650.0, 70.0)];
         let median = median(&runs).unwrap();
         assert_eq!(median.per_order_us["postgresql"], 650.0);
         assert_eq!(median.total_per_order_us, 650.0);
         assert_eq!(median.machine_busy_percent, 80.0);
+        assert_eq!(median.machine_steal_percent, 8.0);
         assert_eq!(super::median(&[]), None);
     }
 

@@ -105,6 +105,11 @@ async fn a_closed_loop_run_follows_every_order_to_its_final_status() {
         cpu.per_order_us["order_service"]
     );
     assert!(cpu.machine_busy_percent > 0.0 && cpu.machine_busy_percent <= 100.0);
+    // Steal is part of the busy time (a host with no other guests steals none).
+    assert!(
+        cpu.machine_steal_percent >= 0.0 && cpu.machine_steal_percent <= cpu.machine_busy_percent,
+        "{cpu:?}"
+    );
     let timeline_finals: u64 = report.timeline.iter().map(|s| s.finals).sum();
     assert_eq!(timeline_finals, 200);
 }
