@@ -206,7 +206,7 @@ pub fn ticks_per_second() -> u64 {
 }
 
 impl CpuReport {
-    /// One line: `postgresql 650, rabbitmq 700, ... = 2,250 µs per order; machine 82% busy (4%
+    /// One line: `postgresql 650, rabbitmq 700, ... = 2250 µs per order; machine 82% busy (4.0%
     /// stolen by the hypervisor)`.
     pub fn text(&self) -> String {
         let mut by_cost: Vec<(&String, &f64)> = self.per_order_us.iter().collect();
