@@ -122,14 +122,15 @@ impl Programs {
             .map(|stats| {
                 let cpu = stats.total;
                 let idle = cpu.idle + cpu.iowait.unwrap_or(0);
+                let steal = cpu.steal.unwrap_or(0);
                 let total = cpu.user
                     + cpu.nice
                     + cpu.system
                     + idle
                     + cpu.irq.unwrap_or(0)
                     + cpu.softirq.unwrap_or(0)
-                    + cpu.steal.unwrap_or(0);
-                (total.saturating_sub(idle), cpu.steal.unwrap_or(0), total)
+                    + steal;
+                (total.saturating_sub(idle), steal, total)
             })
             .unwrap_or((0, 0, 0));
         Sample {

@@ -43,6 +43,11 @@ impl Default for Tally {
     }
 }
 
+/// A latency as the histograms record it: whole microseconds, at least one.
+fn micros(latency: Duration) -> u64 {
+    (latency.as_micros() as u64).max(1)
+}
+
 /// Posts one order. `start` is when it was due (open loop, `scheduled`) or sent (closed loop); a
 /// scheduled order's lateness in leaving loadgen is also counted apart.
 async fn post(
@@ -66,7 +71,7 @@ async fn post(
     };
     let mut tally = tally.lock().await;
     if let Some(lag) = lag {
-        let _ = tally.send_lag.record((lag.as_micros() as u64).max(1));
+        let _ = tally.send_lag.record(micros(lag));
     }
     match id {
         Some(id) => tally.posted.push(Posted {
@@ -251,7 +256,6 @@ async fn load(args: &RunArgs) -> anyhow::Result<Report> {
     let mut last_accepted = began;
     let mut not_final = 0;
     for posted in &tally.posted {
-        let micros = |d: Duration| (d.as_micros() as u64).max(1);
         let _ = post_latency.record(micros(posted.accepted - posted.start));
         last_accepted = last_accepted.max(posted.accepted);
         let second = (posted.accepted - began).as_secs();
