@@ -105,13 +105,25 @@ impl Programs {
                 }
             }
         }
+        // Each process is read once, so two programs given the same PID (the tests run the
+        // services inside loadgen's own process) report the same time, not two ticks apart.
+        let mut own_time: BTreeMap<u32, Option<u64>> = BTreeMap::new();
         for (name, count) in &self.programs {
             let (Count::Process(pid) | Count::Tree(pid)) = *count;
-            let Ok(stat) = Process::new(pid as i32).and_then(|process| process.stat()) else {
+            let own = *own_time.entry(pid).or_insert_with(|| {
+                Process::new(pid as i32)
+                    .and_then(|process| process.stat())
+                    .ok()
+                    .map(|stat| {
+                        stat.utime
+                            + stat.stime
+                            + stat.cutime.max(0) as u64
+                            + stat.cstime.max(0) as u64
+                    })
+            });
+            let Some(own) = own else {
                 continue;
             };
-            let own =
-                stat.utime + stat.stime + stat.cutime.max(0) as u64 + stat.cstime.max(0) as u64;
             let live_children = match count {
                 Count::Tree(pid) => children.get(&(*pid as i32)).copied().unwrap_or(0),
                 Count::Process(_) => 0,
@@ -229,6 +241,7 @@ impl CpuReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
 
     fn sample(programs: &[(&'static str, u64)], busy: u64, steal: u64, total: u64) -> Sample {
         Sample {
@@ -307,6 +320,48 @@ mod tests {
             "{before:?} {after:?}"
         );
         assert!(after.machine_total > before.machine_total);
+    }
+
+    #[test]
+    fn programs_sharing_a_pid_are_read_once_per_sample() {
+        let pid = std::process::id();
+        let target = Target {
+            url: String::new(),
+            amqp_url: String::new(),
+            exchange: String::new(),
+            order_service_pid: Some(pid),
+            processor_service_pid: Some(pid),
+            postgres_pid: None,
+            rabbitmq_pid: None,
+        };
+        let programs = Programs::of(&target);
+        // A thread keeps the process's CPU time moving while the samples are taken, so reading
+        // it apart for each name would sooner or later straddle a clock tick.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spinner = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        let first = programs.sample().programs["loadgen"];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut samples = 0;
+        loop {
+            let sample = programs.sample();
+            let loadgen = sample.programs["loadgen"];
+            assert_eq!(sample.programs["order_service"], loadgen, "{sample:?}");
+            assert_eq!(sample.programs["processor_service"], loadgen, "{sample:?}");
+            samples += 1;
+            if (loadgen >= first + 20 && samples >= 1_000) || Instant::now() > deadline {
+                break;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        spinner.join().unwrap();
+        assert!(samples >= 1_000);
     }
 
     #[test]
