@@ -139,10 +139,12 @@ impl GroupWrite for RecordWriter {
 
 /// Records deliveries, one array per column: inserts each order's processing record or counts
 /// one more attempt on it (the row lock serialises concurrent duplicates); decides an undecided
-/// order (or a failed one on a replayed delivery) and writes its event to the outbox, leased for
-/// `$13` seconds to this instance, which publishes it (NULL: no lease, the relay's). Answers, per
-/// order, its attempts, its decision and the outbox id of the event if this statement announced
-/// it.
+/// order (or a failed one on a replayed delivery that reached a decision) and writes its event to
+/// the outbox, leased for `$13` seconds to this instance, which publishes it (NULL: no lease, the
+/// relay's). Answers, per order, its attempts, its decision and the outbox id of the event if this
+/// statement announced it. A replayed delivery that failed again leaves the failure in place (so
+/// running out of attempts once more announces nothing new) and is answered as undecided, so it
+/// is retried like any other.
 const RECORD: &str = r#"
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bool[], $4::timestamptz[], $5::text[],
@@ -159,15 +161,15 @@ WITH input AS (
         attempts = processing.attempts + 1,
         decision = CASE WHEN processing.decision IS NULL OR (
                             (SELECT replayed FROM input WHERE input.order_id = EXCLUDED.order_id)
-                            AND processing.decision = 'failed')
+                            AND processing.decision = 'failed' AND EXCLUDED.decision IS NOT NULL)
                         THEN EXCLUDED.decision ELSE processing.decision END,
         reason = CASE WHEN processing.decision IS NULL OR (
                           (SELECT replayed FROM input WHERE input.order_id = EXCLUDED.order_id)
-                          AND processing.decision = 'failed')
+                          AND processing.decision = 'failed' AND EXCLUDED.decision IS NOT NULL)
                       THEN EXCLUDED.reason ELSE processing.reason END,
         decided_at = CASE WHEN processing.decision IS NULL OR (
                               (SELECT replayed FROM input WHERE input.order_id = EXCLUDED.order_id)
-                              AND processing.decision = 'failed')
+                              AND processing.decision = 'failed' AND EXCLUDED.decision IS NOT NULL)
                           THEN EXCLUDED.decided_at ELSE processing.decided_at END
     RETURNING order_id, attempts, decision, decided_at
 ), announced AS (
@@ -178,8 +180,12 @@ WITH input AS (
     WHERE i.decision IS NOT NULL AND r.decided_at = i.now
     RETURNING id, correlation_id
 )
-SELECT r.order_id, r.attempts, r.decision, a.id AS outbox_id
-FROM record r LEFT JOIN announced a ON a.correlation_id = r.order_id
+SELECT r.order_id, r.attempts,
+       CASE WHEN i.replayed AND i.decision IS NULL AND r.decision = 'failed' THEN NULL
+            ELSE r.decision END AS decision,
+       a.id AS outbox_id
+FROM record r JOIN input i ON i.order_id = r.order_id
+     LEFT JOIN announced a ON a.correlation_id = r.order_id
 "#;
 
 #[derive(Clone)]

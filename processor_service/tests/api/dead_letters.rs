@@ -3,6 +3,8 @@
 use std::process::Command;
 
 use serde_json::{Value, json};
+use shared::events::{OrderProcessed, ProcessingStatus};
+use shared::headers::{self, Headers};
 use shared::topology::routing_keys;
 
 use crate::helpers::{ADMIN_TOKEN, DEADLINE, TestApp, order_created, spawn_app, spawn_app_with};
@@ -132,6 +134,7 @@ async fn the_command_line_lists_and_replays_dead_letters() {
         settings.retry.max_attempts = 1;
     })
     .await;
+    let mut verdicts = app.probe.tap(routing_keys::ORDER_PROCESSED).await;
     let event = order_created(1, "1.00");
     app.probe.publish(&event).await;
     wait_for_dead_letters(&app, 1).await;
@@ -194,12 +197,38 @@ async fn the_command_line_lists_and_replays_dead_letters() {
         ]),
         json!({"replayed": 1})
     );
-    // Still failing every attempt: it comes back, and the order stays failed, decided once.
-    wait_for_dead_letters(&app, 1).await;
+    // Still failing every attempt: it comes back to the dead-letter queue, marked replayed and
+    // with its new failure...
+    let dlq = app.settings.amqp.order_created_dead_letter_queue.clone();
+    let returned = shared::testing::wait_until("the replayed letter back", DEADLINE, || async {
+        let message = app.probe.peek(&dlq).await?;
+        let h = Headers::from_table(message.properties.headers().as_ref());
+        h.str(headers::REPLAYED_AT).is_some().then_some(h)
+    })
+    .await;
+    assert_eq!(returned.int(headers::ATTEMPTS), Some(1));
+    assert!(
+        returned
+            .str(headers::FAILURE_REASON)
+            .unwrap()
+            .contains("injected transient failure")
+    );
+    // ...and the order stays failed, decided and announced once: running out of attempts again
+    // wrote no second `order.processed`.
     let record = app
-        .wait_for_record(event.payload.order_id, |r| {
-            r["attempts"] == 2 && r["decision"] == "failed"
-        })
+        .wait_for_record(event.payload.order_id, |r| r["attempts"] == 2)
         .await;
+    assert_eq!(record["decision"], "failed");
     assert!(record["reason"].as_str().unwrap().contains("gave up"));
+    assert_eq!(app.count("SELECT count(*) FROM outbox").await, 1);
+    let verdict = verdicts.next_event::<OrderProcessed>(DEADLINE).await;
+    assert_eq!(verdict.payload.order_id, event.payload.order_id);
+    assert_eq!(verdict.payload.status, ProcessingStatus::Failed);
+    assert!(
+        verdicts
+            .try_next(std::time::Duration::from_millis(300))
+            .await
+            .is_none(),
+        "a second order.processed was published"
+    );
 }
