@@ -17,6 +17,7 @@ mod m20261123_000004_outbox_lean;
 mod m20261123_000005_orders_lean;
 mod m20261123_000006_processing_lean;
 mod m20261124_000007_outbox_lease;
+mod m20261202_000008_orders_idempotency_key;
 
 /// Migrations of the order service's database.
 pub struct OrdersMigrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for OrdersMigrator {
             Box::new(m20261123_000004_outbox_lean::Migration),
             Box::new(m20261123_000005_orders_lean::Migration),
             Box::new(m20261124_000007_outbox_lease::Migration),
+            Box::new(m20261202_000008_orders_idempotency_key::Migration),
         ]
     }
 }

@@ -15,7 +15,7 @@ use shared::events::{Envelope, OrderCreated, OrderLine, OrderProcessed};
 use shared::outbox::{Committed, Handoff, OutboxError, OutboxRow};
 use uuid::Uuid;
 
-use crate::domain::{NewOrder, OrderStatus};
+use crate::domain::{IdempotencyKey, NewOrder, OrderStatus};
 use crate::entities::{order, order_status_history as history};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,9 @@ pub enum StoreError {
     /// Too many new orders already wait to be stored: refused, not queued.
     #[error("too many orders waiting to be stored")]
     Overloaded,
+    /// The customer placed another order under this `Idempotency-Key`.
+    #[error("Idempotency-Key already used for order {0}, with other items")]
+    KeyReused(Uuid),
 }
 
 impl StoreError {
@@ -77,6 +80,24 @@ pub struct ListFilter {
     pub after: Option<Cursor>,
 }
 
+/// What placing an order did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Placed {
+    /// A new order, stored and announced.
+    New(order::Model),
+    /// The order the customer placed earlier with the same `Idempotency-Key` and items, as it is
+    /// now: nothing new was stored or announced.
+    Existing(order::Model),
+}
+
+/// What storing one new order row did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    Created,
+    /// The customer already has an order under its `Idempotency-Key`: nothing written.
+    KeyTaken,
+}
+
 /// What applying an `order.processed` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -105,6 +126,7 @@ const WRITERS: usize = 1;
 pub struct NewOrderRow {
     id: Uuid,
     customer_id: String,
+    idempotency_key: Option<String>,
     items: serde_json::Value,
     total_amount: rust_decimal::Decimal,
     created_at: DateTime<Utc>,
@@ -112,7 +134,8 @@ pub struct NewOrderRow {
 }
 
 /// Writes new orders in groups (a group commit): the orders, their first history rows and their
-/// events, one statement for all the orders waiting together.
+/// events, one statement for all the orders waiting together. An order whose customer already
+/// has one under its `Idempotency-Key` is not written ([`Stored::KeyTaken`]).
 pub struct NewOrderWriter {
     db: DatabaseConnection,
     outbox: Handoff,
@@ -120,14 +143,14 @@ pub struct NewOrderWriter {
 
 impl GroupWrite for NewOrderWriter {
     type Request = NewOrderRow;
-    type Response = ();
+    type Response = Stored;
     type Key = Uuid;
 
     fn key(row: &NewOrderRow) -> Uuid {
         row.id
     }
 
-    async fn write(&self, rows: &[NewOrderRow]) -> Result<Vec<()>, DbErr> {
+    async fn write(&self, rows: &[NewOrderRow]) -> Result<Vec<Stored>, DbErr> {
         // One array per column: the same SQL text for any number of orders.
         let events: Vec<(i64, Uuid)> = sqlx::query_as(INSERT_ORDERS)
             .bind(column(rows, |r| r.id))
@@ -135,6 +158,7 @@ impl GroupWrite for NewOrderWriter {
             .bind(column(rows, |r| &r.items))
             .bind(column(rows, |r| r.total_amount))
             .bind(column(rows, |r| r.created_at))
+            .bind(column(rows, |r| r.idempotency_key.as_deref()))
             .bind(column(rows, |r| r.event.event_id))
             .bind(column(rows, |r| r.event.event_type.as_str()))
             .bind(column(rows, |r| r.event.routing_key.as_str()))
@@ -160,7 +184,14 @@ impl GroupWrite for NewOrderWriter {
             })
             .collect();
         self.outbox.committed(committed).await;
-        Ok(vec![(); rows.len()])
+        // An order without an event was not written: its key was taken.
+        Ok(rows
+            .iter()
+            .map(|row| match ids.contains_key(&row.event.event_id) {
+                true => Stored::Created,
+                false => Stored::KeyTaken,
+            })
+            .collect())
     }
 }
 
@@ -198,9 +229,16 @@ impl OrderStore {
         &self.db
     }
 
-    /// Stores the order, its first history row and its `order.created` event, atomically.
+    /// Stores the order, its first history row and its `order.created` event, atomically. Given
+    /// an `idempotency_key` the customer already placed an order under, stores nothing and answers
+    /// that order if it has the same items ([`Placed::Existing`]), or
+    /// [`StoreError::KeyReused`].
     #[tracing::instrument(level = "debug", name = "store new order", skip_all, fields(order_id = tracing::field::Empty, event_id = tracing::field::Empty))]
-    pub async fn create(&self, new_order: &NewOrder) -> Result<order::Model, StoreError> {
+    pub async fn create(
+        &self,
+        new_order: &NewOrder,
+        idempotency_key: Option<&IdempotencyKey>,
+    ) -> Result<Placed, StoreError> {
         // Time-ordered (v7): inserts land at the right edge of the primary-key index instead of a
         // random page, which keeps them cheap when the table is large (BENCHMARKS.md).
         let id = Uuid::now_v7();
@@ -241,15 +279,18 @@ impl OrderStore {
             error_message: None,
             created_at: now,
             updated_at: now,
+            idempotency_key: idempotency_key.map(|key| key.as_str().to_owned()),
         };
         // The order, its first history row and its event are written by one statement, together
         // with the other orders that arrived meanwhile (a group commit): one round trip and one
         // commit for them all, and no wait when there are none.
         // A full queue refuses at once: the client retries later instead of waiting behind it.
-        self.new_orders
+        let stored = self
+            .new_orders
             .try_write(NewOrderRow {
                 id,
                 customer_id: model.customer_id.clone(),
+                idempotency_key: model.idempotency_key.clone(),
                 items: model.items.clone(),
                 total_amount: model.total_amount,
                 created_at: now,
@@ -257,8 +298,46 @@ impl OrderStore {
             })
             .map_err(|_| StoreError::Overloaded)?
             .await?;
-        tracing::info!(order_id = %id, event_id = %event.event_id, "order stored, order.created queued in the outbox");
-        Ok(model)
+        match (stored, idempotency_key) {
+            (Stored::Created, _) => {
+                tracing::info!(order_id = %id, event_id = %event.event_id, "order stored, order.created queued in the outbox");
+                Ok(Placed::New(model))
+            }
+            (Stored::KeyTaken, Some(key)) => self.placed_before(new_order, key, &lines).await,
+            // Only a key conflicts: an order without one is always written.
+            (Stored::KeyTaken, None) => Err(StoreError::Db(DbErr::Custom(format!(
+                "order {id} without an Idempotency-Key was not written"
+            )))),
+        }
+    }
+
+    /// The order the customer placed under `key`, if it has the same `lines`.
+    async fn placed_before(
+        &self,
+        new_order: &NewOrder,
+        key: &IdempotencyKey,
+        lines: &[OrderLine],
+    ) -> Result<Placed, StoreError> {
+        let customer_id = new_order.customer_id().as_str();
+        let existing = order::Entity::find()
+            .filter(order::Column::CustomerId.eq(customer_id))
+            .filter(order::Column::IdempotencyKey.eq(key.as_str()))
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| {
+                // The insert met it: orders are never deleted.
+                DbErr::RecordNotFound(format!(
+                    "the order of customer {customer_id:?} under its Idempotency-Key"
+                ))
+            })?;
+        let stored: Vec<OrderLine> = serde_json::from_value(existing.items.clone())
+            .map_err(|e| StoreError::Corrupt(existing.id, e.to_string()))?;
+        // Exact decimals compare by value: a price sent as 10.5 then "10.50" is the same order.
+        if stored != lines {
+            return Err(StoreError::KeyReused(existing.id));
+        }
+        tracing::info!(order_id = %existing.id, "order placed before under this Idempotency-Key; answered again");
+        Ok(Placed::Existing(existing))
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<order::Model>, StoreError> {
@@ -394,25 +473,34 @@ impl GroupWrite for VerdictWriter {
 }
 
 /// New orders, their first history rows and their events, one array per column; the events are
-/// leased for `$12` seconds to this instance, which publishes them (NULL: no lease, the relay's).
-/// Answers the outbox id of each event.
+/// leased for `$13` seconds to this instance, which publishes them (NULL: no lease, the relay's).
+/// An order whose customer already has one under its idempotency key (NULL: none) is skipped
+/// with its history row and event: the unique index settles it, also against an order of the
+/// same statement or of a concurrent one (which the insert waits for). Answers the outbox id of
+/// each event written.
 const INSERT_ORDERS: &str = r#"
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::numeric[], $5::timestamptz[],
-                         $6::uuid[], $7::text[], $8::text[], $9::uuid[], $10::bytea[], $11::timestamptz[])
-        AS t (id, customer_id, items, total_amount, created_at,
+                         $6::text[], $7::uuid[], $8::text[], $9::text[], $10::uuid[], $11::bytea[],
+                         $12::timestamptz[])
+        AS t (id, customer_id, items, total_amount, created_at, idempotency_key,
               event_id, event_type, routing_key, correlation_id, body, event_created_at)
 ), new_orders AS (
-    INSERT INTO orders (id, customer_id, items, total_amount, status, error_message, created_at, updated_at)
-    SELECT id, customer_id, items, total_amount, 'pending', NULL, created_at, created_at FROM input
+    INSERT INTO orders (id, customer_id, items, total_amount, status, error_message, created_at,
+                        updated_at, idempotency_key)
+    SELECT id, customer_id, items, total_amount, 'pending', NULL, created_at, created_at,
+           idempotency_key
+    FROM input
+    ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id
 ), first_steps AS (
     INSERT INTO order_status_history (order_id, status, reason, at)
-    SELECT id, 'pending', NULL, created_at FROM input
+    SELECT i.id, 'pending', NULL, i.created_at FROM input i JOIN new_orders n ON n.id = i.id
 )
 INSERT INTO outbox (event_id, event_type, routing_key, correlation_id, body, created_at, leased_until)
-SELECT event_id, event_type, routing_key, correlation_id, body, event_created_at,
-       now() + $12::float8 * interval '1 second'
-FROM input
+SELECT i.event_id, i.event_type, i.routing_key, i.correlation_id, i.body, i.event_created_at,
+       now() + $13::float8 * interval '1 second'
+FROM input i JOIN new_orders n ON n.id = i.id
 RETURNING id, event_id
 "#;
 

@@ -14,6 +14,8 @@ pub struct Model {
     pub error_message: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// The `Idempotency-Key` the order was placed with, unique per customer; NULL without one.
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

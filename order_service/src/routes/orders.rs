@@ -9,9 +9,14 @@ use shared::http::{FieldError, Problem, read_json};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::domain::{CustomerId, NewOrder, NewOrderLine, OrderStatus, Price, ProductId, Quantity};
+use crate::domain::{
+    CustomerId, IdempotencyKey, NewOrder, NewOrderLine, OrderStatus, Price, ProductId, Quantity,
+};
 use crate::entities::{order, order_status_history};
-use crate::store::{Cursor, ListFilter, OrderStore, StoreError};
+use crate::store::{Cursor, ListFilter, OrderStore, Placed, StoreError};
+
+/// Answered `true` on a `POST /orders` that found the order its `Idempotency-Key` placed before.
+pub const IDEMPOTENT_REPLAYED: &str = "Idempotent-Replayed";
 
 pub const DEFAULT_PAGE_SIZE: u64 = 50;
 pub const MAX_PAGE_SIZE: u64 = 500;
@@ -179,6 +184,14 @@ pub struct HistoryEntry {
 
 impl From<StoreError> for Problem {
     fn from(error: StoreError) -> Self {
+        if let StoreError::KeyReused(id) = error {
+            return Problem::validation(vec![FieldError {
+                field: IdempotencyKey::HEADER.into(),
+                message: format!(
+                    "was used for order {id}, with other items; use a new key for a new order"
+                ),
+            }]);
+        }
         if let StoreError::Overloaded = error {
             // One line per refusal would flood the log exactly when the service is busiest.
             tracing::debug!("order refused: too many orders waiting to be stored");
@@ -202,17 +215,29 @@ fn parse_order_id(id: &str) -> Result<Uuid, Problem> {
 ///
 /// Stores the order and its `order.created` event in one transaction; the event is published to
 /// RabbitMQ right after the commit. The order starts `pending`.
+///
+/// With an `Idempotency-Key`, retrying is safe: a request whose customer already placed an order
+/// under that key, with the same items, stores and publishes nothing and answers that order as it
+/// is now, with `Idempotent-Replayed: true`. The same key with other items is refused (422).
 #[utoipa::path(
     post,
     path = "/orders",
     tag = "orders",
     request_body = CreateOrderRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "1 to 255 visible ASCII characters naming this order for its customer (a UUID is a good key), bare or as a quoted string. Send the same key when you retry a request whose answer you did not get.",
+            example = "8e03978e-40d5-43e8-bc93-6894a57f9324"),
+    ),
     responses(
-        (status = 201, description = "Order accepted", body = OrderResponse,
-            headers(("Location" = String, description = "/orders/{id}"))),
-        (status = 400, description = "Malformed JSON, a wrong type or content type", body = Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Order accepted, or found under its `Idempotency-Key`", body = OrderResponse,
+            headers(
+                ("Location" = String, description = "/orders/{id}"),
+                ("Idempotent-Replayed" = bool, description = "`true` when the order was placed before under this `Idempotency-Key`; absent otherwise"),
+            )),
+        (status = 400, description = "Malformed JSON, a wrong type or content type, or a malformed `Idempotency-Key`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field breaks a rule; `field` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field breaks a rule, or the `Idempotency-Key` was used for an order with other items; `field` names it", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable, or too many orders waiting to be stored (load shedding); `Retry-After` says when to retry", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -222,14 +247,38 @@ pub async fn create_order(
     payload: web::Payload,
     store: web::Data<OrderStore>,
 ) -> Result<HttpResponse, Problem> {
+    let idempotency_key = idempotency_key(&request)?;
     let body: CreateOrderRequest = read_json(&request, payload).await?;
     let new_order = body.parse().map_err(Problem::validation)?;
-    let order = store.create(&new_order).await?;
+    let (order, replayed) = match store.create(&new_order, idempotency_key.as_ref()).await? {
+        Placed::New(order) => (order, false),
+        Placed::Existing(order) => (order, true),
+    };
     tracing::Span::current().record("order_id", tracing::field::display(order.id));
     let location = format!("/orders/{}", order.id);
-    Ok(HttpResponse::Created()
-        .insert_header((LOCATION, location))
-        .json(OrderResponse::try_from(order)?))
+    let mut response = HttpResponse::Created();
+    response.insert_header((LOCATION, location));
+    if replayed {
+        response.insert_header((IDEMPOTENT_REPLAYED, "true"));
+    }
+    Ok(response.json(OrderResponse::try_from(order)?))
+}
+
+/// The request's `Idempotency-Key`, if it has one.
+fn idempotency_key(request: &HttpRequest) -> Result<Option<IdempotencyKey>, Problem> {
+    let mut values = request.headers().get_all(IdempotencyKey::HEADER);
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Problem::bad_field(
+            IdempotencyKey::HEADER,
+            "must be given once",
+        ));
+    }
+    IdempotencyKey::parse(value.as_bytes())
+        .map(Some)
+        .map_err(|message| Problem::bad_field(IdempotencyKey::HEADER, message))
 }
 
 /// Get an order.

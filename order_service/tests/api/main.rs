@@ -6,6 +6,7 @@
 mod configuration;
 mod health;
 mod helpers;
+mod idempotency;
 mod listing;
 mod openapi;
 mod orders;

@@ -53,6 +53,17 @@ async fn the_openapi_document_is_valid_and_complete() {
             || document["components"]["schemas"]["CreateOrderRequest"]["example"].is_object(),
         "the request has an example"
     );
+    // Safe retries are part of the contract: the header, and how a replay is told apart.
+    let post = &document["paths"]["/orders"]["post"];
+    let key = post["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "Idempotency-Key")
+        .expect("POST /orders documents Idempotency-Key");
+    assert_eq!(key["in"], "header");
+    assert_eq!(key["required"], false);
+    assert!(post["responses"]["201"]["headers"]["Idempotent-Replayed"].is_object());
     for schema in [
         "CreateOrderRequest",
         "OrderResponse",
