@@ -83,6 +83,10 @@ pub struct RunArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Send each order with an `Idempotency-Key` of its own (a fresh UUID), as a client that
+    /// retries safely does.
+    #[arg(long)]
+    pub idempotency_keys: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -138,6 +142,9 @@ pub struct BenchArgs {
     pub warmup: u64,
     #[arg(long, default_value_t = 120)]
     pub deadline_seconds: u64,
+    /// Send each order with an `Idempotency-Key` of its own.
+    #[arg(long)]
+    pub idempotency_keys: bool,
     #[arg(long)]
     pub json: bool,
     /// Plot of the 25% run.

@@ -108,6 +108,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         json: false,
         plot: None,
         quiet: true,
+        idempotency_keys: args.idempotency_keys,
     };
     let before = BeforeEachRun {
         vacuum: &args.vacuum,

@@ -4,12 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use loadgen::cli::{RunArgs, Target};
+use sea_orm::{ConnectionTrait, Statement};
 use shared::testing::{self, Cleanup};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 struct Services {
     url: String,
     exchange: String,
+    orders_db: shared::configuration::DatabaseSettings,
     _stop: DropGuard,
     _cleanup: Cleanup,
 }
@@ -23,6 +25,7 @@ async fn spawn_services() -> Services {
     orders.http.port = 0;
     orders.database = testing::database_settings(&format!("orders_{id}"));
     orders.amqp = amqp.clone();
+    let orders_db = orders.database.clone();
     let mut processor = processor_service::configuration::Settings::default();
     processor.http.host = "127.0.0.1".into();
     processor.http.port = 0;
@@ -52,6 +55,7 @@ async fn spawn_services() -> Services {
     Services {
         url,
         exchange: amqp.exchange,
+        orders_db,
         _stop: stop.drop_guard(),
         _cleanup: cleanup,
     }
@@ -77,6 +81,7 @@ fn args(services: &Services) -> RunArgs {
         json: true,
         plot: None,
         quiet: true,
+        idempotency_keys: false,
     }
 }
 
@@ -123,6 +128,7 @@ async fn an_open_loop_run_with_rejections_reports_each_status_and_draws_its_plot
         orders: 150,
         reject_ratio: 0.2,
         plot: Some(plot.clone()),
+        idempotency_keys: true,
         ..args(&services)
     };
     let report = loadgen::run::run(&run).await.unwrap();
@@ -142,6 +148,21 @@ async fn an_open_loop_run_with_rejections_reports_each_status_and_draws_its_plot
     let rejected = report.statuses.get("rejected").copied().unwrap_or(0);
     assert_eq!(completed + rejected, 150);
     assert!(rejected > 0 && completed > 0, "{:?}", report.statuses);
+    // Each order went with a key of its own.
+    let db = shared::database::connect(&services.orders_db)
+        .await
+        .unwrap();
+    let keys = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT count(DISTINCT idempotency_key) FROM orders",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<i64>(0)
+        .unwrap();
+    assert_eq!(keys, 150);
     loadgen::plot::draw(&report, &plot).unwrap();
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("p99"));
