@@ -151,8 +151,14 @@ impl GroupWrite for NewOrderWriter {
     }
 
     async fn write(&self, rows: &[NewOrderRow]) -> Result<Vec<Stored>, DbErr> {
-        // One array per column: the same SQL text for any number of orders.
-        let events: Vec<(i64, Uuid)> = sqlx::query_as(INSERT_ORDERS)
+        // One array per column: the same SQL text for any number of orders. Checking keys costs
+        // PostgreSQL about a tenth more per order (BENCHMARKS.md), so only a group that has one
+        // pays for it.
+        let sql = match rows.iter().any(|row| row.idempotency_key.is_some()) {
+            true => INSERT_KEYED_ORDERS,
+            false => INSERT_ORDERS,
+        };
+        let events: Vec<(i64, Uuid)> = sqlx::query_as(sql)
             .bind(column(rows, |r| r.id))
             .bind(column(rows, |r| r.customer_id.as_str()))
             .bind(column(rows, |r| &r.items))
@@ -472,20 +478,50 @@ impl GroupWrite for VerdictWriter {
     }
 }
 
-/// New orders, their first history rows and their events, one array per column; the events are
-/// leased for `$13` seconds to this instance, which publishes them (NULL: no lease, the relay's).
-/// An order whose customer already has one under its idempotency key (NULL: none) is skipped
-/// with its history row and event: the unique index settles it, also against an order of the
-/// same statement or of a concurrent one (which the insert waits for). Answers the outbox id of
-/// each event written.
-const INSERT_ORDERS: &str = r#"
+/// The new orders of a group, one array per column (`$6`: the idempotency keys).
+macro_rules! new_orders_input {
+    () => {
+        r#"
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::numeric[], $5::timestamptz[],
                          $6::text[], $7::uuid[], $8::text[], $9::text[], $10::uuid[], $11::bytea[],
                          $12::timestamptz[])
         AS t (id, customer_id, items, total_amount, created_at, idempotency_key,
               event_id, event_type, routing_key, correlation_id, body, event_created_at)
-), new_orders AS (
+)"#
+    };
+}
+
+/// New orders without idempotency keys (all NULL), their first history rows and their events;
+/// the events are leased for `$13` seconds to this instance, which publishes them (NULL: no
+/// lease, the relay's). Answers the outbox id of each event.
+const INSERT_ORDERS: &str = concat!(
+    new_orders_input!(),
+    r#", new_orders AS (
+    INSERT INTO orders (id, customer_id, items, total_amount, status, error_message, created_at,
+                        updated_at, idempotency_key)
+    SELECT id, customer_id, items, total_amount, 'pending', NULL, created_at, created_at,
+           idempotency_key
+    FROM input
+), first_steps AS (
+    INSERT INTO order_status_history (order_id, status, reason, at)
+    SELECT id, 'pending', NULL, created_at FROM input
+)
+INSERT INTO outbox (event_id, event_type, routing_key, correlation_id, body, created_at, leased_until)
+SELECT event_id, event_type, routing_key, correlation_id, body, event_created_at,
+       now() + $13::float8 * interval '1 second'
+FROM input
+RETURNING id, event_id
+"#
+);
+
+/// [`INSERT_ORDERS`] for a group with idempotency keys: an order whose customer already has one
+/// under its key is skipped with its history row and event. The unique index settles it, also
+/// against an order of the same statement or of a concurrent one (which the insert waits for).
+/// Answers the outbox id of each event written.
+const INSERT_KEYED_ORDERS: &str = concat!(
+    new_orders_input!(),
+    r#", new_orders AS (
     INSERT INTO orders (id, customer_id, items, total_amount, status, error_message, created_at,
                         updated_at, idempotency_key)
     SELECT id, customer_id, items, total_amount, 'pending', NULL, created_at, created_at,
@@ -502,7 +538,8 @@ SELECT i.event_id, i.event_type, i.routing_key, i.correlation_id, i.body, i.even
        now() + $13::float8 * interval '1 second'
 FROM input i JOIN new_orders n ON n.id = i.id
 RETURNING id, event_id
-"#;
+"#
+);
 
 /// Verdicts, one array per column: each order moves only from a status its verdict may follow
 /// (`allowed`, comma-separated), with a history row. Answers, per order, its status before

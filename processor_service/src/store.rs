@@ -11,7 +11,7 @@ use sea_orm::{
     TransactionTrait, sqlx,
 };
 use shared::batch::{GroupWrite, GroupWriter, Grouping, column, in_request_order};
-use shared::events::{Envelope, OrderProcessed};
+use shared::events::{Envelope, OrderProcessed, ProcessingStatus};
 use shared::outbox::{self, Committed, Handoff, OutboxError, OutboxRow};
 use uuid::Uuid;
 
@@ -107,18 +107,36 @@ impl GroupWrite for RecordWriter {
             .fetch_all(self.db.get_postgres_connection_pool())
             .await
             .map_err(shared::database::from_sqlx)?;
+        let mut rows: std::collections::HashMap<_, _> = rows
+            .into_iter()
+            .map(|(order_id, attempts, decision, outbox_id)| {
+                (order_id, (attempts, decision, outbox_id))
+            })
+            .collect();
         let mut by_order = std::collections::HashMap::with_capacity(rows.len());
         let mut announced = std::collections::HashMap::new();
-        for (order_id, attempts, decision, outbox_id) in rows {
-            let recorded = match (outbox_id, decision) {
+        for request in requests {
+            let Some((attempts, decision, outbox_id)) = rows.remove(&request.order_id) else {
+                continue;
+            };
+            let recorded = match (outbox_id, decision.as_deref()) {
                 (Some(outbox_id), _) => {
-                    announced.insert(order_id, outbox_id);
+                    announced.insert(request.order_id, outbox_id);
                     Recorded::Decided
+                }
+                // A replayed delivery that failed again: the failure stays in place, and the
+                // delivery is retried like any undecided one.
+                (None, Some(decided))
+                    if request.replayed
+                        && request.decision.is_none()
+                        && decided == ProcessingStatus::Failed.as_str() =>
+                {
+                    Recorded::Undecided { attempts }
                 }
                 (None, Some(_)) => Recorded::AlreadyDecided,
                 (None, None) => Recorded::Undecided { attempts },
             };
-            by_order.insert(order_id, recorded);
+            by_order.insert(request.order_id, recorded);
         }
         // Committed: publish the events now.
         let committed = requests
@@ -142,9 +160,9 @@ impl GroupWrite for RecordWriter {
 /// order (or a failed one on a replayed delivery that reached a decision) and writes its event to
 /// the outbox, leased for `$13` seconds to this instance, which publishes it (NULL: no lease, the
 /// relay's). Answers, per order, its attempts, its decision and the outbox id of the event if this
-/// statement announced it. A replayed delivery that failed again leaves the failure in place (so
-/// running out of attempts once more announces nothing new) and is answered as undecided, so it
-/// is retried like any other.
+/// statement announced it. A replayed delivery that failed again leaves the failure in place, so
+/// running out of attempts once more announces nothing new (the writer answers it as undecided,
+/// so it is retried like any other).
 const RECORD: &str = r#"
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bool[], $4::timestamptz[], $5::text[],
@@ -180,12 +198,8 @@ WITH input AS (
     WHERE i.decision IS NOT NULL AND r.decided_at = i.now
     RETURNING id, correlation_id
 )
-SELECT r.order_id, r.attempts,
-       CASE WHEN i.replayed AND i.decision IS NULL AND r.decision = 'failed' THEN NULL
-            ELSE r.decision END AS decision,
-       a.id AS outbox_id
-FROM record r JOIN input i ON i.order_id = r.order_id
-     LEFT JOIN announced a ON a.correlation_id = r.order_id
+SELECT r.order_id, r.attempts, r.decision, a.id AS outbox_id
+FROM record r LEFT JOIN announced a ON a.correlation_id = r.order_id
 "#;
 
 #[derive(Clone)]
