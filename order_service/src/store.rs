@@ -154,9 +154,10 @@ impl GroupWrite for NewOrderWriter {
         // One array per column: the same SQL text for any number of orders. Checking keys costs
         // PostgreSQL about a tenth more per order (BENCHMARKS.md), so only a group that has one
         // pays for it.
-        let sql = match rows.iter().any(|row| row.idempotency_key.is_some()) {
-            true => INSERT_KEYED_ORDERS,
-            false => INSERT_ORDERS,
+        let sql = if rows.iter().any(|row| row.idempotency_key.is_some()) {
+            INSERT_KEYED_ORDERS
+        } else {
+            INSERT_ORDERS
         };
         let events: Vec<(i64, Uuid)> = sqlx::query_as(sql)
             .bind(column(rows, |r| r.id))
@@ -193,9 +194,12 @@ impl GroupWrite for NewOrderWriter {
         // An order without an event was not written: its key was taken.
         Ok(rows
             .iter()
-            .map(|row| match ids.contains_key(&row.event.event_id) {
-                true => Stored::Created,
-                false => Stored::KeyTaken,
+            .map(|row| {
+                if ids.contains_key(&row.event.event_id) {
+                    Stored::Created
+                } else {
+                    Stored::KeyTaken
+                }
             })
             .collect())
     }
