@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::topology::Topology;
+use crate::topology::{QueueType, Topology};
 
 /// A value that must never appear in logs (a URL with a password, a token).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +74,9 @@ pub struct AmqpSettings {
     pub order_created_dead_letter_queue: String,
     /// Where `order.processed` messages that cannot be applied end.
     pub order_processed_dead_letter_queue: String,
+    /// `classic` or `quorum`: the kind of the work and dead-letter queues. Both services must
+    /// say the same, and an existing queue keeps its kind ([`QueueType`]).
+    pub queue_type: QueueType,
     /// How long a consumer's group commit waits, from its oldest delivery, for more deliveries
     /// to write in the same statement (0: at once). At moderate load this makes fewer, larger
     /// statements, publish batches and acks, so less CPU per order and shorter queues everywhere,
@@ -91,6 +94,7 @@ impl AmqpSettings {
             order_processed_queue: self.order_processed_queue.clone(),
             order_created_dead_letter_queue: self.order_created_dead_letter_queue.clone(),
             order_processed_dead_letter_queue: self.order_processed_dead_letter_queue.clone(),
+            queue_type: self.queue_type,
         }
     }
 
@@ -106,6 +110,7 @@ impl AmqpSettings {
             order_processed_queue: topology.order_processed_queue,
             order_created_dead_letter_queue: topology.order_created_dead_letter_queue,
             order_processed_dead_letter_queue: topology.order_processed_dead_letter_queue,
+            queue_type: topology.queue_type,
             group_linger_ms: 5,
         }
     }

@@ -58,6 +58,7 @@ pub fn amqp_settings(id: &str) -> AmqpSettings {
         order_processed_queue: topology.order_processed_queue,
         order_created_dead_letter_queue: topology.order_created_dead_letter_queue,
         order_processed_dead_letter_queue: topology.order_processed_dead_letter_queue,
+        queue_type: topology.queue_type,
         group_linger_ms: AmqpSettings::local().group_linger_ms,
     }
 }
@@ -358,8 +359,14 @@ pub fn free_port() -> u16 {
 }
 
 /// Starts the service binary, waits until it serves HTTP, sends SIGTERM, and asserts that it exits
-/// with code 0 within its grace period.
-pub fn assert_sigterm_exits_cleanly(binary: &str, prefix: &str, database: &str) {
+/// with code 0 within its grace period. `own_queues` names the queues the service declares beyond
+/// the topology (the processor's retry queues), which are removed afterwards with it.
+pub fn assert_sigterm_exits_cleanly(
+    binary: &str,
+    prefix: &str,
+    database: &str,
+    own_queues: impl FnOnce(&AmqpSettings) -> Vec<String>,
+) {
     use std::time::Instant;
 
     let id = unique_id();
@@ -368,7 +375,7 @@ pub fn assert_sigterm_exits_cleanly(binary: &str, prefix: &str, database: &str) 
     let _cleanup = Cleanup {
         databases: vec![database.url.expose().to_owned()],
         topology: Some(amqp.topology()),
-        queues: Vec::new(),
+        queues: own_queues(&amqp),
     };
     let port = free_port();
     let mut child = std::process::Command::new(binary)

@@ -11,10 +11,44 @@
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
+use serde::{Deserialize, Serialize};
 
 pub mod routing_keys {
     pub const ORDER_CREATED: &str = "order.created";
     pub const ORDER_PROCESSED: &str = "order.processed";
+}
+
+/// The kind of the work and dead-letter queues.
+///
+/// `classic` (the default) is RabbitMQ's single-node durable queue. `quorum` is its replicated
+/// queue (Raft over the cluster's nodes): a message a publisher saw confirmed survives the loss of
+/// a minority of the nodes, which is what a cluster in production wants. On one node both keep
+/// messages on disk, and they measured the same cost here (BENCHMARKS.md, "Ninth round").
+///
+/// RabbitMQ cannot change the kind of an existing queue: a queue declared with the other kind
+/// makes the declaration fail (`PRECONDITION_FAILED - inequivalent arg 'x-queue-type'`). To
+/// switch, stop the services, drain or move the queues' messages, delete the queues, and start
+/// the services with the new kind (or give the queues new names). The processor's retry queues
+/// stay classic: they only hold messages for their delay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    #[default]
+    Classic,
+    Quorum,
+}
+
+impl QueueType {
+    /// The declaration arguments that make a queue of this kind.
+    fn arguments(self, mut arguments: FieldTable) -> FieldTable {
+        if self == Self::Quorum {
+            arguments.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString(LongString::from("quorum")),
+            );
+        }
+        arguments
+    }
 }
 
 /// Names of the exchanges and queues; the defaults are the contract, tests prefix them.
@@ -26,6 +60,8 @@ pub struct Topology {
     pub order_processed_queue: String,
     pub order_created_dead_letter_queue: String,
     pub order_processed_dead_letter_queue: String,
+    /// The kind of the work and dead-letter queues.
+    pub queue_type: QueueType,
 }
 
 impl Default for Topology {
@@ -37,6 +73,7 @@ impl Default for Topology {
             order_processed_queue: "order-service.order-processed".into(),
             order_created_dead_letter_queue: "processor.order-created.dlq".into(),
             order_processed_dead_letter_queue: "order-service.order-processed.dlq".into(),
+            queue_type: QueueType::Classic,
         }
     }
 }
@@ -53,6 +90,7 @@ impl Topology {
             order_processed_queue: p(base.order_processed_queue),
             order_created_dead_letter_queue: p(base.order_created_dead_letter_queue),
             order_processed_dead_letter_queue: p(base.order_processed_dead_letter_queue),
+            queue_type: base.queue_type,
         }
     }
 
@@ -87,6 +125,8 @@ impl Topology {
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(LongString::from(self.dead_letter_exchange.as_bytes())),
         );
+        let work_queue_arguments = self.queue_type.arguments(work_queue_arguments);
+        let dead_letter_queue_arguments = self.queue_type.arguments(FieldTable::default());
         for (queue, dead_letter_queue, routing_key) in [
             (
                 &self.order_created_queue,
@@ -119,7 +159,7 @@ impl Topology {
                 .queue_declare(
                     dead_letter_queue.as_str().into(),
                     durable,
-                    FieldTable::default(),
+                    dead_letter_queue_arguments.clone(),
                 )
                 .await?;
             channel

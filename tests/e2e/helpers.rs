@@ -89,10 +89,12 @@ pub async fn spawn_pipeline_with(
             order_settings.database.url.expose().to_owned(),
             processor_settings.database.url.expose().to_owned(),
         ],
-        topology: Some(amqp.topology()),
+        topology: Some(order_settings.amqp.topology()),
         queues: processor_settings.retry_tiers().queues(),
     };
-    let probe = BrokerProbe::connect(amqp.topology()).await;
+    // As customised: the probe declares the topology first, so it must declare what the services
+    // will (the kind of the queues, for one).
+    let probe = BrokerProbe::connect(order_settings.amqp.topology()).await;
     let orders = start_orders(order_settings.clone()).await;
     let processor = start_processor(processor_settings.clone()).await;
     Pipeline {

@@ -7,3 +7,4 @@ mod chaos;
 mod failures;
 mod helpers;
 mod pipeline;
+mod quorum;

@@ -33,6 +33,16 @@ fn an_out_of_range_prefetch_fails_start_up_naming_the_variable() {
 }
 
 #[test]
+fn an_unknown_queue_type_fails_start_up_naming_the_variable() {
+    let (ok, stderr) = start_with("ORDER_SERVICE__AMQP__QUEUE_TYPE", "stream");
+    assert!(!ok);
+    assert!(
+        stderr.contains("ORDER_SERVICE__AMQP__QUEUE_TYPE"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_runtime_without_worker_threads_fails_start_up_naming_the_variable() {
     for value in ["0", "many"] {
         let (ok, stderr) = start_with("ORDER_SERVICE__RUNTIME__WORKER_THREADS", value);
@@ -60,5 +70,6 @@ fn sigterm_stops_the_service_cleanly_with_exit_code_0() {
         env!("CARGO_BIN_EXE_order_service"),
         "ORDER_SERVICE",
         "orders",
+        |_| Vec::new(),
     );
 }

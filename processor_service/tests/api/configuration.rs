@@ -46,5 +46,14 @@ fn sigterm_stops_the_service_cleanly_with_exit_code_0() {
         env!("CARGO_BIN_EXE_processor_service"),
         "PROCESSOR_SERVICE",
         "processor",
+        // It declares the retry queues of its default settings on these names.
+        |amqp| {
+            processor_service::configuration::Settings {
+                amqp: amqp.clone(),
+                ..Default::default()
+            }
+            .retry_tiers()
+            .queues()
+        },
     );
 }
