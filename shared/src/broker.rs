@@ -28,6 +28,8 @@ pub struct Broker {
     connection_name: String,
     current: Mutex<Option<Arc<Connection>>>,
     connecting: tokio::sync::Mutex<()>,
+    /// Why the last attempt to connect failed; cleared by the next that succeeds.
+    last_error: Mutex<Option<String>>,
 }
 
 impl Broker {
@@ -38,6 +40,7 @@ impl Broker {
             connection_name: connection_name.into(),
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
+            last_error: Mutex::new(None),
         })
     }
 
@@ -63,6 +66,15 @@ impl Broker {
         if let Some(connection) = self.live() {
             return Ok(connection);
         }
+        let connected = self.connect().await;
+        if let Ok(mut last_error) = self.last_error.lock() {
+            *last_error = connected.as_ref().err().map(ToString::to_string);
+        }
+        connected
+    }
+
+    /// A new connection, with the topology declared on it.
+    async fn connect(&self) -> Result<Arc<Connection>, lapin::Error> {
         let properties = ConnectionProperties::default()
             .with_connection_name(LongString::from(self.connection_name.as_bytes()));
         // An unreachable host would otherwise hold every caller for the TCP timeout.
@@ -91,6 +103,11 @@ impl Broker {
     /// Whether a live connection exists right now (for readiness; never connects).
     pub fn is_connected(&self) -> bool {
         self.live().is_some()
+    }
+
+    /// Why the last attempt to connect (or to declare the topology) failed, if it did.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|error| error.clone())
     }
 
     /// Closes the connection (at shutdown).

@@ -316,7 +316,10 @@ pub async fn check_dependencies(db: &DatabaseConnection, broker: &Broker) -> Hea
     let broker = if broker.is_connected() {
         "ok".to_owned()
     } else {
-        "error: not connected".to_owned()
+        match broker.last_error() {
+            Some(error) => format!("error: not connected: {error}"),
+            None => "error: not connected".to_owned(),
+        }
     };
     let ready = database == "ok" && broker == "ok";
     HealthReport {

@@ -1,4 +1,8 @@
-use crate::helpers::spawn_app;
+use order_service::startup::Application;
+use shared::topology::QueueType;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{DEADLINE, spawn_app};
 
 #[tokio::test]
 async fn health_answers_200_with_the_checks() {
@@ -40,6 +44,13 @@ async fn ready_answers_503_naming_the_broker_when_it_is_unreachable() {
     assert_eq!(body["status"], "not_ready");
     assert_eq!(body["checks"]["database"], "ok");
     assert_ne!(body["checks"]["broker"], "ok");
+    // Once it has tried, the check says why.
+    shared::testing::wait_until("the broker check to give a reason", DEADLINE, || async {
+        let body: serde_json::Value = app.get("/ready").await.json().await.unwrap();
+        let broker = body["checks"]["broker"].as_str().unwrap().to_owned();
+        broker.starts_with("error: not connected: ").then_some(())
+    })
+    .await;
     // Liveness stays 200, and orders are still accepted: the outbox holds their events.
     assert_eq!(app.get("/health").await.status(), 200);
     let response = app.post_order(&crate::helpers::valid_order()).await;
@@ -60,4 +71,33 @@ async fn unknown_routes_answer_a_problem_404() {
         response.headers()["content-type"],
         "application/problem+json"
     );
+}
+
+#[tokio::test]
+async fn ready_names_the_brokers_refusal_when_the_queues_exist_with_another_kind() {
+    // This one declares the queues as classic queues...
+    let app = spawn_app().await;
+    // ...and a second instance on the same names wants quorum queues.
+    let mut settings = app.settings.clone();
+    settings.amqp.queue_type = QueueType::Quorum;
+    let other = Application::build(settings).await.unwrap();
+    let address = format!("http://127.0.0.1:{}", other.port());
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(other.run_until_stopped(stop.clone()));
+    let broker = shared::testing::wait_until("the refusal in /ready", DEADLINE, || async {
+        let response = app
+            .client
+            .get(format!("{address}/ready"))
+            .send()
+            .await
+            .ok()?;
+        assert_eq!(response.status(), 503);
+        let body: serde_json::Value = response.json().await.ok()?;
+        let broker = body["checks"]["broker"].as_str()?.to_owned();
+        broker.contains("x-queue-type").then_some(broker)
+    })
+    .await;
+    assert!(broker.contains("PRECONDITION_FAILED"), "{broker}");
+    stop.cancel();
+    running.await.unwrap().unwrap();
 }
