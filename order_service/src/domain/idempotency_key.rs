@@ -2,9 +2,9 @@
 /// `POST /orders`: a retried request with the same key (and customer) answers the order placed
 /// the first time instead of placing another.
 ///
-/// 1 to 255 visible ASCII characters (a UUID is a good key). The header may carry it bare or as a
-/// quoted string (`"8e03978e-..."`, the form of the IETF draft "The Idempotency-Key HTTP Header
-/// Field"); the quotes are not part of the key.
+/// 1 to 255 printable ASCII characters, spaces inside included (a UUID is a good key). The
+/// header may carry it bare or as a quoted string (`"8e03978e-..."`, the form of the IETF draft
+/// "The Idempotency-Key HTTP Header Field"); the quotes are not part of the key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdempotencyKey(String);
 
@@ -15,7 +15,7 @@ impl IdempotencyKey {
     /// `value` as the header's bytes.
     pub fn parse(value: &[u8]) -> Result<Self, String> {
         if !value.iter().all(|byte| (0x20..0x7f).contains(byte)) {
-            return Err("must be visible ASCII characters".into());
+            return Err("must be printable ASCII characters".into());
         }
         // Checked above: every byte is ASCII.
         let text = String::from_utf8_lossy(value);
@@ -74,9 +74,9 @@ mod tests {
             (vec![b'k'; 256], "must be at most 255 characters, got 256"),
             (
                 "clé".as_bytes().to_vec(),
-                "must be visible ASCII characters",
+                "must be printable ASCII characters",
             ),
-            (b"a\tb".to_vec(), "must be visible ASCII characters"),
+            (b"a\tb".to_vec(), "must be printable ASCII characters"),
             (b"a\"b".to_vec(), "must not contain quotes or backslashes"),
         ] {
             assert_eq!(

@@ -226,7 +226,7 @@ fn parse_order_id(id: &str) -> Result<Uuid, Problem> {
     request_body = CreateOrderRequest,
     params(
         ("Idempotency-Key" = Option<String>, Header,
-            description = "1 to 255 visible ASCII characters naming this order for its customer (a UUID is a good key), bare or as a quoted string. Send the same key when you retry a request whose answer you did not get.",
+            description = "1 to 255 printable ASCII characters naming this order for its customer (a UUID is a good key), bare or as a quoted string. Send the same key when you retry a request whose answer you did not get.",
             example = "8e03978e-40d5-43e8-bc93-6894a57f9324"),
     ),
     responses(
