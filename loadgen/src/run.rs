@@ -48,22 +48,22 @@ fn micros(latency: Duration) -> u64 {
     (latency.as_micros() as u64).max(1)
 }
 
-/// Posts one order, with `idempotency_key` if given. `start` is when it was due (open loop,
-/// `scheduled`) or sent (closed loop); a scheduled order's lateness in leaving loadgen is also
-/// counted apart.
+/// Posts one order, with an `Idempotency-Key` of its own if `keyed`. `start` is when it was due
+/// (open loop, `scheduled`) or sent (closed loop); a scheduled order's lateness in leaving
+/// loadgen is also counted apart.
 async fn post(
     client: &reqwest::Client,
     url: &str,
     body: &serde_json::Value,
-    idempotency_key: Option<String>,
+    keyed: bool,
     start: Instant,
     scheduled: bool,
     tally: &Mutex<Tally>,
 ) {
     let lag = scheduled.then(|| start.elapsed());
     let mut request = client.post(url).json(body);
-    if let Some(key) = idempotency_key {
-        request = request.header("Idempotency-Key", key);
+    if keyed {
+        request = request.header("Idempotency-Key", Uuid::new_v4().to_string());
     }
     let response = request.send().await;
     let accepted = Instant::now();
@@ -186,12 +186,11 @@ async fn load(args: &RunArgs) -> anyhow::Result<Report> {
                         args.reject_ratio,
                     );
                     let total = args.orders;
-                    let keys = args.idempotency_keys;
+                    let keyed = args.idempotency_keys;
                     tokio::spawn(async move {
                         while next.fetch_add(1, Ordering::Relaxed) < total {
                             let (body, _) = maker.next_order();
-                            let key = keys.then(|| Uuid::new_v4().to_string());
-                            post(&client, &url, &body, key, Instant::now(), false, &tally).await;
+                            post(&client, &url, &body, keyed, Instant::now(), false, &tally).await;
                         }
                     })
                 })
@@ -225,10 +224,10 @@ async fn load(args: &RunArgs) -> anyhow::Result<Report> {
                     }
                 }
                 let (body, _) = maker.next_order();
-                let key = args.idempotency_keys.then(|| Uuid::new_v4().to_string());
+                let keyed = args.idempotency_keys;
                 // Latency counts from when the order was due, so queueing shows.
                 in_flight
-                    .push(async move { post(client, url, &body, key, due, true, tally).await });
+                    .push(async move { post(client, url, &body, keyed, due, true, tally).await });
             }
             while in_flight.next().await.is_some() {}
         }

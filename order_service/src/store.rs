@@ -482,8 +482,10 @@ impl GroupWrite for VerdictWriter {
     }
 }
 
-/// The new orders of a group, one array per column (`$6`: the idempotency keys).
-macro_rules! new_orders_input {
+/// The start of both statements writing new orders: the group's orders, one array per column
+/// (`$6`: the idempotency keys), and the `new_orders` CTE inserting them, left open for the
+/// statement to finish.
+macro_rules! insert_new_orders {
     () => {
         r#"
 WITH input AS (
@@ -492,7 +494,12 @@ WITH input AS (
                          $12::timestamptz[])
         AS t (id, customer_id, items, total_amount, created_at, idempotency_key,
               event_id, event_type, routing_key, correlation_id, body, event_created_at)
-)"#
+), new_orders AS (
+    INSERT INTO orders (id, customer_id, items, total_amount, status, error_message, created_at,
+                        updated_at, idempotency_key)
+    SELECT id, customer_id, items, total_amount, 'pending', NULL, created_at, created_at,
+           idempotency_key
+    FROM input"#
     };
 }
 
@@ -500,13 +507,8 @@ WITH input AS (
 /// the events are leased for `$13` seconds to this instance, which publishes them (NULL: no
 /// lease, the relay's). Answers the outbox id of each event.
 const INSERT_ORDERS: &str = concat!(
-    new_orders_input!(),
-    r#", new_orders AS (
-    INSERT INTO orders (id, customer_id, items, total_amount, status, error_message, created_at,
-                        updated_at, idempotency_key)
-    SELECT id, customer_id, items, total_amount, 'pending', NULL, created_at, created_at,
-           idempotency_key
-    FROM input
+    insert_new_orders!(),
+    r#"
 ), first_steps AS (
     INSERT INTO order_status_history (order_id, status, reason, at)
     SELECT id, 'pending', NULL, created_at FROM input
@@ -524,13 +526,8 @@ RETURNING id, event_id
 /// against an order of the same statement or of a concurrent one (which the insert waits for).
 /// Answers the outbox id of each event written.
 const INSERT_KEYED_ORDERS: &str = concat!(
-    new_orders_input!(),
-    r#", new_orders AS (
-    INSERT INTO orders (id, customer_id, items, total_amount, status, error_message, created_at,
-                        updated_at, idempotency_key)
-    SELECT id, customer_id, items, total_amount, 'pending', NULL, created_at, created_at,
-           idempotency_key
-    FROM input
+    insert_new_orders!(),
+    r#"
     ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id
 ), first_steps AS (
