@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use shared::configuration::{
     AmqpSettings, ConfigurationError, DatabaseSettings, HttpSettings, OutboxSettings,
-    RuntimeSettings, Secret, ShutdownSettings, check_common,
+    RedeliverySettings, RuntimeSettings, Secret, ShutdownSettings, check_common,
 };
 
 pub const ENV_PREFIX: &str = "ORDER_SERVICE";
@@ -19,6 +19,9 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     pub runtime: RuntimeSettings,
     pub intake: IntakeSettings,
+    /// Redelivery of an `order.processed` whose handling failed; after the last attempt it is
+    /// dead-lettered with the reason in its headers.
+    pub retry: RedeliverySettings,
 }
 
 /// How many new orders may wait to be stored.
@@ -55,6 +58,7 @@ impl Default for Settings {
             shutdown: ShutdownSettings::default(),
             runtime: RuntimeSettings::default(),
             intake: IntakeSettings::default(),
+            retry: RedeliverySettings::default(),
         }
     }
 }
@@ -81,6 +85,12 @@ impl Settings {
             "intake.max_waiting",
             self.intake.max_waiting,
             1..=100_000,
-        )
+        )?;
+        self.retry.check(ENV_PREFIX, "retry")
+    }
+
+    /// The delay tiers of broker redelivery of `order.processed`.
+    pub fn retry_tiers(&self) -> shared::topology::RetryTiers {
+        self.retry.tiers(&self.amqp.order_processed_queue)
     }
 }

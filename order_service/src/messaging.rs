@@ -52,12 +52,7 @@ impl Handler for OrderProcessedHandler {
             Ok(Applied::UnknownOrder) => Outcome::DeadLetter {
                 reason: format!("order {} does not exist", event.order_id),
             },
-            Err(error) if error.is_unavailable() => Outcome::Requeue {
-                reason: error.to_string(),
-            },
-            Err(error) => Outcome::Retry {
-                reason: error.to_string(),
-            },
+            Err(error) => Outcome::from_failure(&error),
         }
     }
 

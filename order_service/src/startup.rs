@@ -8,7 +8,7 @@ use actix_web::web;
 use migration::OrdersMigrator;
 use sea_orm::DatabaseConnection;
 use shared::broker::Broker;
-use shared::consumer::{self, ConsumerSettings};
+use shared::consumer::{self, ConsumerSettings, RetryPolicy};
 use shared::outbox::Relay;
 use shared::service::{Foundation, Service};
 use tokio_util::sync::CancellationToken;
@@ -97,8 +97,10 @@ impl Application {
                 queue: self.settings.amqp.order_processed_queue.clone(),
                 prefetch: self.settings.amqp.prefetch,
                 dead_letter_exchange: self.settings.amqp.dead_letter_exchange.clone(),
-                retry: None,
-                requeue_delay: Duration::from_secs(1),
+                retry: RetryPolicy {
+                    max_attempts: self.settings.retry.max_attempts,
+                    tiers: self.settings.retry_tiers(),
+                },
             },
             handler,
             shutdown.clone(),

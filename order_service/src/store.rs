@@ -12,6 +12,7 @@ use sea_orm::{
 };
 use shared::batch::{GroupWrite, GroupWriter, Grouping, column, in_request_order};
 use shared::events::{Envelope, OrderCreated, OrderLine, OrderProcessed};
+use shared::failure::{Classify, FailureClass};
 use shared::outbox::{Committed, Handoff, OutboxError, OutboxRow};
 use uuid::Uuid;
 
@@ -34,14 +35,14 @@ pub enum StoreError {
     KeyReused(Uuid),
 }
 
-impl StoreError {
-    /// Whether the database is unreachable (as opposed to a bug or bad data).
-    pub fn is_unavailable(&self) -> bool {
-        let db = match self {
-            Self::Db(db) | Self::Outbox(OutboxError::Db(db)) => db,
-            _ => return false,
-        };
-        shared::database::is_unavailable(db)
+impl Classify for StoreError {
+    fn class(&self) -> FailureClass {
+        match self {
+            Self::Db(db) | Self::Outbox(OutboxError::Db(db)) => db.class(),
+            // Shed load: the client retries later, like any other 503.
+            Self::Overloaded => FailureClass::Unavailable,
+            _ => FailureClass::Error,
+        }
     }
 }
 

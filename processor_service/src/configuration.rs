@@ -1,13 +1,11 @@
 //! Settings of the processor: defaults, then the TOML file named by
 //! `PROCESSOR_SERVICE_CONFIG_FILE`, then `PROCESSOR_SERVICE__SECTION__KEY` environment variables.
 
-use std::time::Duration;
-
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use shared::configuration::{
     AmqpSettings, ConfigurationError, DatabaseSettings, HttpSettings, OutboxSettings,
-    RuntimeSettings, Secret, ShutdownSettings, check_common, check_range,
+    RedeliverySettings, RuntimeSettings, Secret, ShutdownSettings, check_common, check_range,
 };
 use shared::topology::RetryTiers;
 
@@ -37,6 +35,17 @@ pub struct RetrySettings {
     pub max_delay_ms: u64,
     /// Broker deliveries before the message is dead-lettered and the order fails.
     pub max_attempts: u32,
+}
+
+impl RetrySettings {
+    /// The part of these settings that is broker redelivery.
+    pub fn redelivery(&self) -> RedeliverySettings {
+        RedeliverySettings {
+            initial_delay_ms: self.initial_delay_ms,
+            max_delay_ms: self.max_delay_ms,
+            max_attempts: self.max_attempts,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -145,24 +154,7 @@ impl Settings {
             retry.immediate_attempts,
             1..=20,
         )?;
-        check_range(
-            ENV_PREFIX,
-            "retry.initial_delay_ms",
-            retry.initial_delay_ms,
-            1..=3_600_000,
-        )?;
-        check_range(
-            ENV_PREFIX,
-            "retry.max_delay_ms",
-            retry.max_delay_ms,
-            retry.initial_delay_ms..=86_400_000,
-        )?;
-        check_range(
-            ENV_PREFIX,
-            "retry.max_attempts",
-            retry.max_attempts,
-            1..=100,
-        )?;
+        retry.redelivery().check(ENV_PREFIX, "retry")?;
         check_range(
             ENV_PREFIX,
             "faults.transient_failure_rate",
@@ -173,11 +165,8 @@ impl Settings {
 
     /// The delay tiers of broker redelivery.
     pub fn retry_tiers(&self) -> RetryTiers {
-        RetryTiers::new(
-            &self.amqp.order_created_queue,
-            Duration::from_millis(self.retry.initial_delay_ms),
-            Duration::from_millis(self.retry.max_delay_ms),
-            self.retry.max_attempts,
-        )
+        self.retry
+            .redelivery()
+            .tiers(&self.amqp.order_created_queue)
     }
 }

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use rust_decimal::Decimal;
-use shared::consumer::{Delivered, Handler, Outcome};
+use shared::consumer::{Delivered, Exhausted, Handler, Outcome};
 use shared::events::{Envelope, OrderCreated, ProcessingStatus};
 
 use crate::domain::{self, Decision};
-use crate::store::{ProcessingStore, Recorded, StoreError};
+use crate::store::{FailureRecorded, ProcessingStore, Recorded};
 
 /// How the handler processes one order.
 #[derive(Clone, Debug)]
@@ -49,18 +49,6 @@ impl OrderCreatedHandler {
             return Err(TransientFailure("injected transient failure".into()));
         }
         Ok(domain::decide(order, self.settings.max_order_total))
-    }
-
-    fn store_outcome(error: StoreError) -> Outcome {
-        if error.is_unavailable() {
-            Outcome::Requeue {
-                reason: error.to_string(),
-            }
-        } else {
-            Outcome::Retry {
-                reason: error.to_string(),
-            }
-        }
     }
 }
 
@@ -113,7 +101,18 @@ impl Handler for OrderCreatedHandler {
             .await;
         match (recorded, processed) {
             (Ok(Recorded::Decided), _) => Outcome::Ack,
-            (Ok(Recorded::AlreadyDecided), _) => {
+            // The order failed and this copy was not dead-lettered (a crash or a lost channel
+            // came between the record and the dead letter, or the message was put back by
+            // hand): dead-letter it again, under the same `message_id`. Listing and replay
+            // count copies once.
+            (Ok(Recorded::AlreadyDecided { decision, reason }), _)
+                if decision == ProcessingStatus::Failed.as_str() && !delivery.replayed =>
+            {
+                Outcome::DeadLetter {
+                    reason: reason.unwrap_or_else(|| "the order failed".into()),
+                }
+            }
+            (Ok(Recorded::AlreadyDecided { .. }), _) => {
                 tracing::info!(
                     order_id = %order.order_id,
                     event_id = %envelope.event_id,
@@ -127,26 +126,35 @@ impl Handler for OrderCreatedHandler {
             (Ok(Recorded::Undecided { .. }), Ok(_)) => Outcome::Retry {
                 reason: "the decision was not recorded".into(),
             },
-            (Err(error), _) => Self::store_outcome(error),
+            (Err(error), _) => Outcome::from_failure(&error),
         }
     }
 
-    /// After the last attempt: the order fails, and exactly one `order.processed` says so.
+    /// After the last attempt: the order fails, and exactly one `order.processed` says so; both
+    /// are committed before the message may be dead-lettered.
     async fn exhausted(
         &self,
         envelope: &Envelope<OrderCreated>,
         reason: &str,
         _attempts: u32,
-    ) -> Result<(), String> {
-        let decision = Decision {
-            status: ProcessingStatus::Failed,
-            reason: Some(reason.to_owned()),
-        };
-        self.store
-            .decide(envelope.payload.order_id, &decision)
+    ) -> Result<Exhausted, String> {
+        let recorded = self
+            .store
+            .record_failure(envelope.payload.order_id, envelope.event_id, reason)
             .await
-            .map(|_| ())
-            .map_err(|error| error.to_string())
+            .map_err(|error| error.to_string())?;
+        Ok(match recorded {
+            FailureRecorded::Failed => Exhausted::Recorded,
+            FailureRecorded::DecidedOtherwise(decision) => {
+                tracing::info!(
+                    order_id = %envelope.payload.order_id,
+                    event_id = %envelope.event_id,
+                    %decision,
+                    "out of attempts, but another delivery decided the order; acknowledged"
+                );
+                Exhausted::DecidedOtherwise
+            }
+        })
     }
 
     async fn ready(&self) -> bool {

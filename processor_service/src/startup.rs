@@ -107,11 +107,10 @@ impl Application {
                 queue: self.settings.amqp.order_created_queue.clone(),
                 prefetch: self.settings.amqp.prefetch,
                 dead_letter_exchange: self.settings.amqp.dead_letter_exchange.clone(),
-                retry: Some(RetryPolicy {
+                retry: RetryPolicy {
                     max_attempts: self.settings.retry.max_attempts,
                     tiers: self.settings.retry_tiers(),
-                }),
-                requeue_delay: Duration::from_secs(1),
+                },
             },
             handler,
             shutdown.clone(),

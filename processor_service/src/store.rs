@@ -5,13 +5,12 @@ use std::time::Duration;
 
 use chrono::SubsecRound;
 
-use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
-    TransactionTrait, sqlx,
+    ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, Statement, TransactionTrait, sqlx,
 };
 use shared::batch::{GroupWrite, GroupWriter, Grouping, column, in_request_order};
 use shared::events::{Envelope, OrderProcessed, ProcessingStatus};
+use shared::failure::{Classify, FailureClass};
 use shared::outbox::{self, Committed, Handoff, OutboxError, OutboxRow};
 use uuid::Uuid;
 
@@ -26,14 +25,11 @@ pub enum StoreError {
     Outbox(#[from] OutboxError),
 }
 
-impl StoreError {
-    /// Whether the database is unreachable (not the message's fault).
-    pub fn is_unavailable(&self) -> bool {
+impl Classify for StoreError {
+    fn class(&self) -> FailureClass {
         match self {
-            Self::Db(db) | Self::Outbox(OutboxError::Db(db)) => {
-                shared::database::is_unavailable(db)
-            }
-            Self::Outbox(_) => false,
+            Self::Db(db) | Self::Outbox(OutboxError::Db(db)) => db.class(),
+            Self::Outbox(_) => FailureClass::Error,
         }
     }
 }
@@ -43,8 +39,11 @@ impl StoreError {
 pub enum Recorded {
     /// This delivery decided the order (and queued its `order.processed`).
     Decided,
-    /// An earlier delivery had decided it: nothing more to do.
-    AlreadyDecided,
+    /// An earlier delivery had decided it, with this decision and reason.
+    AlreadyDecided {
+        decision: String,
+        reason: Option<String>,
+    },
     /// The attempt was counted; the order is still undecided.
     Undecided { attempts: i32 },
 }
@@ -76,7 +75,7 @@ impl GroupWrite for RecordWriter {
     }
 
     async fn write(&self, requests: &[RecordRequest]) -> Result<Vec<Recorded>, DbErr> {
-        let rows: Vec<(Uuid, i32, Option<String>, Option<i64>)> = sqlx::query_as(RECORD)
+        let rows: Vec<RecordRow> = sqlx::query_as(RECORD)
             .bind(column(requests, |r| r.order_id))
             .bind(column(requests, |r| r.event_id))
             .bind(column(requests, |r| r.replayed))
@@ -109,14 +108,15 @@ impl GroupWrite for RecordWriter {
             .map_err(shared::database::from_sqlx)?;
         let mut rows: std::collections::HashMap<_, _> = rows
             .into_iter()
-            .map(|(order_id, attempts, decision, outbox_id)| {
-                (order_id, (attempts, decision, outbox_id))
+            .map(|(order_id, attempts, decision, reason, outbox_id)| {
+                (order_id, (attempts, decision, reason, outbox_id))
             })
             .collect();
         let mut by_order = std::collections::HashMap::with_capacity(rows.len());
         let mut announced = std::collections::HashMap::new();
         for request in requests {
-            let Some((attempts, decision, outbox_id)) = rows.remove(&request.order_id) else {
+            let Some((attempts, decision, reason, outbox_id)) = rows.remove(&request.order_id)
+            else {
                 continue;
             };
             let recorded = match (outbox_id, decision.as_deref()) {
@@ -133,7 +133,10 @@ impl GroupWrite for RecordWriter {
                 {
                     Recorded::Undecided { attempts }
                 }
-                (None, Some(_)) => Recorded::AlreadyDecided,
+                (None, Some(decided)) => Recorded::AlreadyDecided {
+                    decision: decided.to_owned(),
+                    reason,
+                },
                 (None, None) => Recorded::Undecided { attempts },
             };
             by_order.insert(request.order_id, recorded);
@@ -154,6 +157,10 @@ impl GroupWrite for RecordWriter {
         in_request_order::<Self>(requests, by_order)
     }
 }
+
+/// A row of [`RECORD`]: order, attempts, decision, reason, and the outbox id of the event if this
+/// statement announced it.
+type RecordRow = (Uuid, i32, Option<String>, Option<String>, Option<i64>);
 
 /// Records deliveries, one array per column: inserts each order's processing record or counts
 /// one more attempt on it (the row lock serialises concurrent duplicates); decides an undecided
@@ -189,7 +196,7 @@ WITH input AS (
                               (SELECT replayed FROM input WHERE input.order_id = EXCLUDED.order_id)
                               AND processing.decision = 'failed' AND EXCLUDED.decision IS NOT NULL)
                           THEN EXCLUDED.decided_at ELSE processing.decided_at END
-    RETURNING order_id, attempts, decision, decided_at
+    RETURNING order_id, attempts, decision, reason, decided_at
 ), announced AS (
     INSERT INTO outbox (event_id, event_type, routing_key, correlation_id, body, created_at, leased_until)
     SELECT i.o_event_id, i.o_event_type, i.o_routing_key, i.o_correlation_id, i.o_body, i.o_created_at,
@@ -198,9 +205,29 @@ WITH input AS (
     WHERE i.decision IS NOT NULL AND r.decided_at = i.now
     RETURNING id, correlation_id
 )
-SELECT r.order_id, r.attempts, r.decision, a.id AS outbox_id
+SELECT r.order_id, r.attempts, r.decision, r.reason, a.id AS outbox_id
 FROM record r LEFT JOIN announced a ON a.correlation_id = r.order_id
 "#;
+
+/// Records a failed order unless another decision is recorded: inserts its processing record, or
+/// decides an undecided one. Returns a row only if this statement decided.
+const RECORD_FAILURE: &str = r#"
+INSERT INTO processing (order_id, event_id, attempts, first_seen_at, decision, reason, decided_at)
+VALUES ($1, $2, 1, $3, 'failed', $4, $3)
+ON CONFLICT (order_id) DO UPDATE SET
+    decision = EXCLUDED.decision, reason = EXCLUDED.reason, decided_at = EXCLUDED.decided_at
+WHERE processing.decision IS NULL
+RETURNING order_id
+"#;
+
+/// What recording a failure found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailureRecorded {
+    /// The order's record says `failed` (and its `order.processed` is in the outbox).
+    Failed,
+    /// Another delivery decided the order otherwise first.
+    DecidedOtherwise(String),
+}
 
 #[derive(Clone)]
 pub struct ProcessingStore {
@@ -274,52 +301,59 @@ impl ProcessingStore {
         self.db.ping().await.is_ok()
     }
 
-    /// Decides an undecided order in its own transaction (after the last attempt). Returns
-    /// whether this call decided.
-    pub async fn decide(&self, order_id: Uuid, decision: &Decision) -> Result<bool, StoreError> {
-        let txn = self.db.begin().await?;
-        let decided = self.write_decision(&txn, order_id, decision).await?;
-        txn.commit().await?;
-        match decided {
-            Some(event) => {
-                log_decided(&event);
-                // Written without a lease: the relay claims it.
-                self.outbox.wake();
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-
-    /// The decision and its `order.processed` event, on `txn`, unless the order is decided;
-    /// returns the event it wrote.
-    async fn write_decision(
+    /// Records that `order_id` failed (its last attempt did), with `reason`, and its
+    /// `order.processed`, in one transaction: the processing record is created if no delivery
+    /// managed to write it. Answers what the order's record says afterwards: `failed` (by this
+    /// call or an earlier one), or another decision that a concurrent delivery made.
+    pub async fn record_failure(
         &self,
-        txn: &DatabaseTransaction,
         order_id: Uuid,
-        decision: &Decision,
-    ) -> Result<Option<Envelope<OrderProcessed>>, StoreError> {
-        let now = chrono::Utc::now();
-        let updated = processing::Entity::update_many()
-            .col_expr(
-                processing::Column::Decision,
-                Expr::value(decision.status.as_str()),
-            )
-            .col_expr(
-                processing::Column::Reason,
-                Expr::value(decision.reason.clone()),
-            )
-            .col_expr(processing::Column::DecidedAt, Expr::value(now))
-            .filter(processing::Column::OrderId.eq(order_id))
-            .filter(processing::Column::Decision.is_null())
-            .exec(txn)
-            .await?;
-        if updated.rows_affected == 0 {
-            return Ok(None);
+        event_id: Uuid,
+        reason: &str,
+    ) -> Result<FailureRecorded, StoreError> {
+        let decision = Decision {
+            status: ProcessingStatus::Failed,
+            reason: Some(reason.to_owned()),
+        };
+        let now = chrono::Utc::now().trunc_subsecs(6);
+        let txn = self.db.begin().await?;
+        let backend = txn.get_database_backend();
+        let decided = txn
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                RECORD_FAILURE,
+                [order_id.into(), event_id.into(), now.into(), reason.into()],
+            ))
+            .await?
+            .is_some();
+        if decided {
+            let event = processed_event(order_id, &decision, now);
+            outbox::enqueue(&txn, &event).await?;
+            txn.commit().await?;
+            log_decided(&event);
+            // Written without a lease: the relay claims it.
+            self.outbox.wake();
+            return Ok(FailureRecorded::Failed);
         }
-        let event = processed_event(order_id, decision, now);
-        outbox::enqueue(txn, &event).await?;
-        Ok(Some(event))
+        let current = txn
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                "SELECT decision FROM processing WHERE order_id = $1",
+                [order_id.into()],
+            ))
+            .await?
+            .map(|row| row.try_get::<Option<String>>("", "decision"))
+            .transpose()?
+            .flatten();
+        txn.commit().await?;
+        Ok(match current {
+            Some(decision) if decision == ProcessingStatus::Failed.as_str() => {
+                FailureRecorded::Failed
+            }
+            Some(decision) => FailureRecorded::DecidedOtherwise(decision),
+            // Not written by this statement, so another decided it: it cannot be undecided.
+            None => FailureRecorded::DecidedOtherwise("undecided".into()),
+        })
     }
 
     pub async fn get(&self, order_id: Uuid) -> Result<Option<processing::Model>, StoreError> {

@@ -13,6 +13,8 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use sea_orm::DbErr;
+
+use crate::failure::Classify;
 use std::time::Duration;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -237,7 +239,7 @@ async fn write_group<W: GroupWrite>(writer: &W, group: Vec<Pending<W>>) {
                 let _ = done.send(Err(error.clone()));
             }
         }
-        Err(error) if requests.len() > 1 && !crate::database::is_unavailable(&error) => {
+        Err(error) if requests.len() > 1 && !error.class().is_infrastructure() => {
             // One bad request must not fail the others: each alone. (Not when the database is
             // unreachable: that fails them all alike, and each retry would wait again.)
             tracing::warn!(%error, requests = requests.len(), "group write failed; writing each alone");

@@ -285,6 +285,61 @@ fn from_config_error(
     }
 }
 
+/// Redelivery through the broker of a message whose handling failed (the `retry` section of a
+/// service's settings): the delay doubles from `initial_delay_ms` to `max_delay_ms`, and after
+/// `max_attempts` deliveries the message's outcome is recorded and it is dead-lettered.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedeliverySettings {
+    pub initial_delay_ms: u64,
+    pub max_delay_ms: u64,
+    pub max_attempts: u32,
+}
+
+impl Default for RedeliverySettings {
+    fn default() -> Self {
+        Self {
+            initial_delay_ms: 1000,
+            max_delay_ms: 60_000,
+            max_attempts: 5,
+        }
+    }
+}
+
+impl RedeliverySettings {
+    /// The delay tiers (retry queues) of `work_queue`.
+    pub fn tiers(&self, work_queue: &str) -> crate::topology::RetryTiers {
+        crate::topology::RetryTiers::new(
+            work_queue,
+            std::time::Duration::from_millis(self.initial_delay_ms),
+            std::time::Duration::from_millis(self.max_delay_ms),
+            self.max_attempts,
+        )
+    }
+
+    /// Checks the ranges; an error names `{section}.{field}`.
+    pub fn check(&self, prefix: &str, section: &str) -> Result<(), ConfigurationError> {
+        check_range(
+            prefix,
+            &format!("{section}.initial_delay_ms"),
+            self.initial_delay_ms,
+            1..=3_600_000,
+        )?;
+        check_range(
+            prefix,
+            &format!("{section}.max_delay_ms"),
+            self.max_delay_ms,
+            self.initial_delay_ms..=86_400_000,
+        )?;
+        check_range(
+            prefix,
+            &format!("{section}.max_attempts"),
+            self.max_attempts,
+            1..=100,
+        )
+    }
+}
+
 /// Fails with the variable's name unless `value` lies in `range`.
 pub fn check_range<V>(
     prefix: &str,

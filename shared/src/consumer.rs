@@ -8,8 +8,15 @@
 //! | --- | --- |
 //! | `Ack` | acknowledged |
 //! | `DeadLetter` | published to the dead-letter exchange with the failure headers (confirmed), then acknowledged |
-//! | `Retry` | while attempts remain, published to the retry queue of its delay tier (which routes it back to the work queue when its TTL expires) with `x-attempt` + 1, then acknowledged; after the last attempt, [`Handler::exhausted`] records the failure and the message is dead-lettered |
-//! | `Requeue` | not the message's fault (the service's own database is down): returned to the queue at no cost in attempts, and the consumer stops taking deliveries until [`Handler::ready`] |
+//! | `Retry` | the processing itself failed: while attempts remain, published to the retry queue of its delay tier (which routes it back to the work queue when its TTL expires) with `x-attempt` + 1, then acknowledged; after the last attempt, [`Handler::exhausted`] records the outcome and only then is the message dead-lettered |
+//! | `Park` | not the message's fault (a dependency is unavailable, or failed transiently; see `crate::failure`): returned to the queue at no cost in attempts, and the consumer parks |
+//!
+//! **Parking.** The consumer stops taking deliveries; those in flight finish (one that committed
+//! is acknowledged, one that meets the outage goes back), and closing the channel returns the
+//! prefetched rest, each once per outage; then it probes its dependencies ([`Handler::ready`]) with
+//! backoff, taking no message, and consumes again when they answer. Parks in a row without a
+//! delivery settled in between wait longer each time before the first probe, so a dependency that
+//! answers the probe but still fails the work (a statement timeout) is not a hot loop.
 //!
 //! Up to `prefetch` deliveries are handled concurrently. When the channel or connection breaks, the
 //! loop reconnects with backoff; on shutdown it stops taking deliveries, lets the ones in flight
@@ -33,6 +40,7 @@ use tracing::Instrument;
 
 use crate::broker::Broker;
 use crate::events::{DecodeError, Envelope, Event};
+use crate::failure::{Classify, FailureClass};
 use crate::headers::{self, Headers};
 use crate::shutdown::{reconnect_backoff, sleep_unless_cancelled};
 use crate::topology::RetryTiers;
@@ -46,8 +54,32 @@ pub enum Outcome {
     DeadLetter { reason: String },
     /// It failed transiently: try again later, and dead-letter it after the last attempt.
     Retry { reason: String },
-    /// It failed for a reason outside the message: put it back and pause consuming.
-    Requeue { reason: String },
+    /// It failed for a reason outside the message: put it back and park the consumer.
+    Park { reason: String },
+}
+
+impl Outcome {
+    /// The outcome of a failure of a dependency (the database, the broker) met while handling a
+    /// delivery: unavailable or transient parks at no cost in attempts; a real error costs one.
+    pub fn from_failure<E: Classify + std::fmt::Display>(error: &E) -> Self {
+        match error.class() {
+            FailureClass::Unavailable | FailureClass::Transient => Self::Park {
+                reason: error.to_string(),
+            },
+            FailureClass::Error => Self::Retry {
+                reason: error.to_string(),
+            },
+        }
+    }
+}
+
+/// What recording the outcome of a message that ran out of attempts did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exhausted {
+    /// The failure is recorded (and announced): the message may go to the dead-letter queue.
+    Recorded,
+    /// Another delivery decided the order meanwhile: nothing failed, the message is acknowledged.
+    DecidedOtherwise,
 }
 
 /// A decoded delivery, with where it stands in its attempts.
@@ -66,18 +98,19 @@ pub trait Handler: Send + Sync + 'static {
 
     fn handle(&self, delivery: &Delivered<Self::Event>) -> impl Future<Output = Outcome> + Send;
 
-    /// Called once when a message is dead-lettered after its last attempt, before it is; an error
-    /// requeues the message instead (nothing is dead-lettered that was not recorded).
+    /// Called after the last attempt, before the message is dead-lettered: records the message's
+    /// outcome (the order failed, and its announcement). An error returns the message to the queue
+    /// and parks the consumer: nothing is dead-lettered whose outcome is not recorded.
     fn exhausted(
         &self,
         _envelope: &Envelope<Self::Event>,
         _reason: &str,
         _attempts: u32,
-    ) -> impl Future<Output = Result<(), String>> + Send {
-        async { Ok(()) }
+    ) -> impl Future<Output = Result<Exhausted, String>> + Send {
+        async { Ok(Exhausted::Recorded) }
     }
 
-    /// Whether the handler's own dependencies answer; polled while consuming is paused.
+    /// Whether the handler's own dependencies answer; probed while the consumer is parked.
     fn ready(&self) -> impl Future<Output = bool> + Send {
         async { true }
     }
@@ -98,19 +131,20 @@ pub struct ConsumerSettings {
     pub prefetch: u16,
     /// Exchange that routes dead letters to the dead-letter queue (by the original routing key).
     pub dead_letter_exchange: String,
-    /// Without one, `Retry` puts the message back on the queue after `requeue_delay`.
-    pub retry: Option<RetryPolicy>,
-    /// Pause before a requeued delivery goes back, so that an outage is not a hot loop.
-    pub requeue_delay: Duration,
+    pub retry: RetryPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
 enum Stop {
     #[error(transparent)]
     Broker(#[from] lapin::Error),
-    #[error("paused: {0}")]
-    Paused(String),
+    #[error("parked: {0}")]
+    Parked(String),
 }
+
+/// The first wait of a park before probing; doubled for each park in a row, up to [`MAX_PARK`].
+const FIRST_PARK: Duration = Duration::from_millis(100);
+const MAX_PARK: Duration = Duration::from_secs(10);
 
 /// Consumes until `shutdown` trips, reconnecting whenever the broker goes away and pausing while
 /// the handler's dependencies are down.
@@ -121,20 +155,42 @@ pub async fn run<H: Handler>(
     shutdown: CancellationToken,
 ) {
     let mut backoff = reconnect_backoff();
+    // Parks in a row with no delivery settled in between.
+    let mut parks_in_a_row = 0u32;
+    let progressed = std::sync::atomic::AtomicBool::new(false);
     while !shutdown.is_cancelled() {
-        match consume(&broker, &settings, &handler, &shutdown).await {
+        progressed.store(false, std::sync::atomic::Ordering::Relaxed);
+        let result = consume(&broker, &settings, &handler, &shutdown, &progressed).await;
+        if progressed.load(std::sync::atomic::Ordering::Relaxed) {
+            parks_in_a_row = 0;
+        }
+        match result {
             Ok(()) if shutdown.is_cancelled() => break,
             Ok(()) => {
                 tracing::warn!(queue = %settings.queue, "consumer stream ended; consuming again");
             }
-            Err(Stop::Paused(reason)) => {
-                tracing::warn!(queue = %settings.queue, %reason, "consumer paused until its dependencies answer");
+            Err(Stop::Parked(reason)) => {
+                let first = FIRST_PARK
+                    .saturating_mul(1 << parks_in_a_row.min(10))
+                    .min(MAX_PARK);
+                parks_in_a_row = parks_in_a_row.saturating_add(1);
+                tracing::warn!(
+                    queue = %settings.queue,
+                    %reason,
+                    "consumer parked: deliveries returned to the queue; probing its dependencies"
+                );
+                if !sleep_unless_cancelled(first, &shutdown).await {
+                    break;
+                }
                 let mut wait = reconnect_backoff();
-                while !handler.ready().await {
+                while !shutdown.is_cancelled() && !handler.ready().await {
                     let delay = wait.next().unwrap_or(Duration::from_secs(10));
                     if !sleep_unless_cancelled(delay, &shutdown).await {
                         break;
                     }
+                }
+                if shutdown.is_cancelled() {
+                    break;
                 }
                 tracing::info!(queue = %settings.queue, "dependencies answer again; consumer resumes");
                 continue;
@@ -158,15 +214,14 @@ async fn consume<H: Handler>(
     settings: &ConsumerSettings,
     handler: &Arc<H>,
     shutdown: &CancellationToken,
+    progressed: &std::sync::atomic::AtomicBool,
 ) -> Result<(), Stop> {
     let connection = broker.connection().await?;
     let channel = connection.create_channel().await?;
     // Dead letters and retries are published on a channel of their own, with confirms.
     let side = connection.create_channel().await?;
     side.confirm_select(ConfirmSelectOptions::default()).await?;
-    if let Some(retry) = &settings.retry {
-        retry.tiers.declare(&channel).await?;
-    }
+    settings.retry.tiers.declare(&channel).await?;
     channel
         .basic_qos(settings.prefetch, BasicQosOptions::default())
         .await?;
@@ -183,14 +238,35 @@ async fn consume<H: Handler>(
     let (settled, acks) = mpsc::unbounded_channel();
     let acker = tokio::spawn(acknowledge_in_batches(channel.clone(), acks));
     let settled = &settled;
+    // Parking stops taking deliveries; those in flight finish (a committed one is acknowledged,
+    // one that meets the outage goes back), and the rest return when the channel closes.
+    let parked = CancellationToken::new();
+    let park_reason = std::sync::Mutex::new(None::<String>);
+    let (parked_ref, park_reason_ref) = (&parked, &park_reason);
     let result = consumer
         .take_until(shutdown.clone().cancelled_owned())
+        .take_until(parked.clone().cancelled_owned())
         .map_err(Stop::from)
         .try_for_each_concurrent(usize::from(settings.prefetch), |delivery| {
             let handler = handler.clone();
-            async move { settle(&*handler, settings, side, settled, delivery).await }
+            async move {
+                match settle(&*handler, settings, side, settled, delivery).await {
+                    Ok(()) => progressed.store(true, std::sync::atomic::Ordering::Relaxed),
+                    Err(reason) => {
+                        if let Ok(mut first) = park_reason_ref.lock() {
+                            first.get_or_insert(reason);
+                        }
+                        parked_ref.cancel();
+                    }
+                }
+                Ok(())
+            }
         })
         .await;
+    let result = match park_reason.lock().ok().and_then(|mut reason| reason.take()) {
+        Some(reason) => Err(Stop::Parked(reason)),
+        None => result,
+    };
     // What was settled is acknowledged before the channel closes.
     let _ = settled.send(Settled::Flush);
     let _ = acker.await;
@@ -209,7 +285,7 @@ async fn settle<H: Handler>(
     side: &Channel,
     settled: &mpsc::UnboundedSender<Settled>,
     delivery: Delivery,
-) -> Result<(), Stop> {
+) -> Result<(), String> {
     let tag = delivery.delivery_tag;
     let headers = Headers::from_table(delivery.properties.headers().as_ref());
     let attempt = headers.attempt();
@@ -231,7 +307,7 @@ async fn settle<H: Handler>(
             }
             Outcome::DeadLetter { reason } => {
                 let poison = envelope.is_none();
-                dead_letter(
+                match dead_letter(
                     settings,
                     side,
                     &delivery,
@@ -242,9 +318,21 @@ async fn settle<H: Handler>(
                     envelope.as_ref().map(|e| e.correlation_id),
                 )
                 .await
+                {
+                    Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+                    Err(error) => {
+                        let reason = format!("cannot dead-letter: {error}");
+                        return park(&delivery, settled, tag, reason).await;
+                    }
+                }
             }
-            Outcome::Retry { reason } => match (&settings.retry, envelope) {
-                (Some(retry), Some(envelope)) if attempt < retry.max_attempts => {
+            Outcome::Retry { reason } => {
+                let Some(envelope) = envelope else {
+                    // Only a decoded message is retried; anything else was poison.
+                    return park(&delivery, settled, tag, reason).await;
+                };
+                let retry = &settings.retry;
+                if attempt < retry.max_attempts {
                     let queue = retry.tiers.queue_for(attempt);
                     tracing::warn!(
                         event_id = ?message_id(&delivery),
@@ -258,20 +346,15 @@ async fn settle<H: Handler>(
                     match publish(side, "", &queue, &delivery, next).await {
                         Ok(()) => delivery.ack(BasicAckOptions::default()).await,
                         Err(error) => {
-                            requeue(
-                                &delivery,
-                                settings,
-                                &format!("cannot schedule the retry: {error}"),
-                            )
-                            .await
+                            let reason = format!("cannot schedule the retry: {error}");
+                            return park(&delivery, settled, tag, reason).await;
                         }
                     }
-                }
-                (Some(_), Some(envelope)) => {
+                } else {
                     let reason = format!("gave up after {attempt} attempts: {reason}");
                     match handler.exhausted(&envelope, &reason, attempt).await {
-                        Ok(()) => {
-                            dead_letter(
+                        Ok(Exhausted::Recorded) => {
+                            match dead_letter(
                                 settings,
                                 side,
                                 &delivery,
@@ -282,33 +365,26 @@ async fn settle<H: Handler>(
                                 Some(envelope.correlation_id),
                             )
                             .await
+                            {
+                                Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+                                Err(error) => {
+                                    let reason = format!("cannot dead-letter: {error}");
+                                    return park(&delivery, settled, tag, reason).await;
+                                }
+                            }
+                        }
+                        Ok(Exhausted::DecidedOtherwise) => {
+                            let _ = settled.send(Settled::Ack(tag));
+                            return Ok(());
                         }
                         Err(error) => {
-                            requeue(
-                                &delivery,
-                                settings,
-                                &format!("cannot record the failure: {error}"),
-                            )
-                            .await
+                            let reason = format!("cannot record the failure: {error}");
+                            return park(&delivery, settled, tag, reason).await;
                         }
                     }
                 }
-                _ => requeue(&delivery, settings, &reason).await,
-            },
-            Outcome::Requeue { reason } => {
-                let result = delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await;
-                if let Err(error) = result {
-                    tracing::warn!(event_id = ?message_id(&delivery), %error, "could not requeue; the broker redelivers it");
-                }
-                let _ = settled.send(Settled::Done(tag));
-                // Not the message's fault: stop taking deliveries until the handler is ready.
-                return Err(Stop::Paused(reason));
             }
+            Outcome::Park { reason } => return park(&delivery, settled, tag, reason).await,
         };
         let _ = settled.send(Settled::Done(tag));
         if let Err(error) = result {
@@ -452,7 +528,7 @@ async fn dead_letter(
     attempt: u32,
     poison: bool,
     order_id: Option<uuid::Uuid>,
-) -> Result<bool, lapin::Error> {
+) -> Result<(), PublishFailure> {
     tracing::warn!(
         event_id = ?message_id(delivery),
         order_id = ?order_id,
@@ -472,7 +548,7 @@ async fn dead_letter(
     let routing_key = headers
         .str(headers::ORIGINAL_ROUTING_KEY)
         .unwrap_or_else(|| delivery.routing_key.to_string());
-    match publish(
+    publish(
         side,
         &settings.dead_letter_exchange,
         &routing_key,
@@ -480,25 +556,28 @@ async fn dead_letter(
         headers,
     )
     .await
-    {
-        Ok(()) => delivery.ack(BasicAckOptions::default()).await,
-        Err(error) => requeue(delivery, settings, &format!("cannot dead-letter: {error}")).await,
-    }
 }
 
-async fn requeue(
+/// Returns `delivery` to its queue at no cost in attempts and parks the consumer (which returns
+/// the other deliveries in flight when it closes its channel).
+async fn park(
     delivery: &Delivery,
-    settings: &ConsumerSettings,
-    reason: &str,
-) -> Result<bool, lapin::Error> {
-    tracing::warn!(event_id = ?message_id(delivery), %reason, "requeueing message");
-    tokio::time::sleep(settings.requeue_delay).await;
-    delivery
+    settled: &mpsc::UnboundedSender<Settled>,
+    tag: u64,
+    reason: String,
+) -> Result<(), String> {
+    tracing::warn!(event_id = ?message_id(delivery), %reason, "returning message to its queue");
+    let result = delivery
         .nack(BasicNackOptions {
             requeue: true,
             ..BasicNackOptions::default()
         })
-        .await
+        .await;
+    if let Err(error) = result {
+        tracing::warn!(event_id = ?message_id(delivery), %error, "could not return it; the broker redelivers it when the channel closes");
+    }
+    let _ = settled.send(Settled::Done(tag));
+    Err(reason)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -76,7 +76,7 @@ pub async fn create_database_if_missing(url: &str) -> Result<(), DatabaseSetupEr
 
 /// sea-orm's error for an error of a statement run on the pool directly (the group statements,
 /// which bind arrays: one SQL text whatever the group size, so PostgreSQL parses and plans each
-/// once per connection). Mapped as sea-orm maps its own, so [`is_unavailable`] reads both alike.
+/// once per connection). Mapped as sea-orm maps its own, so [`crate::failure::Classify`] reads both alike.
 pub fn from_sqlx(error: sea_orm::sqlx::Error) -> DbErr {
     use sea_orm::sqlx::Error;
     use sea_orm::{ConnAcquireErr, RuntimeErr};
@@ -84,37 +84,6 @@ pub fn from_sqlx(error: sea_orm::sqlx::Error) -> DbErr {
         Error::PoolTimedOut => DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
         Error::PoolClosed => DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed),
         other => DbErr::Query(RuntimeErr::SqlxError(std::sync::Arc::new(other))),
-    }
-}
-
-/// Whether `error` means the database cannot be reached (as opposed to a bug or bad data): no
-/// connection to be had, or the one in use broke (the server restarted, or ended the session).
-pub fn is_unavailable(error: &DbErr) -> bool {
-    use sea_orm::RuntimeErr;
-    match error {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Query(RuntimeErr::SqlxError(error)) | DbErr::Exec(RuntimeErr::SqlxError(error)) => {
-            lost_connection(error)
-        }
-        _ => false,
-    }
-}
-
-/// A statement failed because its connection did, not because of the statement.
-fn lost_connection(error: &sea_orm::sqlx::Error) -> bool {
-    use sea_orm::sqlx::Error;
-    match error {
-        Error::Io(_)
-        | Error::Tls(_)
-        | Error::PoolTimedOut
-        | Error::PoolClosed
-        | Error::WorkerCrashed => true,
-        // SQLSTATE class 08: connection exception; 57P01-57P03: the server is shutting down,
-        // crashed, or cannot take connections yet.
-        Error::Database(error) => error.code().is_some_and(|code| {
-            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
-        }),
-        _ => false,
     }
 }
 
@@ -133,7 +102,7 @@ pub async fn connect(
     if settings.ping_after_idle_ms > 0 {
         // sqlx pings every connection it hands out unless told otherwise: a round trip per
         // statement. A connection in use a moment ago is alive; a dead one (say, after a
-        // PostgreSQL restart) fails its statement as unavailable (`is_unavailable`).
+        // PostgreSQL restart) fails its statement as unavailable (`crate::failure`).
         options.test_before_acquire_if_idle_for(Duration::from_millis(settings.ping_after_idle_ms));
     }
     Ok(Database::connect(options).await?)
@@ -155,18 +124,6 @@ pub async fn drop_database(url: &str) -> Result<(), DatabaseSetupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_broken_connection_means_unavailable_a_bad_statement_does_not() {
-        use sea_orm::RuntimeErr;
-        use sea_orm::sqlx::Error;
-        let query = |error: Error| DbErr::Query(RuntimeErr::SqlxError(std::sync::Arc::new(error)));
-        let broken = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
-        assert!(is_unavailable(&query(Error::Io(broken))));
-        assert!(is_unavailable(&from_sqlx(Error::PoolTimedOut)));
-        assert!(!is_unavailable(&query(Error::RowNotFound)));
-        assert!(!is_unavailable(&query(Error::ColumnNotFound("id".into()))));
-    }
 
     #[test]
     fn the_maintenance_url_keeps_server_and_options() {

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
 
 use crate::broker::Broker;
+use crate::failure::{Classify, FailureClass};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -152,6 +153,26 @@ impl Problem {
             "Overloaded",
             detail,
         )
+    }
+
+    /// The problem for a failure of `dependency` (say, "the database"), classified once
+    /// ([`crate::failure`]): unavailable or transient is a 503 with `Retry-After`, never a 500;
+    /// a real error is a 500 and is logged with its cause.
+    pub fn from_failure<E: Classify + std::fmt::Display>(error: &E, dependency: &str) -> Self {
+        match error.class() {
+            FailureClass::Unavailable => {
+                tracing::warn!(%error, "{dependency} is unavailable");
+                Self::unavailable(format!("{dependency} is unavailable; retry later"))
+            }
+            FailureClass::Transient => {
+                tracing::warn!(%error, "{dependency} failed transiently");
+                Self::unavailable(format!("{dependency} failed transiently; retry"))
+            }
+            FailureClass::Error => {
+                tracing::error!(%error, "{dependency} failed");
+                Self::internal()
+            }
+        }
     }
 
     pub fn internal() -> Self {

@@ -8,6 +8,7 @@ pub mod configuration;
 pub mod consumer;
 pub mod database;
 pub mod events;
+pub mod failure;
 pub mod headers;
 pub mod http;
 pub mod outbox;

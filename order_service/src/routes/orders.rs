@@ -197,13 +197,7 @@ impl From<StoreError> for Problem {
             tracing::debug!("order refused: too many orders waiting to be stored");
             return Problem::overloaded("too many orders are waiting to be stored; retry later");
         }
-        if error.is_unavailable() {
-            tracing::warn!(%error, "database unavailable");
-            Problem::unavailable("the database is unavailable; retry later")
-        } else {
-            tracing::error!(%error, "database error");
-            Problem::internal()
-        }
+        Problem::from_failure(&error, "the database")
     }
 }
 

@@ -10,6 +10,7 @@ mod idempotency;
 mod listing;
 mod openapi;
 mod orders;
+mod outages;
 mod outbox;
 mod overload;
 mod processed;

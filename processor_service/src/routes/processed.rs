@@ -51,14 +51,7 @@ impl TryFrom<processing::Model> for ProcessedResponse {
 
 impl From<StoreError> for Problem {
     fn from(error: StoreError) -> Self {
-        if let StoreError::Db(db) = &error
-            && shared::database::is_unavailable(db)
-        {
-            tracing::warn!(%error, "database unavailable");
-            return Problem::unavailable("the database is unavailable; retry later");
-        }
-        tracing::error!(%error, "database error");
-        Problem::internal()
+        Problem::from_failure(&error, "the database")
     }
 }
 

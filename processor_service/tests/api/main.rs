@@ -7,4 +7,5 @@ mod configuration;
 mod dead_letters;
 mod helpers;
 mod http;
+mod outages;
 mod processing;

@@ -20,6 +20,8 @@ use crate::configuration::{AmqpSettings, DatabaseSettings, Secret};
 use crate::events::{Envelope, Event};
 use crate::topology::Topology;
 
+pub mod outage;
+
 /// PostgreSQL server the tests use (`TEST_DATABASE_SERVER`, default the local one).
 pub fn database_server() -> String {
     std::env::var("TEST_DATABASE_SERVER")
@@ -257,6 +259,23 @@ impl BrokerProbe {
         // Closing the channel returns the unacknowledged message to the queue.
         channel.close(200, "OK".into()).await.expect("close");
         Some(message.delivery)
+    }
+
+    /// Messages ready in `queue` and consumers on it: a parked consumer has none.
+    pub async fn queue_state(&self, queue: &str) -> (u32, u32) {
+        let declared = self
+            .channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("passive declare");
+        (declared.message_count(), declared.consumer_count())
     }
 
     /// Messages ready in `queue`.
