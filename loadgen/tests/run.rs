@@ -37,7 +37,11 @@ async fn spawn_services() -> Services {
             processor.database.url.expose().to_owned(),
         ],
         topology: Some(amqp.topology()),
-        queues: processor.retry_tiers().queues(),
+        queues: [
+            processor.retry_tiers().queues(),
+            orders.retry_tiers().queues(),
+        ]
+        .concat(),
     };
     // The services declare the topology when they connect, in the background: declare it first,
     // so that loadgen can bind its queue to the exchange at once.

@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 use shared::configuration::{
-    AmqpSettings, ConfigurationError, DatabaseSettings, HttpSettings, OutboxSettings,
-    RedeliverySettings, RuntimeSettings, Secret, ShutdownSettings, check_common,
+    AdminSettings, AmqpSettings, ConfigurationError, DatabaseSettings, HttpSettings,
+    OutboxSettings, RedeliverySettings, RuntimeSettings, Secret, ShutdownSettings, check_common,
 };
 
 pub const ENV_PREFIX: &str = "ORDER_SERVICE";
@@ -22,6 +22,7 @@ pub struct Settings {
     /// Redelivery of an `order.processed` whose handling failed; after the last attempt it is
     /// dead-lettered with the reason in its headers.
     pub retry: RedeliverySettings,
+    pub admin: AdminSettings,
 }
 
 /// How many new orders may wait to be stored.
@@ -59,6 +60,7 @@ impl Default for Settings {
             runtime: RuntimeSettings::default(),
             intake: IntakeSettings::default(),
             retry: RedeliverySettings::default(),
+            admin: AdminSettings::default(),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! processor's `order.processed` verdicts.
 
 pub mod api_doc;
+pub mod cli;
 pub mod configuration;
 pub mod domain;
 pub mod entities;

@@ -1,20 +1,42 @@
+use clap::Parser;
+use order_service::cli::{Cli, Command};
 use order_service::configuration::Settings;
 use order_service::startup::Application;
 use shared::telemetry::{LogFormat, get_subscriber, init_subscriber};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
-    init_subscriber(get_subscriber(
-        "order_service",
-        LogFormat::from_env(),
-        std::io::stdout,
-    ))?;
-    let settings = Settings::load()?;
-    // Built from the settings, so not `#[tokio::main]`.
-    settings.runtime.build()?.block_on(async {
-        let application = Application::build(settings).await?;
-        let shutdown = CancellationToken::new();
-        shared::shutdown::cancel_on_signal(shutdown.clone());
-        application.run_until_stopped(shutdown).await
-    })
+    let cli = Cli::parse();
+    match cli.command {
+        None => {
+            init_subscriber(get_subscriber(
+                "order_service",
+                LogFormat::from_env(),
+                std::io::stdout,
+            ))?;
+            let settings = Settings::load()?;
+            // Built from the settings, so not `#[tokio::main]`.
+            settings.runtime.build()?.block_on(async {
+                let application = Application::build(settings).await?;
+                let shutdown = CancellationToken::new();
+                shared::shutdown::cancel_on_signal(shutdown.clone());
+                application.run_until_stopped(shutdown).await
+            })
+        }
+        Some(Command::DeadLetters(command)) => {
+            // Logs go to stderr: stdout is the command's JSON.
+            init_subscriber(get_subscriber(
+                "order_service",
+                LogFormat::from_env(),
+                std::io::stderr,
+            ))?;
+            let settings = Settings::load()?;
+            let output = settings
+                .runtime
+                .build()?
+                .block_on(order_service::cli::run_dead_letters(&settings, command))?;
+            println!("{output}");
+            Ok(())
+        }
+    }
 }

@@ -8,7 +8,8 @@ use actix_web::web;
 use migration::OrdersMigrator;
 use sea_orm::DatabaseConnection;
 use shared::broker::Broker;
-use shared::consumer::{self, ConsumerSettings, RetryPolicy};
+use shared::consumer::{self, ConsumerSettings, CrashFault, RetryPolicy};
+use shared::dead_letters::http::DeadLetterAdmin;
 use shared::outbox::Relay;
 use shared::service::{Foundation, Service};
 use tokio_util::sync::CancellationToken;
@@ -59,6 +60,13 @@ impl Application {
         let server = {
             let store = web::Data::new(store.clone());
             let db = web::Data::new(db.clone());
+            let admin = web::Data::new(DeadLetterAdmin {
+                token: settings.admin.token().cloned(),
+                token_variable: format!("{}__ADMIN__TOKEN", crate::configuration::ENV_PREFIX),
+                broker: broker.clone(),
+                dead_letter_queue: settings.amqp.order_processed_dead_letter_queue.clone(),
+                work_queue: settings.amqp.order_processed_queue.clone(),
+            });
             let broker = web::Data::new(broker.clone());
             shared::http::serve(
                 listener,
@@ -68,6 +76,7 @@ impl Application {
                     cfg.app_data(store.clone())
                         .app_data(db.clone())
                         .app_data(broker.clone())
+                        .app_data(admin.clone())
                         .configure(routes::configure);
                 },
             )?
@@ -101,6 +110,7 @@ impl Application {
                     max_attempts: self.settings.retry.max_attempts,
                     tiers: self.settings.retry_tiers(),
                 },
+                crash: CrashFault::default(),
             },
             handler,
             shutdown.clone(),

@@ -1,9 +1,10 @@
 //! The OpenAPI document, served at `/api-docs/openapi.json` and browsable at `/docs/`.
 
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use shared::http::BearerAuth;
+use utoipa::OpenApi;
 
-use crate::routes::{dead_letters, processed};
+use crate::routes::processed;
+use shared::dead_letters::http as dead_letters;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,16 +28,3 @@ use crate::routes::{dead_letters, processed};
     )
 )]
 pub struct ApiDoc;
-
-/// The operator endpoints' bearer token.
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}

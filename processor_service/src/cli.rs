@@ -1,11 +1,10 @@
 //! The command line: `processor_service` runs the service; `processor_service dead-letters ...`
-//! lets an operator without HTTP access list and replay dead letters.
+//! lets an operator without HTTP access list and replay the dead letters of `order.created`.
 
 use clap::{Parser, Subcommand};
-use uuid::Uuid;
+use shared::dead_letters::cli::{DeadLetterQueues, DeadLettersCommand};
 
 use crate::configuration::Settings;
-use crate::dead_letters::{self, ReplayRequest, ReplayResult};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,61 +24,25 @@ pub enum Command {
     DeadLetters(DeadLettersCommand),
 }
 
-#[derive(Debug, Subcommand)]
-pub enum DeadLettersCommand {
-    /// Print the dead letters as JSON, without consuming them.
-    List {
-        /// At most this many.
-        #[arg(long, default_value_t = 1000)]
-        limit: usize,
-    },
-    /// Move dead letters back to the work queue with a fresh attempt count; prints {"replayed": N}.
-    Replay {
-        /// Only this order (repeatable); all when absent.
-        #[arg(long = "order-id")]
-        order_ids: Vec<Uuid>,
-        /// Replay poison messages too.
-        #[arg(long)]
-        include_poison: bool,
-    },
-}
-
 /// Runs a dead-letter command against the configured broker; returns what to print.
 pub async fn run_dead_letters(
     settings: &Settings,
     command: DeadLettersCommand,
 ) -> anyhow::Result<String> {
-    let broker = shared::broker::Broker::new(
-        settings.amqp.url.clone(),
-        settings.amqp.topology(),
-        "processor_service-cli",
-    );
-    let queue = &settings.amqp.order_created_dead_letter_queue;
-    let output = match command {
-        DeadLettersCommand::List { limit } => {
-            serde_json::to_string_pretty(&dead_letters::list(&broker, queue, limit).await?)?
-        }
-        DeadLettersCommand::Replay {
-            order_ids,
-            include_poison,
-        } => {
-            let request = ReplayRequest {
-                order_ids: (!order_ids.is_empty()).then_some(order_ids),
-                include_poison,
-            };
-            let replayed =
-                dead_letters::replay(&broker, queue, &settings.amqp.order_created_queue, &request)
-                    .await?;
-            serde_json::to_string(&ReplayResult { replayed })?
-        }
+    let queues = DeadLetterQueues {
+        url: &settings.amqp.url,
+        topology: settings.amqp.topology(),
+        dead_letter_queue: &settings.amqp.order_created_dead_letter_queue,
+        work_queue: &settings.amqp.order_created_queue,
+        connection_name: "processor_service-cli",
     };
-    broker.close().await;
-    Ok(output)
+    shared::dead_letters::cli::run(queues, command).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     #[test]
     fn the_command_line_parses() {

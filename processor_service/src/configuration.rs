@@ -4,9 +4,11 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use shared::configuration::{
-    AmqpSettings, ConfigurationError, DatabaseSettings, HttpSettings, OutboxSettings,
-    RedeliverySettings, RuntimeSettings, Secret, ShutdownSettings, check_common, check_range,
+    AdminSettings, AmqpSettings, ConfigurationError, DatabaseSettings, HttpSettings,
+    OutboxSettings, RedeliverySettings, RuntimeSettings, Secret, ShutdownSettings, check_common,
+    check_range,
 };
+use shared::consumer::CrashPoint;
 use shared::topology::RetryTiers;
 
 pub const ENV_PREFIX: &str = "PROCESSOR_SERVICE";
@@ -53,22 +55,10 @@ impl RetrySettings {
 pub struct FaultSettings {
     /// Probability (0.0..=1.0) that one processing attempt fails transiently: for tests and demos.
     pub transient_failure_rate: f64,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminSettings {
-    /// Bearer token of the operator endpoints; without it they are disabled (403).
-    pub token: Option<Secret>,
-}
-
-impl AdminSettings {
-    /// The token, if one is set and not empty.
-    pub fn token(&self) -> Option<&Secret> {
-        self.token
-            .as_ref()
-            .filter(|token| !token.expose().is_empty())
-    }
+    /// Stop the consumer once as a crashed process would, at this point (tests and demos):
+    /// `after_failure_recorded` or `after_dead_lettered`.
+    #[serde(default)]
+    pub crash_once_at: Option<CrashPoint>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -116,6 +106,7 @@ impl Default for Settings {
             },
             faults: FaultSettings {
                 transient_failure_rate: 0.0,
+                crash_once_at: None,
             },
             admin: AdminSettings::default(),
         }

@@ -4,7 +4,6 @@
 pub mod api_doc;
 pub mod cli;
 pub mod configuration;
-pub mod dead_letters;
 pub mod domain;
 pub mod entities;
 pub mod messaging;

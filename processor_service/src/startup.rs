@@ -8,7 +8,8 @@ use actix_web::web;
 use migration::ProcessorMigrator;
 use sea_orm::DatabaseConnection;
 use shared::broker::Broker;
-use shared::consumer::{self, ConsumerSettings, RetryPolicy};
+use shared::consumer::{self, ConsumerSettings, CrashFault, RetryPolicy};
+use shared::dead_letters::http::DeadLetterAdmin;
 use shared::outbox::Relay;
 use shared::service::{Foundation, Service};
 use tokio_util::sync::CancellationToken;
@@ -18,7 +19,6 @@ use crate::api_doc::ApiDoc;
 use crate::configuration::Settings;
 use crate::messaging::{OrderCreatedHandler, ProcessingSettings};
 use crate::routes;
-use crate::routes::dead_letters::DeadLetterAdmin;
 use crate::store::ProcessingStore;
 
 pub struct Application {
@@ -56,6 +56,7 @@ impl Application {
             let db = web::Data::new(db.clone());
             let admin = web::Data::new(DeadLetterAdmin {
                 token: settings.admin.token().cloned(),
+                token_variable: format!("{}__ADMIN__TOKEN", crate::configuration::ENV_PREFIX),
                 broker: broker.clone(),
                 dead_letter_queue: settings.amqp.order_created_dead_letter_queue.clone(),
                 work_queue: settings.amqp.order_created_queue.clone(),
@@ -111,6 +112,7 @@ impl Application {
                     max_attempts: self.settings.retry.max_attempts,
                     tiers: self.settings.retry_tiers(),
                 },
+                crash: CrashFault::once_at(self.settings.faults.crash_once_at),
             },
             handler,
             shutdown.clone(),

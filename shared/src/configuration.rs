@@ -285,6 +285,22 @@ fn from_config_error(
     }
 }
 
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer token of the operator endpoints (dead letters); without it they are disabled (403).
+    pub token: Option<Secret>,
+}
+
+impl AdminSettings {
+    /// The token, if one is set and not empty.
+    pub fn token(&self) -> Option<&Secret> {
+        self.token
+            .as_ref()
+            .filter(|token| !token.expose().is_empty())
+    }
+}
+
 /// Redelivery through the broker of a message whose handling failed (the `retry` section of a
 /// service's settings): the delay doubles from `initial_delay_ms` to `max_delay_ms`, and after
 /// `max_attempts` deliveries the message's outcome is recorded and it is dead-lettered.

@@ -124,6 +124,40 @@ pub struct RetryPolicy {
     pub tiers: RetryTiers,
 }
 
+/// A place in the handling of a delivery where a test can make the consumer stop as a crashed
+/// process would: the delivery is left unsettled, the channel closes (so the broker returns it
+/// and every other unacknowledged delivery to the queue), and the consumer consumes again, as a
+/// restarted process would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CrashPoint {
+    /// After the outcome of a message out of attempts is committed, before it is dead-lettered.
+    AfterFailureRecorded,
+    /// After the broker confirmed the dead letter, before the delivery is acknowledged.
+    AfterDeadLettered,
+}
+
+/// A [`CrashPoint`] armed to fire once (for tests and demos); unarmed by default.
+#[derive(Clone, Debug, Default)]
+pub struct CrashFault {
+    point: Option<CrashPoint>,
+    fired: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CrashFault {
+    pub fn once_at(point: Option<CrashPoint>) -> Self {
+        Self {
+            point,
+            fired: Arc::default(),
+        }
+    }
+
+    /// Whether to crash here: at the armed point, the first time only.
+    fn fires_at(&self, point: CrashPoint) -> bool {
+        self.point == Some(point) && !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// Where and how to consume.
 #[derive(Clone, Debug)]
 pub struct ConsumerSettings {
@@ -132,6 +166,8 @@ pub struct ConsumerSettings {
     /// Exchange that routes dead letters to the dead-letter queue (by the original routing key).
     pub dead_letter_exchange: String,
     pub retry: RetryPolicy,
+    /// A crash to inject (tests); none by default.
+    pub crash: CrashFault,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -319,6 +355,9 @@ async fn settle<H: Handler>(
                 )
                 .await
                 {
+                    Ok(()) if settings.crash.fires_at(CrashPoint::AfterDeadLettered) => {
+                        return Err(crash(CrashPoint::AfterDeadLettered));
+                    }
                     Ok(()) => delivery.ack(BasicAckOptions::default()).await,
                     Err(error) => {
                         let reason = format!("cannot dead-letter: {error}");
@@ -354,6 +393,9 @@ async fn settle<H: Handler>(
                     let reason = format!("gave up after {attempt} attempts: {reason}");
                     match handler.exhausted(&envelope, &reason, attempt).await {
                         Ok(Exhausted::Recorded) => {
+                            if settings.crash.fires_at(CrashPoint::AfterFailureRecorded) {
+                                return Err(crash(CrashPoint::AfterFailureRecorded));
+                            }
                             match dead_letter(
                                 settings,
                                 side,
@@ -366,6 +408,9 @@ async fn settle<H: Handler>(
                             )
                             .await
                             {
+                                Ok(()) if settings.crash.fires_at(CrashPoint::AfterDeadLettered) => {
+                                    return Err(crash(CrashPoint::AfterDeadLettered));
+                                }
                                 Ok(()) => delivery.ack(BasicAckOptions::default()).await,
                                 Err(error) => {
                                     let reason = format!("cannot dead-letter: {error}");
@@ -556,6 +601,13 @@ async fn dead_letter(
         headers,
     )
     .await
+}
+
+/// An injected crash: the delivery stays unsettled (the acknowledgements after it wait with it),
+/// and the consumer stops and closes its channel.
+fn crash(point: CrashPoint) -> String {
+    tracing::error!(?point, "injected crash: the delivery is left unsettled");
+    format!("injected crash at {point:?}")
 }
 
 /// Returns `delivery` to its queue at no cost in attempts and parks the consumer (which returns

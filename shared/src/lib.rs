@@ -7,6 +7,7 @@ pub mod broker;
 pub mod configuration;
 pub mod consumer;
 pub mod database;
+pub mod dead_letters;
 pub mod events;
 pub mod failure;
 pub mod headers;

@@ -321,13 +321,17 @@ async fn each_service_killed_during_a_burst_and_restarted_loses_and_duplicates_n
             processor_db.url.expose().into(),
         ],
         topology: Some(amqp.topology()),
-        queues: shared::topology::RetryTiers::new(
-            &amqp.order_created_queue,
-            Duration::from_millis(processor_defaults.retry.initial_delay_ms),
-            Duration::from_millis(processor_defaults.retry.max_delay_ms),
-            processor_defaults.retry.max_attempts,
-        )
-        .queues(),
+        queues: [
+            processor_defaults
+                .retry
+                .redelivery()
+                .tiers(&amqp.order_created_queue)
+                .queues(),
+            shared::configuration::RedeliverySettings::default()
+                .tiers(&amqp.order_processed_queue)
+                .queues(),
+        ]
+        .concat(),
     };
     let (orders_port, processor_port) = (testing::free_port(), testing::free_port());
     let orders_url = format!("http://127.0.0.1:{orders_port}");

@@ -90,7 +90,11 @@ pub async fn spawn_pipeline_with(
             processor_settings.database.url.expose().to_owned(),
         ],
         topology: Some(order_settings.amqp.topology()),
-        queues: processor_settings.retry_tiers().queues(),
+        queues: [
+            processor_settings.retry_tiers().queues(),
+            order_settings.retry_tiers().queues(),
+        ]
+        .concat(),
     };
     // As customised: the probe declares the topology first, so it must declare what the services
     // will (the kind of the queues, for one).

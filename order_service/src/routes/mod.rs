@@ -10,5 +10,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/orders", web::post().to(orders::create_order))
         .route("/orders", web::get().to(orders::list_orders))
         .route("/orders/{id}", web::get().to(orders::get_order))
-        .route("/orders/{id}/history", web::get().to(orders::order_history));
+        .route("/orders/{id}/history", web::get().to(orders::order_history))
+        .configure(shared::dead_letters::http::configure);
 }

@@ -48,7 +48,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     let cleanup = Cleanup {
         databases: vec![settings.database.url.expose().to_owned()],
         topology: Some(settings.amqp.topology()),
-        queues: Vec::new(),
+        queues: settings.retry_tiers().queues(),
     };
     start(settings, cleanup).await
 }

@@ -1,6 +1,5 @@
 //! HTTP routes of the processor.
 
-pub mod dead_letters;
 pub mod processed;
 
 use actix_web::web;
@@ -12,12 +11,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/processed/{order_id}",
             web::get().to(processed::get_processed),
         )
-        .route(
-            "/dead-letters",
-            web::get().to(dead_letters::list_dead_letters),
-        )
-        .route(
-            "/dead-letters/replay",
-            web::post().to(dead_letters::replay_dead_letters),
-        );
+        .configure(shared::dead_letters::http::configure);
 }

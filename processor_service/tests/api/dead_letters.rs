@@ -232,3 +232,96 @@ async fn the_command_line_lists_and_replays_dead_letters() {
         "a second order.processed was published"
     );
 }
+
+/// Every attempt fails, and the processor "crashes" once at `point` (the delivery left unsettled,
+/// its channel closed, as a killed process leaves it). Returns the app and the order, once the
+/// order's failure is recorded and its dead letter is in the queue `copies` times.
+async fn crash_once_at(point: shared::consumer::CrashPoint, copies: u32) -> (TestApp, uuid::Uuid) {
+    let app = spawn_app_with(|settings| {
+        settings.faults.transient_failure_rate = 1.0;
+        settings.faults.crash_once_at = Some(point);
+        settings.retry.max_attempts = 2;
+        settings.retry.immediate_attempts = 1;
+        settings.retry.initial_delay_ms = 50;
+        settings.retry.max_delay_ms = 50;
+    })
+    .await;
+    let mut tap = app.probe.tap(routing_keys::ORDER_PROCESSED).await;
+    let order = order_created(1, "5.00");
+    let order_id = order.payload.order_id;
+    app.probe.publish(&order).await;
+    wait_for_dead_letters(&app, copies).await;
+    let record = app
+        .wait_for_record(order_id, |r| r["decision"] == "failed")
+        .await;
+    assert!(
+        record["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("gave up after 2 attempts"),
+        "{record}"
+    );
+    // The failure was announced once, whatever the crash.
+    let verdict = tap.next_event::<OrderProcessed>(DEADLINE).await;
+    assert_eq!(verdict.payload.status, ProcessingStatus::Failed);
+    assert!(
+        tap.try_next(std::time::Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    (app, order_id)
+}
+
+async fn list(app: &TestApp) -> Value {
+    let response = admin(
+        app,
+        reqwest::Method::GET,
+        "/dead-letters",
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_crash_between_recording_the_failure_and_dead_lettering_still_dead_letters_it() {
+    let (app, order_id) =
+        crash_once_at(shared::consumer::CrashPoint::AfterFailureRecorded, 1).await;
+    let listed = list(&app).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["order_id"], order_id.to_string());
+    assert_eq!(listed[0]["copies"], 1);
+    // Nothing else is waiting: the redelivered copy was dead-lettered, not retried again.
+    assert_eq!(
+        app.probe
+            .message_count(&app.settings.amqp.order_created_queue)
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn copies_of_a_dead_letter_are_listed_and_replayed_once() {
+    let (app, order_id) = crash_once_at(shared::consumer::CrashPoint::AfterDeadLettered, 2).await;
+    let listed = list(&app).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["order_id"], order_id.to_string());
+    assert_eq!(listed[0]["copies"], 2);
+
+    let replayed: Value = admin(
+        &app,
+        reqwest::Method::POST,
+        "/dead-letters/replay",
+        Some(ADMIN_TOKEN),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(replayed, json!({"replayed": 1}));
+    // The replayed order fails again (every attempt does) and comes back once, as one copy.
+    wait_for_dead_letters(&app, 1).await;
+    let record = app.wait_for_record(order_id, |r| r["attempts"] == 5).await;
+    assert_eq!(record["decision"], "failed");
+}

@@ -1,5 +1,6 @@
-//! Operator endpoints: listing and replaying dead letters. They require
-//! `Authorization: Bearer <PROCESSOR_SERVICE__ADMIN__TOKEN>`; without the setting they are disabled.
+//! Operator endpoints of a service's dead-letter queue: `GET /dead-letters` and
+//! `POST /dead-letters/replay`. They require `Authorization: Bearer <{PREFIX}__ADMIN__TOKEN>`;
+//! without the setting they are disabled.
 
 use std::sync::Arc;
 
@@ -7,21 +8,29 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
-use shared::broker::Broker;
-use shared::configuration::Secret;
-use shared::http::{Problem, problem_type};
 use subtle::ConstantTimeEq;
 use utoipa::IntoParams;
 
-use crate::dead_letters::{self, DeadLetter, ReplayRequest, ReplayResult};
+use super::{DeadLetter, ReplayRequest, ReplayResult};
+use crate::broker::Broker;
+use crate::configuration::Secret;
+use crate::http::{Problem, problem_type};
 
 /// What the admin endpoints need.
 #[derive(Clone)]
 pub struct DeadLetterAdmin {
     pub token: Option<Secret>,
+    /// The variable that sets the token, for the message of a disabled endpoint.
+    pub token_variable: String,
     pub broker: Arc<Broker>,
     pub dead_letter_queue: String,
     pub work_queue: String,
+}
+
+/// Adds the two routes; `admin` must be in the app data.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/dead-letters", web::get().to(list_dead_letters))
+        .route("/dead-letters/replay", web::post().to(replay_dead_letters));
 }
 
 impl DeadLetterAdmin {
@@ -31,7 +40,10 @@ impl DeadLetterAdmin {
                 StatusCode::FORBIDDEN,
                 problem_type::FORBIDDEN,
                 "Forbidden",
-                "operator endpoints are disabled: set PROCESSOR_SERVICE__ADMIN__TOKEN",
+                format!(
+                    "operator endpoints are disabled: set {}",
+                    self.token_variable
+                ),
             ));
         };
         let presented = request
@@ -54,8 +66,7 @@ impl DeadLetterAdmin {
 }
 
 fn broker_problem(error: lapin::Error) -> Problem {
-    tracing::warn!(%error, "broker unavailable for a dead-letter operation");
-    Problem::unavailable("the broker is unavailable; retry later")
+    Problem::from_failure(&error, "the broker")
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -86,7 +97,7 @@ pub async fn list_dead_letters(
     admin: web::Data<DeadLetterAdmin>,
 ) -> Result<HttpResponse, Problem> {
     admin.authorize(&request)?;
-    let letters = dead_letters::list(
+    let letters = super::list(
         &admin.broker,
         &admin.dead_letter_queue,
         query.limit.unwrap_or(1000),
@@ -127,7 +138,7 @@ pub async fn replay_dead_letters(
         serde_json::from_slice(&body)
             .map_err(|error| Problem::bad_field("body", error.to_string()))?
     };
-    let replayed = dead_letters::replay(
+    let replayed = super::replay(
         &admin.broker,
         &admin.dead_letter_queue,
         &admin.work_queue,

@@ -1,21 +1,29 @@
-//! The dead-letter queue as an operator sees it: list without consuming, replay to the work queue.
-//! Used by the HTTP admin endpoints and by `processor_service dead-letters ...`.
+//! A dead-letter queue as an operator sees it: list without consuming, replay to the work queue.
+//! Both services use it for their own queue, over HTTP ([`http`]) and from their command line
+//! ([`cli`]).
+//!
+//! A message may be dead-lettered more than once (a crash between publishing the dead letter and
+//! acknowledging the delivery, or a copy redelivered after the failure was recorded): copies share
+//! their `message_id`, and listing and replay count them once.
+
+pub mod cli;
+pub mod http;
 
 use std::collections::HashSet;
 
+use crate::broker::Broker;
+use crate::headers::{self, Headers};
+use crate::topology::ready_count;
 use chrono::{DateTime, Utc};
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
 use serde::{Deserialize, Serialize};
-use shared::broker::Broker;
-use shared::headers::{self, Headers};
-use shared::topology::ready_count;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// A dead-lettered message, from its headers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DeadLetter {
-    /// Null for a poison message (one that could not be decoded).
+    /// Null for a poison message (one whose content could not be trusted to name an order).
     pub order_id: Option<Uuid>,
     /// The AMQP `message_id` (the event id), when it had one.
     pub event_id: Option<String>,
@@ -27,6 +35,8 @@ pub struct DeadLetter {
     pub last_failed_at: Option<DateTime<Utc>>,
     /// Not replayed unless asked (`include_poison`).
     pub poison: bool,
+    /// Copies of this message in the queue (same `message_id`).
+    pub copies: u32,
 }
 
 /// Which dead letters to replay.
@@ -68,12 +78,13 @@ impl DeadLetter {
             first_failed_at: headers.time(headers::FIRST_FAILED_AT),
             last_failed_at: headers.time(headers::LAST_FAILED_AT),
             poison: headers.bool(headers::POISON),
+            copies: 1,
         }
     }
 }
 
-/// Lists up to `limit` dead letters. They are taken unacknowledged and returned to the queue when
-/// the channel closes: nothing is consumed.
+/// Lists up to `limit` dead letters, oldest first, copies of one message once. They are taken
+/// unacknowledged and returned to the queue when the channel closes: nothing is consumed.
 pub async fn list(
     broker: &Broker,
     queue: &str,
@@ -81,15 +92,31 @@ pub async fn list(
 ) -> Result<Vec<DeadLetter>, lapin::Error> {
     let connection = broker.connection().await?;
     let channel = connection.create_channel().await?;
-    let count = (ready_count(&channel, queue).await? as usize).min(limit);
-    let mut letters = Vec::with_capacity(count);
+    let count = ready_count(&channel, queue).await?;
+    let mut letters: Vec<DeadLetter> = Vec::new();
+    let mut by_id = std::collections::HashMap::new();
     for _ in 0..count {
-        match channel
+        let Some(message) = channel
             .basic_get(queue.into(), BasicGetOptions { no_ack: false })
             .await?
-        {
-            Some(message) => letters.push(DeadLetter::from_delivery(&message.delivery)),
-            None => break,
+        else {
+            break;
+        };
+        let letter = DeadLetter::from_delivery(&message.delivery);
+        match letter.event_id.as_ref().and_then(|id| by_id.get(id)) {
+            Some(&index) => {
+                if let Some(first) = letters.get_mut(index) {
+                    let first: &mut DeadLetter = first;
+                    first.copies = first.copies.saturating_add(1);
+                }
+            }
+            None if letters.len() < limit => {
+                if let Some(id) = &letter.event_id {
+                    by_id.insert(id.clone(), letters.len());
+                }
+                letters.push(letter);
+            }
+            None => {}
         }
     }
     channel.close(200, "OK".into()).await?;
@@ -97,7 +124,9 @@ pub async fn list(
 }
 
 /// Moves the selected dead letters back to `work_queue` with a fresh attempt count; the others stay.
-/// Each one is acknowledged on the dead-letter queue only after the broker confirmed its copy.
+/// Each one is acknowledged on the dead-letter queue only after the broker confirmed its copy; a
+/// further copy of a message replayed here is removed without being replayed again. Returns how
+/// many messages were replayed (copies once).
 pub async fn replay(
     broker: &Broker,
     queue: &str,
@@ -115,6 +144,7 @@ pub async fn replay(
         .await?;
     let count = ready_count(&channel, queue).await?;
     let mut replayed = 0;
+    let mut replayed_ids = HashSet::new();
     for _ in 0..count {
         let Some(message) = channel
             .basic_get(queue.into(), BasicGetOptions { no_ack: false })
@@ -132,6 +162,13 @@ pub async fn replay(
         };
         if !selected {
             // Left unacknowledged: back to the queue when the channel closes.
+            continue;
+        }
+        if let Some(id) = &letter.event_id
+            && replayed_ids.contains(id)
+        {
+            delivery.ack(BasicAckOptions::default()).await?;
+            tracing::info!(order_id = ?letter.order_id, event_id = %id, "copy of a replayed dead letter removed");
             continue;
         }
         let mut fresh = Headers::from_table(delivery.properties.headers().as_ref());
@@ -170,6 +207,9 @@ pub async fn replay(
         delivery.ack(BasicAckOptions::default()).await?;
         tracing::info!(order_id = ?letter.order_id, event_id = ?letter.event_id, "dead letter replayed");
         replayed += 1;
+        if let Some(id) = letter.event_id {
+            replayed_ids.insert(id);
+        }
     }
     channel.close(200, "OK".into()).await?;
     Ok(replayed)
