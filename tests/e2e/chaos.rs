@@ -117,6 +117,7 @@ async fn assert_all_final_once(
         let record = get_json(client, format!("{processor}/processed/{id}")).await;
         assert_eq!(record["decision"], "completed");
     }
+    crate::helpers::assert_agreement(client, orders, processor, ids).await;
 }
 
 async fn get_json(client: &reqwest::Client, url: String) -> Value {

@@ -73,10 +73,11 @@ async fn with_half_of_all_attempts_failing_every_order_completes_exactly_once() 
     );
     let dead = pipeline.admin_get("/dead-letters").await;
     assert_eq!(dead, json!([]));
+    pipeline.assert_agreement(&ids).await;
 }
 
 #[tokio::test]
-async fn with_every_attempt_failing_orders_fail_are_dead_lettered_and_complete_after_a_replay() {
+async fn with_every_attempt_failing_orders_fail_are_dead_lettered_and_are_decided_after_a_replay() {
     let mut pipeline = spawn_pipeline_with(|_, processor| {
         fast_retries(processor);
         processor.faults.transient_failure_rate = 1.0;
@@ -85,8 +86,9 @@ async fn with_every_attempt_failing_orders_fail_are_dead_lettered_and_complete_a
     })
     .await;
     let mut verdicts = pipeline.probe.tap(routing_keys::ORDER_PROCESSED).await;
+    // The first two are over the limit the processor has when they are replayed.
     let bodies: Vec<Value> = (0..10)
-        .map(|i| order(&format!("c{i}"), 1, "5.00"))
+        .map(|i| order(&format!("c{i}"), 1, if i < 2 { "50.00" } else { "5.00" }))
         .collect();
     let placed = join_all(bodies.iter().map(|body| pipeline.place(body))).await;
     let ids: Vec<String> = placed
@@ -145,9 +147,13 @@ async fn with_every_attempt_failing_orders_fail_are_dead_lettered_and_complete_a
         "listing consumes nothing"
     );
 
-    // A healthy processor, then a replay of two orders, then of all the rest.
+    // A healthy processor with a lower limit, then a replay of two orders (now over the limit:
+    // rejected, a move out of failed both services allow), then of all the rest.
     pipeline
-        .restart_processor(|processor| processor.faults.transient_failure_rate = 0.0)
+        .restart_processor(|processor| {
+            processor.faults.transient_failure_rate = 0.0;
+            processor.rules.max_order_total = "10.00".parse().unwrap();
+        })
         .await;
     let first_two: Vec<Value> = ids[..2].iter().map(|id| json!(id)).collect();
     let replayed = pipeline
@@ -156,13 +162,17 @@ async fn with_every_attempt_failing_orders_fail_are_dead_lettered_and_complete_a
     assert_eq!(replayed, json!({"replayed": 2}));
     for id in &ids[..2] {
         pipeline
-            .wait_for_order(id, "completed", |s| s == "completed")
+            .wait_for_order(id, "rejected", |s| s == "rejected")
             .await;
+        assert_eq!(
+            pipeline.history(id).await,
+            ["pending", "failed", "rejected"]
+        );
     }
     assert_eq!(pipeline.probe.message_count(&dlq).await, 8);
     let replayed = pipeline.admin_post("/dead-letters/replay", json!({})).await;
     assert_eq!(replayed, json!({"replayed": 8}));
-    for id in &ids {
+    for id in &ids[2..] {
         let done = pipeline
             .wait_for_order(id, "completed", |s| s == "completed")
             .await;
@@ -177,7 +187,8 @@ async fn with_every_attempt_failing_orders_fail_are_dead_lettered_and_complete_a
         assert_eq!(record["decision"], "completed");
     }
     assert_eq!(pipeline.probe.message_count(&dlq).await, 0);
-    // Exactly one result event per order and outcome: one failed, one completed.
+    pipeline.assert_agreement(&ids).await;
+    // Exactly one result event per order and outcome: one failed, then one completed or rejected.
     let mut announced = HashSet::new();
     for _ in 0..2 * ids.len() {
         let event = verdicts.next_event::<OrderProcessed>(DEADLINE).await;

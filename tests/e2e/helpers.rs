@@ -127,6 +127,50 @@ async fn start_processor(settings: ProcessorSettings) -> Service {
     Service::spawn(port, |token| app.run_until_stopped(token))
 }
 
+/// Both services agree on every order of `ids`: each is final, its status is the processor's
+/// decision, and its history moves once per status and ends with it. Every end-to-end and chaos
+/// test ends with this.
+pub async fn assert_agreement(
+    client: &reqwest::Client,
+    orders: &str,
+    processor: &str,
+    ids: &[String],
+) {
+    let get = |url: String| async move {
+        let response = client.get(&url).send().await.expect(&url);
+        assert_eq!(response.status(), 200, "GET {url}");
+        response.json::<Value>().await.unwrap()
+    };
+    for id in ids {
+        let order = testing::wait_until(&format!("order {id} to be final"), DEADLINE, || async {
+            let order = get(format!("{orders}/orders/{id}")).await;
+            (order["status"] != "pending").then_some(order)
+        })
+        .await;
+        let record = get(format!("{processor}/processed/{id}")).await;
+        assert_eq!(
+            order["status"], record["decision"],
+            "the services disagree on {id}: {order} / {record}"
+        );
+        let history: Vec<String> = get(format!("{orders}/orders/{id}/history"))
+            .await
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| entry["status"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(history.first().map(String::as_str), Some("pending"), "{id}");
+        assert_eq!(
+            history.last().map(String::as_str),
+            order["status"].as_str(),
+            "{id}"
+        );
+        let mut moves = history.clone();
+        moves.dedup();
+        assert_eq!(moves, history, "{id}: a status entered twice");
+    }
+}
+
 pub fn order(customer: &str, quantity: u32, price: &str) -> Value {
     json!({"customer_id": customer, "items": [{"product_id": "product-1", "quantity": quantity, "price": price}]})
 }
@@ -140,6 +184,17 @@ impl Pipeline {
             start_processor(self.processor_settings.clone()).await,
         );
         old.stop().await;
+    }
+
+    /// [`assert_agreement`] on this pipeline.
+    pub async fn assert_agreement(&self, ids: &[String]) {
+        assert_agreement(
+            &self.client,
+            &self.orders.address,
+            &self.processor.address,
+            ids,
+        )
+        .await;
     }
 
     pub fn orders_url(&self, path: &str) -> String {

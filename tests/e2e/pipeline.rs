@@ -32,6 +32,7 @@ async fn an_order_goes_from_pending_to_completed_through_both_services() {
         .await;
     assert_eq!(record["decision"], "completed");
     assert_eq!(record["attempts"], 1);
+    pipeline.assert_agreement(&[id.to_owned()]).await;
 }
 
 #[tokio::test]
@@ -53,6 +54,7 @@ async fn an_order_over_the_limit_ends_rejected_with_the_reason() {
         .await;
     assert_eq!(history[1]["status"], "rejected");
     assert_eq!(history[1]["reason"], reason);
+    pipeline.assert_agreement(&[id.to_owned()]).await;
 }
 
 #[tokio::test]
@@ -87,4 +89,9 @@ async fn a_burst_of_concurrent_orders_all_end_final_each_decided_once() {
     }
     assert_eq!(statuses.get("rejected"), Some(&20));
     assert_eq!(statuses.get("completed"), Some(&40));
+    let ids: Vec<String> = placed
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_owned())
+        .collect();
+    pipeline.assert_agreement(&ids).await;
 }

@@ -104,4 +104,5 @@ async fn on_quorum_queues_orders_fail_into_the_dead_letter_queue_and_complete_af
         );
     }
     assert_eq!(pipeline.probe.message_count(&dlq).await, 0);
+    pipeline.assert_agreement(&ids).await;
 }

@@ -3,7 +3,9 @@ use shared::events::ProcessingStatus;
 use utoipa::ToSchema;
 
 /// Where an order stands. `pending` until the processor decides; then `completed`, `rejected` or
-/// `failed`. The only move out of a final status is `failed` -> `completed` (a replayed order).
+/// `failed`. The only moves out of a final status are `failed` -> `completed` and `failed` ->
+/// `rejected`: an operator replayed the failed order and the processor, which allows the same
+/// moves on a replayed delivery, decided it this time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
@@ -36,8 +38,8 @@ impl OrderStatus {
     pub fn allowed_predecessors(self) -> &'static [Self] {
         match self {
             Self::Pending => &[],
-            Self::Completed => &[Self::Pending, Self::Failed],
-            Self::Rejected | Self::Failed => &[Self::Pending],
+            Self::Completed | Self::Rejected => &[Self::Pending, Self::Failed],
+            Self::Failed => &[Self::Pending],
         }
     }
 }
@@ -75,6 +77,29 @@ mod tests {
             !OrderStatus::Failed
                 .allowed_predecessors()
                 .contains(&OrderStatus::Failed)
+        );
+    }
+
+    #[test]
+    fn a_failed_order_may_end_completed_or_rejected_and_nothing_else_moves() {
+        let moves: Vec<(OrderStatus, OrderStatus)> = OrderStatus::ALL
+            .into_iter()
+            .flat_map(|to| {
+                to.allowed_predecessors()
+                    .iter()
+                    .map(move |&from| (from, to))
+            })
+            .collect();
+        use OrderStatus::*;
+        assert_eq!(
+            moves,
+            [
+                (Pending, Completed),
+                (Failed, Completed),
+                (Pending, Rejected),
+                (Failed, Rejected),
+                (Pending, Failed),
+            ]
         );
     }
 
