@@ -1,7 +1,7 @@
 //! Database migrations of both services.
 //!
 //! Each service owns one database: [`OrdersMigrator`] builds the order service's (`orders`,
-//! `order_status_history`, `outbox`), [`ProcessorMigrator`] the processor's (`processing`,
+//! `order_status_history`, `outbox`, `reconciliation`), [`ProcessorMigrator`] the processor's (`processing`,
 //! `outbox`). Both outbox tables have the same shape, so one relay (in `shared`) serves both.
 //!
 //! [`migrate`] runs a migrator inside one transaction holding a PostgreSQL advisory lock, so several
@@ -18,6 +18,7 @@ mod m20261123_000005_orders_lean;
 mod m20261123_000006_processing_lean;
 mod m20261124_000007_outbox_lease;
 mod m20261202_000008_orders_idempotency_key;
+mod m20261202_000009_reconciliation;
 
 /// Migrations of the order service's database.
 pub struct OrdersMigrator;
@@ -32,6 +33,7 @@ impl MigratorTrait for OrdersMigrator {
             Box::new(m20261123_000005_orders_lean::Migration),
             Box::new(m20261124_000007_outbox_lease::Migration),
             Box::new(m20261202_000008_orders_idempotency_key::Migration),
+            Box::new(m20261202_000009_reconciliation::Migration),
         ]
     }
 }

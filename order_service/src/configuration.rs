@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use shared::configuration::{
     AdminSettings, AmqpSettings, ConfigurationError, DatabaseSettings, HttpSettings,
     OutboxSettings, RedeliverySettings, RuntimeSettings, Secret, ShutdownSettings, check_common,
+    check_range,
 };
 
 pub const ENV_PREFIX: &str = "ORDER_SERVICE";
@@ -23,6 +24,33 @@ pub struct Settings {
     /// dead-lettered with the reason in its headers.
     pub retry: RedeliverySettings,
     pub admin: AdminSettings,
+    pub reconcile: ReconcileSettings,
+}
+
+/// Reconciliation: `order.created` is published again for orders still pending after
+/// `pending_after_seconds` (`crate::reconcile`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileSettings {
+    /// An order pending this long is published again; then again after twice that, and so on.
+    pub pending_after_seconds: u64,
+    /// The longest wait between two re-publications of one order.
+    pub max_backoff_seconds: u64,
+    /// How often a sweep runs.
+    pub interval_ms: u64,
+    /// Orders published again by one sweep at most.
+    pub max_per_sweep: u32,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        Self {
+            pending_after_seconds: 300,
+            max_backoff_seconds: 3600,
+            interval_ms: 30_000,
+            max_per_sweep: 500,
+        }
+    }
 }
 
 /// How many new orders may wait to be stored.
@@ -61,6 +89,7 @@ impl Default for Settings {
             intake: IntakeSettings::default(),
             retry: RedeliverySettings::default(),
             admin: AdminSettings::default(),
+            reconcile: ReconcileSettings::default(),
         }
     }
 }
@@ -82,13 +111,38 @@ impl Settings {
             &self.shutdown,
             &self.runtime,
         )?;
-        shared::configuration::check_range(
+        check_range(
             ENV_PREFIX,
             "intake.max_waiting",
             self.intake.max_waiting,
             1..=100_000,
         )?;
-        self.retry.check(ENV_PREFIX, "retry")
+        self.retry.check(ENV_PREFIX, "retry")?;
+        let reconcile = &self.reconcile;
+        check_range(
+            ENV_PREFIX,
+            "reconcile.pending_after_seconds",
+            reconcile.pending_after_seconds,
+            1..=604_800,
+        )?;
+        check_range(
+            ENV_PREFIX,
+            "reconcile.max_backoff_seconds",
+            reconcile.max_backoff_seconds,
+            reconcile.pending_after_seconds..=604_800,
+        )?;
+        check_range(
+            ENV_PREFIX,
+            "reconcile.interval_ms",
+            reconcile.interval_ms,
+            10..=3_600_000,
+        )?;
+        check_range(
+            ENV_PREFIX,
+            "reconcile.max_per_sweep",
+            reconcile.max_per_sweep,
+            1..=100_000,
+        )
     }
 
     /// The delay tiers of broker redelivery of `order.processed`.

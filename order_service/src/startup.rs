@@ -18,6 +18,7 @@ use utoipa::OpenApi;
 use crate::api_doc::ApiDoc;
 use crate::configuration::Settings;
 use crate::messaging::OrderProcessedHandler;
+use crate::reconcile::Reconciler;
 use crate::routes;
 use crate::store::OrderStore;
 
@@ -115,6 +116,11 @@ impl Application {
             handler,
             shutdown.clone(),
         );
+        let reconciler = Reconciler::new(
+            self.db.clone(),
+            self.relay.handoff(),
+            self.settings.reconcile.clone(),
+        );
         Service::new(
             self.server,
             self.broker,
@@ -122,6 +128,7 @@ impl Application {
             Duration::from_secs(self.settings.shutdown.grace_seconds),
         )
         .with_worker("order.processed consumer", Box::pin(consumer))
+        .with_worker("reconciliation", Box::pin(reconciler.run(shutdown.clone())))
         .with_relay(self.relay, &self.settings.outbox, &shutdown)
         .run_until_stopped(shutdown)
         .await

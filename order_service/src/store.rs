@@ -46,6 +46,12 @@ impl Classify for StoreError {
     }
 }
 
+/// The `order.created` event of an order. Its id is the order's (time-ordered, like every event
+/// id), so that reconciliation can publish the same event again from the order alone.
+pub fn order_created(order: OrderCreated) -> Envelope<OrderCreated> {
+    Envelope::with_id(order.order_id, order.order_id, order.created_at, order)
+}
+
 /// A position in the newest-first listing: the last order of a page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cursor {
@@ -265,16 +271,13 @@ impl OrderStore {
             })
             .collect();
         let total = new_order.total();
-        let event = Envelope::new(
-            id,
-            OrderCreated {
-                order_id: id,
-                customer_id: new_order.customer_id().as_str().to_owned(),
-                items: lines.clone(),
-                total_amount: total,
-                created_at: now,
-            },
-        );
+        let event = order_created(OrderCreated {
+            order_id: id,
+            customer_id: new_order.customer_id().as_str().to_owned(),
+            items: lines.clone(),
+            total_amount: total,
+            created_at: now,
+        });
         let span = tracing::Span::current();
         span.record("order_id", tracing::field::display(id));
         span.record("event_id", tracing::field::display(event.event_id));

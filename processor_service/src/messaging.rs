@@ -52,6 +52,42 @@ impl OrderCreatedHandler {
     }
 }
 
+impl OrderCreatedHandler {
+    /// A delivery of an order decided before. Its decision is announced again, since the order
+    /// service may have lost the first announcement (this is how reconciliation ends it). A
+    /// failed order's copy is dead-lettered again too, under the same `message_id` (a crash or a
+    /// lost channel came between recording the failure and the dead letter, or the message was
+    /// put back by hand); listing and replay count copies once.
+    async fn already_decided(
+        &self,
+        delivery: &Delivered<OrderCreated>,
+        decision: String,
+        reason: Option<String>,
+        decided_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Outcome {
+        let order_id = delivery.envelope.payload.order_id;
+        let Some(status) = ProcessingStatus::parse(&decision) else {
+            return Outcome::Retry {
+                reason: format!("the processing record of {order_id} holds {decision:?}"),
+            };
+        };
+        let recorded = Decision {
+            status,
+            reason: reason.clone(),
+        };
+        let at = decided_at.unwrap_or_else(chrono::Utc::now);
+        if let Err(error) = self.store.announce_again(order_id, &recorded, at).await {
+            return Outcome::from_failure(&error);
+        }
+        if status == ProcessingStatus::Failed && !delivery.replayed {
+            return Outcome::DeadLetter {
+                reason: reason.unwrap_or_else(|| "the order failed".into()),
+            };
+        }
+        Outcome::Ack
+    }
+}
+
 impl Handler for OrderCreatedHandler {
     type Event = OrderCreated;
 
@@ -101,24 +137,16 @@ impl Handler for OrderCreatedHandler {
             .await;
         match (recorded, processed) {
             (Ok(Recorded::Decided), _) => Outcome::Ack,
-            // The order failed and this copy was not dead-lettered (a crash or a lost channel
-            // came between the record and the dead letter, or the message was put back by
-            // hand): dead-letter it again, under the same `message_id`. Listing and replay
-            // count copies once.
-            (Ok(Recorded::AlreadyDecided { decision, reason }), _)
-                if decision == ProcessingStatus::Failed.as_str() && !delivery.replayed =>
-            {
-                Outcome::DeadLetter {
-                    reason: reason.unwrap_or_else(|| "the order failed".into()),
-                }
-            }
-            (Ok(Recorded::AlreadyDecided { .. }), _) => {
-                tracing::info!(
-                    order_id = %order.order_id,
-                    event_id = %envelope.event_id,
-                    "order already decided; duplicate delivery acknowledged"
-                );
-                Outcome::Ack
+            (
+                Ok(Recorded::AlreadyDecided {
+                    decision,
+                    reason,
+                    decided_at,
+                }),
+                _,
+            ) => {
+                self.already_decided(delivery, decision, reason, decided_at)
+                    .await
             }
             (Ok(Recorded::Undecided { .. }), Err(error)) => Outcome::Retry {
                 reason: error.to_string(),

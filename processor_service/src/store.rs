@@ -43,6 +43,7 @@ pub enum Recorded {
     AlreadyDecided {
         decision: String,
         reason: Option<String>,
+        decided_at: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// The attempt was counted; the order is still undecided.
     Undecided { attempts: i32 },
@@ -108,14 +109,20 @@ impl GroupWrite for RecordWriter {
             .map_err(shared::database::from_sqlx)?;
         let mut rows: std::collections::HashMap<_, _> = rows
             .into_iter()
-            .map(|(order_id, attempts, decision, reason, outbox_id)| {
-                (order_id, (attempts, decision, reason, outbox_id))
-            })
+            .map(
+                |(order_id, attempts, decision, reason, decided_at, outbox_id)| {
+                    (
+                        order_id,
+                        (attempts, decision, reason, decided_at, outbox_id),
+                    )
+                },
+            )
             .collect();
         let mut by_order = std::collections::HashMap::with_capacity(rows.len());
         let mut announced = std::collections::HashMap::new();
         for request in requests {
-            let Some((attempts, decision, reason, outbox_id)) = rows.remove(&request.order_id)
+            let Some((attempts, decision, reason, decided_at, outbox_id)) =
+                rows.remove(&request.order_id)
             else {
                 continue;
             };
@@ -136,6 +143,7 @@ impl GroupWrite for RecordWriter {
                 (None, Some(decided)) => Recorded::AlreadyDecided {
                     decision: decided.to_owned(),
                     reason,
+                    decided_at,
                 },
                 (None, None) => Recorded::Undecided { attempts },
             };
@@ -158,9 +166,16 @@ impl GroupWrite for RecordWriter {
     }
 }
 
-/// A row of [`RECORD`]: order, attempts, decision, reason, and the outbox id of the event if this
+/// A row of [`RECORD`]: order, attempts, decision, reason, when decided, and the outbox id of the event if this
 /// statement announced it.
-type RecordRow = (Uuid, i32, Option<String>, Option<String>, Option<i64>);
+type RecordRow = (
+    Uuid,
+    i32,
+    Option<String>,
+    Option<String>,
+    Option<chrono::DateTime<chrono::Utc>>,
+    Option<i64>,
+);
 
 /// Records deliveries, one array per column: inserts each order's processing record or counts
 /// one more attempt on it (the row lock serialises concurrent duplicates); decides an undecided
@@ -205,7 +220,7 @@ WITH input AS (
     WHERE i.decision IS NOT NULL AND r.decided_at = i.now
     RETURNING id, correlation_id
 )
-SELECT r.order_id, r.attempts, r.decision, r.reason, a.id AS outbox_id
+SELECT r.order_id, r.attempts, r.decision, r.reason, r.decided_at, a.id AS outbox_id
 FROM record r LEFT JOIN announced a ON a.correlation_id = r.order_id
 "#;
 
@@ -354,6 +369,28 @@ impl ProcessingStore {
             // Not written by this statement, so another decided it: it cannot be undecided.
             None => FailureRecorded::DecidedOtherwise("undecided".into()),
         })
+    }
+
+    /// Announces an order's recorded decision again (a new `order.processed`, through the
+    /// outbox): a duplicate `order.created` of a decided order may mean the order service never
+    /// got the first announcement (reconciliation sent it), and applying one twice changes
+    /// nothing there.
+    pub async fn announce_again(
+        &self,
+        order_id: Uuid,
+        decision: &Decision,
+        decided_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        let event = processed_event(order_id, decision, decided_at);
+        outbox::enqueue(&self.db, &event).await?;
+        self.outbox.wake();
+        tracing::info!(
+            order_id = %order_id,
+            event_id = %event.event_id,
+            decision = decision.status.as_str(),
+            "order already decided; its order.processed queued in the outbox again"
+        );
+        Ok(())
     }
 
     pub async fn get(&self, order_id: Uuid) -> Result<Option<processing::Model>, StoreError> {

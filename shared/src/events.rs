@@ -65,6 +65,25 @@ impl<P: Event> Envelope<P> {
         }
     }
 
+    /// The event `event_id`, which occurred at `occurred_at`: an event that is built again later
+    /// with the same id (the order service's `order.created`, whose id is the order's, published
+    /// again by reconciliation).
+    pub fn with_id(
+        event_id: Uuid,
+        correlation_id: Uuid,
+        occurred_at: chrono::DateTime<Utc>,
+        payload: P,
+    ) -> Self {
+        Self {
+            event_id,
+            event_type: P::EVENT_TYPE.to_owned(),
+            schema_version: SCHEMA_VERSION,
+            occurred_at,
+            correlation_id,
+            payload,
+        }
+    }
+
     pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
         serde_json::to_vec(self)
     }

@@ -33,6 +33,10 @@ impl Service {
 
     /// Stops gracefully and waits for it.
     pub async fn stop(mut self) {
+        self.halt().await;
+    }
+
+    async fn halt(&mut self) {
         self.shutdown.cancel();
         if let Some(handle) = self.handle.take() {
             handle.await.expect("service task").expect("clean stop");
@@ -50,6 +54,7 @@ impl Drop for Service {
 pub struct Pipeline {
     pub orders: Service,
     pub processor: Service,
+    pub order_settings: OrderSettings,
     pub processor_settings: ProcessorSettings,
     pub probe: BrokerProbe,
     pub client: reqwest::Client,
@@ -100,10 +105,12 @@ pub async fn spawn_pipeline_with(
     // will (the kind of the queues, for one).
     let probe = BrokerProbe::connect(order_settings.amqp.topology()).await;
     let orders = start_orders(order_settings.clone()).await;
+
     let processor = start_processor(processor_settings.clone()).await;
     Pipeline {
         orders,
         processor,
+        order_settings,
         processor_settings,
         probe,
         client: reqwest::Client::new(),
@@ -184,6 +191,24 @@ impl Pipeline {
             start_processor(self.processor_settings.clone()).await,
         );
         old.stop().await;
+    }
+
+    /// Stops the processor (gracefully); [`Pipeline::start_processor`] starts it again.
+    pub async fn stop_processor(&mut self) {
+        self.processor.halt().await;
+    }
+
+    pub async fn start_processor(&mut self) {
+        self.processor = start_processor(self.processor_settings.clone()).await;
+    }
+
+    /// Stops the order service (gracefully); [`Pipeline::start_orders`] starts it again.
+    pub async fn stop_orders(&mut self) {
+        self.orders.halt().await;
+    }
+
+    pub async fn start_orders(&mut self) {
+        self.orders = start_orders(self.order_settings.clone()).await;
     }
 
     /// [`assert_agreement`] on this pipeline.

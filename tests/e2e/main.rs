@@ -8,3 +8,4 @@ mod failures;
 mod helpers;
 mod pipeline;
 mod quorum;
+mod reconciliation;

@@ -15,4 +15,5 @@ mod outages;
 mod outbox;
 mod overload;
 mod processed;
+mod reconcile;
 mod validation;

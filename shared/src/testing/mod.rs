@@ -249,6 +249,22 @@ impl BrokerProbe {
         }
     }
 
+    /// Removes every ready message of `queue` (what a careless operator or a lost node does).
+    pub async fn purge(&self, queue: &str) -> u32 {
+        self.channel
+            .queue_purge(queue.into(), Default::default())
+            .await
+            .expect("purge")
+    }
+
+    /// Deletes `queue` with its messages.
+    pub async fn delete_queue(&self, queue: &str) -> u32 {
+        self.channel
+            .queue_delete(queue.into(), Default::default())
+            .await
+            .expect("delete")
+    }
+
     /// Looks at the first message of `queue` and puts it back.
     pub async fn peek(&self, queue: &str) -> Option<Delivery> {
         let channel = self.connection.create_channel().await.expect("channel");
