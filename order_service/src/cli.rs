@@ -34,6 +34,7 @@ pub async fn run_dead_letters(
         topology: settings.amqp.topology(),
         dead_letter_queue: &settings.amqp.order_processed_dead_letter_queue,
         work_queue: &settings.amqp.order_processed_queue,
+        heartbeat_seconds: settings.amqp.heartbeat_seconds,
         connection_name: "order_service-cli",
     };
     shared::dead_letters::cli::run(queues, command).await

@@ -147,6 +147,7 @@ impl Settings {
 
     /// The delay tiers of broker redelivery of `order.processed`.
     pub fn retry_tiers(&self) -> shared::topology::RetryTiers {
-        self.retry.tiers(&self.amqp.order_processed_queue)
+        self.retry
+            .tiers(&self.amqp.order_processed_queue, self.amqp.queue_type)
     }
 }

@@ -111,6 +111,7 @@ impl Application {
                     max_attempts: self.settings.retry.max_attempts,
                     tiers: self.settings.retry_tiers(),
                 },
+                confirm_timeout: Duration::from_millis(self.settings.outbox.confirm_timeout_ms),
                 crash: CrashFault::default(),
             },
             handler,

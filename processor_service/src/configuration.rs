@@ -158,6 +158,6 @@ impl Settings {
     pub fn retry_tiers(&self) -> RetryTiers {
         self.retry
             .redelivery()
-            .tiers(&self.amqp.order_created_queue)
+            .tiers(&self.amqp.order_created_queue, self.amqp.queue_type)
     }
 }

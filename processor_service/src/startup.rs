@@ -112,6 +112,7 @@ impl Application {
                     max_attempts: self.settings.retry.max_attempts,
                     tiers: self.settings.retry_tiers(),
                 },
+                confirm_timeout: Duration::from_millis(self.settings.outbox.confirm_timeout_ms),
                 crash: CrashFault::once_at(self.settings.faults.crash_once_at),
             },
             handler,

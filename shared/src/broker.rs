@@ -4,9 +4,17 @@
 //! when there is no live connection, and the consumer loop and the outbox relay call it again, with
 //! backoff, whenever theirs breaks. A service therefore starts, serves HTTP and reports not-ready
 //! while RabbitMQ is away, and resumes by itself when it returns.
+//!
+//! A broker that stops answering without closing its connection (a frozen node, a partition) is
+//! noticed by heartbeats (`AMQP__HEARTBEAT_SECONDS`): lapin closes the connection after two missed
+//! ones, and the next caller connects again. One that blocks its publishers (a memory or disk
+//! alarm: `connection.blocked`) is remembered until it unblocks them, for readiness to say so;
+//! publishers wait for confirms no longer than their timeout.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use futures_util::StreamExt;
 use futures_util::future::join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{LongString, ShortString};
@@ -30,10 +38,19 @@ pub struct Broker {
     connecting: tokio::sync::Mutex<()>,
     /// Why the last attempt to connect failed; cleared by the next that succeeds.
     last_error: Mutex<Option<String>>,
+    /// Heartbeat interval asked of the broker; 0: none.
+    heartbeat_seconds: u16,
+    /// Why the broker blocks this connection's publishers, while it does.
+    blocked: Arc<Mutex<Option<String>>>,
 }
 
 impl Broker {
-    pub fn new(url: Secret, topology: Topology, connection_name: impl Into<String>) -> Arc<Self> {
+    pub fn new(
+        url: Secret,
+        topology: Topology,
+        connection_name: impl Into<String>,
+        heartbeat_seconds: u16,
+    ) -> Arc<Self> {
         Arc::new(Self {
             url,
             topology,
@@ -41,6 +58,8 @@ impl Broker {
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
             last_error: Mutex::new(None),
+            heartbeat_seconds,
+            blocked: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -77,18 +96,23 @@ impl Broker {
     async fn connect(&self) -> Result<Arc<Connection>, lapin::Error> {
         let properties = ConnectionProperties::default()
             .with_connection_name(LongString::from(self.connection_name.as_bytes()));
+        let mut uri: lapin::uri::AMQPUri = self
+            .url
+            .expose()
+            .parse()
+            .map_err(|error: String| lapin::Error::from(std::io::Error::other(error)))?;
+        uri.query.heartbeat = Some(self.heartbeat_seconds);
         // An unreachable host would otherwise hold every caller for the TCP timeout.
-        let connection = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            Connection::connect(self.url.expose(), properties),
-        )
-        .await
-        .map_err(|_| {
-            lapin::Error::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "connecting to RabbitMQ timed out",
-            ))
-        })??;
+        let connection =
+            tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, properties))
+                .await
+                .map_err(|_| {
+                    lapin::Error::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connecting to RabbitMQ timed out",
+                    ))
+                })??;
+        self.watch_blocked(&connection);
         let channel = connection.create_channel().await?;
         self.topology.declare(&channel).await?;
         channel.close(200, "OK".into()).await?;
@@ -100,9 +124,72 @@ impl Broker {
         Ok(connection)
     }
 
-    /// Whether a live connection exists right now (for readiness; never connects).
+    /// Remembers `connection.blocked` and forgets it at `connection.unblocked` (or when the
+    /// connection goes).
+    fn watch_blocked(&self, connection: &Connection) {
+        let blocked = self.blocked.clone();
+        if let Ok(mut reason) = blocked.lock() {
+            *reason = None;
+        }
+        let mut events = connection.events_listener();
+        let name = self.connection_name.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                let update = match event {
+                    lapin::Event::ConnectionBlocked(reason) => {
+                        tracing::warn!(connection = %name, %reason, "the broker blocks publishing (connection.blocked)");
+                        Some(Some(reason))
+                    }
+                    lapin::Event::ConnectionUnblocked => {
+                        tracing::info!(connection = %name, "the broker unblocked publishing");
+                        Some(None)
+                    }
+                    _ => None,
+                };
+                if let (Some(update), Ok(mut reason)) = (update, blocked.lock()) {
+                    *reason = update;
+                }
+            }
+        });
+    }
+
+    /// Whether a live connection exists right now (never connects).
     pub fn is_connected(&self) -> bool {
         self.live().is_some()
+    }
+
+    /// Why the broker blocks publishing on this connection (a resource alarm), while it does.
+    pub fn blocked(&self) -> Option<String> {
+        self.live()?;
+        self.blocked.lock().ok().and_then(|reason| reason.clone())
+    }
+
+    /// For readiness: the broker answers now (a channel opened and closed on the live connection
+    /// within `timeout`: a round trip, which a frozen broker does not make) and does not block
+    /// publishing. Never connects. The error says what is wrong.
+    pub async fn probe(&self, timeout: Duration) -> Result<(), String> {
+        let Some(connection) = self.live() else {
+            return Err(match self.last_error() {
+                Some(error) => format!("not connected: {error}"),
+                None => "not connected".to_owned(),
+            });
+        };
+        if let Some(reason) = self.blocked() {
+            return Err(format!("connection.blocked: {reason}"));
+        }
+        let answered = tokio::time::timeout(timeout, async {
+            let channel = connection.create_channel().await?;
+            channel.close(200, "OK".into()).await
+        })
+        .await;
+        match answered {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!(
+                "no answer within {} ms (connected, but the broker does not respond)",
+                timeout.as_millis()
+            )),
+        }
     }
 
     /// Why the last attempt to connect (or to declare the topology) failed, if it did.
@@ -138,6 +225,8 @@ pub enum PublishError {
     Nacked,
     #[error("the broker returned the message as unroutable: {0}")]
     Returned(String),
+    #[error("no confirm within {0} ms")]
+    TimedOut(u128),
     #[error(transparent)]
     Channel(#[from] lapin::Error),
 }
@@ -147,10 +236,14 @@ pub enum PublishError {
 pub struct Publisher {
     channel: Channel,
     exchange: ShortString,
+    confirm_timeout: Duration,
+    /// A batch timed out: confirms may still be outstanding on the channel, so it is not reused.
+    timed_out: std::sync::atomic::AtomicBool,
 }
 
 impl Publisher {
-    pub async fn open(broker: &Broker) -> Result<Self, lapin::Error> {
+    /// A publisher whose batches wait for their confirms `confirm_timeout` at most.
+    pub async fn open(broker: &Broker, confirm_timeout: Duration) -> Result<Self, lapin::Error> {
         let connection = broker.connection().await?;
         let channel = connection.create_channel().await?;
         channel
@@ -159,12 +252,15 @@ impl Publisher {
         Ok(Self {
             channel,
             exchange: broker.topology().exchange.as_str().into(),
+            confirm_timeout,
+            timed_out: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     /// Whether the channel can still publish; a broken one is replaced by the caller.
     pub fn is_open(&self) -> bool {
         self.channel.status().connected()
+            && !self.timed_out.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Publishes every message with its confirm in flight together, then waits for all confirms.
@@ -175,7 +271,30 @@ impl Publisher {
     /// per message. Polled together, every message's frames are queued (in order: each takes its
     /// delivery tag and queues its frames on its first poll, and `join_all` polls them in order)
     /// before the thread wakes, and it writes the whole batch at once.
+    ///
+    /// The whole batch waits `confirm_timeout` at most: past it, every message counts as not
+    /// confirmed (the broker may have some of them: they go out again, consumers are idempotent),
+    /// and this publisher is not used again.
     pub async fn publish_all(&self, messages: &[OutgoingMessage]) -> Vec<Result<(), PublishError>> {
+        match tokio::time::timeout(self.confirm_timeout, self.publish_all_unbounded(messages)).await
+        {
+            Ok(results) => results,
+            Err(_) => {
+                self.timed_out
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                let millis = self.confirm_timeout.as_millis();
+                messages
+                    .iter()
+                    .map(|_| Err(PublishError::TimedOut(millis)))
+                    .collect()
+            }
+        }
+    }
+
+    async fn publish_all_unbounded(
+        &self,
+        messages: &[OutgoingMessage],
+    ) -> Vec<Result<(), PublishError>> {
         let sent = join_all(messages.iter().map(|message| {
             self.channel.basic_publish(
                 self.exchange.clone(),

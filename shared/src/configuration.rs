@@ -77,6 +77,15 @@ pub struct AmqpSettings {
     /// `classic` or `quorum`: the kind of the work and dead-letter queues. Both services must
     /// say the same, and an existing queue keeps its kind ([`QueueType`]).
     pub queue_type: QueueType,
+    /// On quorum queues, the deliveries of one message after which the broker dead-letters it
+    /// (`x-delivery-limit` of the work queues). A consumer returns the messages it holds once per
+    /// outage of its database, so this is far above what outages reach; a message the broker
+    /// dead-letters here can still be listed and replayed by its order id.
+    pub delivery_limit: u32,
+    /// AMQP heartbeat: a broker that stops answering without closing the connection is noticed
+    /// within about twice this (the connection is then closed and made again), and readiness says
+    /// so. 0 turns heartbeats off.
+    pub heartbeat_seconds: u16,
     /// How long a consumer's group commit waits, from its oldest delivery, for more deliveries
     /// to write in the same statement (0: at once). At moderate load this makes fewer, larger
     /// statements, publish batches and acks, so less CPU per order and shorter queues everywhere,
@@ -95,6 +104,7 @@ impl AmqpSettings {
             order_created_dead_letter_queue: self.order_created_dead_letter_queue.clone(),
             order_processed_dead_letter_queue: self.order_processed_dead_letter_queue.clone(),
             queue_type: self.queue_type,
+            delivery_limit: self.delivery_limit,
         }
     }
 
@@ -111,6 +121,8 @@ impl AmqpSettings {
             order_created_dead_letter_queue: topology.order_created_dead_letter_queue,
             order_processed_dead_letter_queue: topology.order_processed_dead_letter_queue,
             queue_type: topology.queue_type,
+            delivery_limit: topology.delivery_limit,
+            heartbeat_seconds: 10,
             group_linger_ms: 5,
         }
     }
@@ -139,6 +151,11 @@ pub struct OutboxSettings {
     /// With `publish_on_commit`: how long a new row is left to the instance that wrote it before
     /// any relay may publish it (the time to notice that its writer stopped before publishing).
     pub lease_seconds: u32,
+    /// The longest wait for the broker's confirms of one batch (and of a consumer's dead letter or
+    /// retry). Past it the messages count as not confirmed: the relay's rows are released and its
+    /// transaction ends, so a broker that blocks publishers (a memory or disk alarm) or stops
+    /// answering holds no database transaction longer than this.
+    pub confirm_timeout_ms: u64,
 }
 
 impl Default for OutboxSettings {
@@ -150,6 +167,7 @@ impl Default for OutboxSettings {
             retention_hours: 24,
             publish_on_commit: true,
             lease_seconds: 10,
+            confirm_timeout_ms: 5000,
         }
     }
 }
@@ -323,14 +341,15 @@ impl Default for RedeliverySettings {
 }
 
 impl RedeliverySettings {
-    /// The delay tiers (retry queues) of `work_queue`.
-    pub fn tiers(&self, work_queue: &str) -> crate::topology::RetryTiers {
+    /// The delay tiers (retry queues) of `work_queue`, queues of `queue_type`.
+    pub fn tiers(&self, work_queue: &str, queue_type: QueueType) -> crate::topology::RetryTiers {
         crate::topology::RetryTiers::new(
             work_queue,
             std::time::Duration::from_millis(self.initial_delay_ms),
             std::time::Duration::from_millis(self.max_delay_ms),
             self.max_attempts,
         )
+        .of_type(queue_type)
     }
 
     /// Checks the ranges; an error names `{section}.{field}`.
@@ -431,6 +450,18 @@ pub fn check_common(
         amqp.group_linger_ms,
         0..=1_000,
     )?;
+    check_range(
+        prefix,
+        "amqp.delivery_limit",
+        amqp.delivery_limit,
+        1..=1_000_000,
+    )?;
+    check_range(
+        prefix,
+        "amqp.heartbeat_seconds",
+        amqp.heartbeat_seconds,
+        0..=3_600,
+    )?;
     for (path, name) in [
         ("amqp.exchange", &amqp.exchange),
         ("amqp.dead_letter_exchange", &amqp.dead_letter_exchange),
@@ -459,6 +490,12 @@ pub fn check_common(
         "outbox.poll_interval_ms",
         outbox.poll_interval_ms,
         10..=3_600_000,
+    )?;
+    check_range(
+        prefix,
+        "outbox.confirm_timeout_ms",
+        outbox.confirm_timeout_ms,
+        10..=600_000,
     )?;
     check_range(
         prefix,

@@ -166,6 +166,9 @@ pub struct ConsumerSettings {
     /// Exchange that routes dead letters to the dead-letter queue (by the original routing key).
     pub dead_letter_exchange: String,
     pub retry: RetryPolicy,
+    /// The longest wait for the broker's confirm of a dead letter or a retry; past it the
+    /// delivery goes back to the queue and the consumer parks.
+    pub confirm_timeout: Duration,
     /// A crash to inject (tests); none by default.
     pub crash: CrashFault,
 }
@@ -382,7 +385,7 @@ async fn settle<H: Handler>(
                     );
                     let mut next = failure_headers(headers, &delivery, &reason);
                     next.set_int(headers::ATTEMPT, i64::from(attempt) + 1);
-                    match publish(side, "", &queue, &delivery, next).await {
+                    match publish(settings.confirm_timeout, side, "", &queue, &delivery, next).await {
                         Ok(()) => delivery.ack(BasicAckOptions::default()).await,
                         Err(error) => {
                             let reason = format!("cannot schedule the retry: {error}");
@@ -594,6 +597,7 @@ async fn dead_letter(
         .str(headers::ORIGINAL_ROUTING_KEY)
         .unwrap_or_else(|| delivery.routing_key.to_string());
     publish(
+        settings.confirm_timeout,
         side,
         &settings.dead_letter_exchange,
         &routing_key,
@@ -638,11 +642,14 @@ enum PublishFailure {
     Broker(#[from] lapin::Error),
     #[error("the broker did not take the message (nack or unroutable)")]
     Refused,
+    #[error("no confirm from the broker within {0} ms")]
+    TimedOut(u128),
 }
 
 /// Publishes a copy of `delivery` with `headers`, persistent and mandatory, and waits for the
-/// broker's confirm.
+/// broker's confirm, `timeout` at most.
 async fn publish(
+    timeout: Duration,
     side: &Channel,
     exchange: &str,
     routing_key: &str,
@@ -654,8 +661,8 @@ async fn publish(
         .clone()
         .with_headers(headers.into_table())
         .with_delivery_mode(2);
-    let confirmation = side
-        .basic_publish(
+    let confirmation = tokio::time::timeout(timeout, async {
+        side.basic_publish(
             exchange.into(),
             routing_key.into(),
             BasicPublishOptions {
@@ -666,7 +673,10 @@ async fn publish(
             properties,
         )
         .await?
-        .await?;
+        .await
+    })
+    .await
+    .map_err(|_| PublishFailure::TimedOut(timeout.as_millis()))??;
     if confirmation.is_nack() || confirmation.take_message().is_some() {
         return Err(PublishFailure::Refused);
     }

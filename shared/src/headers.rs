@@ -53,6 +53,18 @@ impl Headers {
         }
     }
 
+    /// The `reason` of the broker's latest `x-death` entry (`rejected`, `expired`,
+    /// `delivery_limit`, `maxlen`): set when RabbitMQ itself dead-lettered the message.
+    pub fn death_reason(&self) -> Option<String> {
+        let AMQPValue::FieldArray(deaths) = self.0.get(&ShortString::from("x-death"))? else {
+            return None;
+        };
+        let AMQPValue::FieldTable(latest) = deaths.as_slice().first()? else {
+            return None;
+        };
+        Headers(latest.inner().clone()).str("reason")
+    }
+
     pub fn int(&self, name: &str) -> Option<i64> {
         match self.0.get(&ShortString::from(name))? {
             AMQPValue::ShortShortInt(v) => Some(i64::from(*v)),

@@ -327,20 +327,17 @@ impl HealthReport {
     }
 }
 
-/// Pings the database (bounded by a timeout) and looks at the broker connection.
+/// Pings the database and the broker (each bounded by a timeout): both must answer, and the
+/// broker must not block publishing.
 pub async fn check_dependencies(db: &DatabaseConnection, broker: &Broker) -> HealthReport {
     let database = match tokio::time::timeout(Duration::from_secs(2), db.ping()).await {
         Ok(Ok(())) => "ok".to_owned(),
         Ok(Err(error)) => format!("error: {error}"),
         Err(_) => "error: no answer within 2 s".to_owned(),
     };
-    let broker = if broker.is_connected() {
-        "ok".to_owned()
-    } else {
-        match broker.last_error() {
-            Some(error) => format!("error: not connected: {error}"),
-            None => "error: not connected".to_owned(),
-        }
+    let broker = match broker.probe(Duration::from_secs(2)).await {
+        Ok(()) => "ok".to_owned(),
+        Err(error) => format!("error: {error}"),
     };
     let ready = database == "ok" && broker == "ok";
     HealthReport {

@@ -316,6 +316,7 @@ impl Relay {
                 self.db.clone(),
                 marks,
                 self.wake.clone(),
+                Duration::from_millis(self.settings.confirm_timeout_ms),
                 shutdown.clone(),
             ));
             (publisher, marker)
@@ -390,7 +391,12 @@ impl Relay {
             txn.commit().await.map_err(database::from_sqlx)?;
             return Ok(0);
         }
-        let publisher = open_publisher(publisher, &self.broker).await?;
+        let publisher = open_publisher(
+            publisher,
+            &self.broker,
+            Duration::from_millis(self.settings.confirm_timeout_ms),
+        )
+        .await?;
         // In the order they were written (RETURNING has no order).
         rows.sort_unstable_by_key(|row| row.0);
         let total = rows.len();
@@ -453,10 +459,17 @@ impl Relay {
 async fn open_publisher<'a>(
     slot: &'a mut Option<Publisher>,
     broker: &Broker,
+    confirm_timeout: Duration,
 ) -> Result<&'a Publisher, lapin::Error> {
     let publisher = match slot.take() {
         Some(open) if open.is_open() => open,
-        _ => Publisher::open(broker).await?,
+        stale => {
+            if let Some(stale) = stale {
+                // Closing waits for the broker, which may be the one not answering.
+                tokio::spawn(stale.close());
+            }
+            Publisher::open(broker, confirm_timeout).await?
+        }
     };
     Ok(slot.insert(publisher))
 }
@@ -481,6 +494,7 @@ async fn publish_committed(
     db: DatabaseConnection,
     marks: mpsc::UnboundedSender<Vec<i64>>,
     wake: Arc<Notify>,
+    confirm_timeout: Duration,
     shutdown: CancellationToken,
 ) {
     let mut publisher: Option<Publisher> = None;
@@ -503,8 +517,12 @@ async fn publish_committed(
             .flatten()
             .map(|row| (row.id, row.message))
             .unzip();
-        let results: Vec<Result<(), PublishError>> = match open_publisher(&mut publisher, &broker)
-            .await
+        let results: Vec<Result<(), PublishError>> = match open_publisher(
+            &mut publisher,
+            &broker,
+            confirm_timeout,
+        )
+        .await
         {
             Ok(open) => open.publish_all(&messages).await,
             Err(error) => {

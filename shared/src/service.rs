@@ -51,7 +51,12 @@ impl Foundation {
         migrate(db.clone())
             .await
             .with_context(|| format!("migrating the database of {name}"))?;
-        let broker = Broker::new(amqp.url.clone(), amqp.topology(), name);
+        let broker = Broker::new(
+            amqp.url.clone(),
+            amqp.topology(),
+            name,
+            amqp.heartbeat_seconds,
+        );
         let relay = Relay::new(db.clone(), broker.clone(), outbox.clone());
         let listener = std::net::TcpListener::bind((http.host.as_str(), http.port))
             .with_context(|| format!("binding {}:{}", http.host, http.port))?;

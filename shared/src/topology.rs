@@ -28,8 +28,8 @@ pub mod routing_keys {
 /// RabbitMQ cannot change the kind of an existing queue: a queue declared with the other kind
 /// makes the declaration fail (`PRECONDITION_FAILED - inequivalent arg 'x-queue-type'`). To
 /// switch, stop the services, drain or move the queues' messages, delete the queues, and start
-/// the services with the new kind (or give the queues new names). The processor's retry queues
-/// stay classic: they only hold messages for their delay.
+/// the services with the new kind (or give the queues new names). The retry queues are of the
+/// same kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QueueType {
@@ -49,6 +49,23 @@ impl QueueType {
         }
         arguments
     }
+
+    /// The arguments of a queue that dead-letters (a work queue, a retry queue): on quorum
+    /// queues, dead-lettering is at least once (the broker keeps a message until the target
+    /// queue confirmed it, where the default may drop it), which needs `reject-publish` overflow.
+    fn dead_lettering(self, mut arguments: FieldTable) -> FieldTable {
+        if self == Self::Quorum {
+            arguments.insert(
+                "x-dead-letter-strategy".into(),
+                AMQPValue::LongString(LongString::from("at-least-once")),
+            );
+            arguments.insert(
+                "x-overflow".into(),
+                AMQPValue::LongString(LongString::from("reject-publish")),
+            );
+        }
+        self.arguments(arguments)
+    }
 }
 
 /// Names of the exchanges and queues; the defaults are the contract, tests prefix them.
@@ -62,6 +79,8 @@ pub struct Topology {
     pub order_processed_dead_letter_queue: String,
     /// The kind of the work and dead-letter queues.
     pub queue_type: QueueType,
+    /// `x-delivery-limit` of quorum work queues.
+    pub delivery_limit: u32,
 }
 
 impl Default for Topology {
@@ -74,6 +93,7 @@ impl Default for Topology {
             order_created_dead_letter_queue: "processor.order-created.dlq".into(),
             order_processed_dead_letter_queue: "order-service.order-processed.dlq".into(),
             queue_type: QueueType::Classic,
+            delivery_limit: 1000,
         }
     }
 }
@@ -91,6 +111,7 @@ impl Topology {
             order_created_dead_letter_queue: p(base.order_created_dead_letter_queue),
             order_processed_dead_letter_queue: p(base.order_processed_dead_letter_queue),
             queue_type: base.queue_type,
+            delivery_limit: base.delivery_limit,
         }
     }
 
@@ -125,7 +146,13 @@ impl Topology {
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(LongString::from(self.dead_letter_exchange.as_bytes())),
         );
-        let work_queue_arguments = self.queue_type.arguments(work_queue_arguments);
+        if self.queue_type == QueueType::Quorum {
+            work_queue_arguments.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongLongInt(i64::from(self.delivery_limit)),
+            );
+        }
+        let work_queue_arguments = self.queue_type.dead_lettering(work_queue_arguments);
         let dead_letter_queue_arguments = self.queue_type.arguments(FieldTable::default());
         for (queue, dead_letter_queue, routing_key) in [
             (
@@ -222,6 +249,9 @@ pub async fn ready_count(channel: &Channel, queue: &str) -> Result<u32, lapin::E
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryTiers {
     work_queue: String,
+    /// The retry queues are of the work queue's kind: on quorum queues, a message waiting for
+    /// its retry is replicated and dead-lettered back at least once.
+    queue_type: QueueType,
     /// Delay after the failure of attempt i + 1.
     delays: Vec<std::time::Duration>,
 }
@@ -243,8 +273,15 @@ impl RetryTiers {
             .collect();
         Self {
             work_queue: work_queue.to_owned(),
+            queue_type: QueueType::Classic,
             delays,
         }
+    }
+
+    /// The same tiers, as queues of `queue_type`.
+    pub fn of_type(mut self, queue_type: QueueType) -> Self {
+        self.queue_type = queue_type;
+        self
     }
 
     /// How long a message waits after its attempt `attempt` (1-based) failed.
@@ -297,7 +334,7 @@ impl RetryTiers {
                         durable: true,
                         ..QueueDeclareOptions::default()
                     },
-                    arguments,
+                    self.queue_type.dead_lettering(arguments),
                 )
                 .await?;
         }

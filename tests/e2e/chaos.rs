@@ -326,10 +326,10 @@ async fn each_service_killed_during_a_burst_and_restarted_loses_and_duplicates_n
             processor_defaults
                 .retry
                 .redelivery()
-                .tiers(&amqp.order_created_queue)
+                .tiers(&amqp.order_created_queue, amqp.queue_type)
                 .queues(),
             shared::configuration::RedeliverySettings::default()
-                .tiers(&amqp.order_processed_queue)
+                .tiers(&amqp.order_processed_queue, amqp.queue_type)
                 .queues(),
         ]
         .concat(),

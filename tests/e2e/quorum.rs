@@ -48,9 +48,23 @@ async fn on_quorum_queues_orders_fail_into_the_dead_letter_queue_and_complete_af
     // The four queues are quorum queues: the broker refuses them as classic ones.
     let amqp = pipeline.processor_settings.amqp.clone();
     let mut with_dead_letter_exchange = FieldTable::default();
+    // Everything a quorum work queue is declared with but its kind: at-least-once dead-lettering
+    // (which needs reject-publish overflow) and the delivery limit.
     with_dead_letter_exchange.insert(
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(LongString::from(amqp.dead_letter_exchange.as_bytes())),
+    );
+    with_dead_letter_exchange.insert(
+        "x-dead-letter-strategy".into(),
+        AMQPValue::LongString(LongString::from("at-least-once")),
+    );
+    with_dead_letter_exchange.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString(LongString::from("reject-publish")),
+    );
+    with_dead_letter_exchange.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(i64::from(amqp.delivery_limit)),
     );
     for (queue, arguments) in [
         (&amqp.order_created_queue, with_dead_letter_exchange.clone()),
@@ -69,6 +83,23 @@ async fn on_quorum_queues_orders_fail_into_the_dead_letter_queue_and_complete_af
             refusal
                 .as_deref()
                 .is_some_and(|r| r.contains("x-queue-type")),
+            "{queue}: {refusal:?}"
+        );
+    }
+
+    // So are the retry queues, of both services: a message waiting for its retry is replicated.
+    let retry_queues = [
+        pipeline.processor_settings.retry_tiers().queues(),
+        pipeline.order_settings.retry_tiers().queues(),
+    ]
+    .concat();
+    assert!(!retry_queues.is_empty());
+    for queue in &retry_queues {
+        let refusal = declare_as_classic(queue, FieldTable::default()).await;
+        assert!(
+            refusal
+                .as_deref()
+                .is_some_and(|r| r.contains("inequivalent arg")),
             "{queue}: {refusal:?}"
         );
     }
@@ -105,4 +136,59 @@ async fn on_quorum_queues_orders_fail_into_the_dead_letter_queue_and_complete_af
     }
     assert_eq!(pipeline.probe.message_count(&dlq).await, 0);
     pipeline.assert_agreement(&ids).await;
+}
+
+/// A message returned to a quorum work queue more often than `AMQP__DELIVERY_LIMIT` is
+/// dead-lettered by RabbitMQ itself, without this pipeline's headers: it is still listed under
+/// its order, and replayed to completion.
+#[tokio::test]
+async fn a_message_the_broker_dead_letters_at_its_delivery_limit_is_listed_and_replayed() {
+    let mut pipeline = spawn_pipeline_with(|orders, processor| {
+        orders.amqp.queue_type = QueueType::Quorum;
+        processor.amqp.queue_type = QueueType::Quorum;
+        orders.amqp.delivery_limit = 2;
+        processor.amqp.delivery_limit = 2;
+    })
+    .await;
+    pipeline.stop_processor().await;
+    let placed = pipeline.place(&order("limit", 1, "5.00")).await;
+    let id = placed["id"].as_str().unwrap().to_owned();
+    let amqp = pipeline.processor_settings.amqp.clone();
+    shared::testing::wait_until("the order.created in the work queue", DEADLINE, || async {
+        (pipeline
+            .probe
+            .message_count(&amqp.order_created_queue)
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    // Returned until the broker gives up on it.
+    shared::testing::wait_until("the broker to dead-letter it", DEADLINE, || async {
+        pipeline
+            .probe
+            .take_and_return(&amqp.order_created_queue)
+            .await;
+        (pipeline
+            .probe
+            .message_count(&amqp.order_created_dead_letter_queue)
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+
+    pipeline.start_processor().await;
+    let listed = pipeline.admin_get("/dead-letters").await;
+    assert_eq!(listed[0]["order_id"], id.as_str(), "{listed}");
+    let reason = listed[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("delivery_limit"), "{reason}");
+    let replayed = pipeline
+        .admin_post("/dead-letters/replay", json!({"order_ids": [id]}))
+        .await;
+    assert_eq!(replayed, json!({"replayed": 1}));
+    pipeline
+        .wait_for_order(&id, "completed", |s| s == "completed")
+        .await;
+    pipeline.assert_agreement(&[id]).await;
 }

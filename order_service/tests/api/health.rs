@@ -94,7 +94,7 @@ async fn ready_names_the_brokers_refusal_when_the_queues_exist_with_another_kind
         assert_eq!(response.status(), 503);
         let body: serde_json::Value = response.json().await.ok()?;
         let broker = body["checks"]["broker"].as_str()?.to_owned();
-        broker.contains("x-queue-type").then_some(broker)
+        broker.contains("inequivalent arg").then_some(broker)
     })
     .await;
     assert!(broker.contains("PRECONDITION_FAILED"), "{broker}");

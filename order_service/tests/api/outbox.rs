@@ -255,8 +255,9 @@ async fn a_batch_published_together_is_confirmed_and_arrives_in_order() {
         shared::configuration::Secret::new(shared::testing::amqp_url()),
         topology,
         "publish-all-test",
+        10,
     );
-    let publisher = shared::broker::Publisher::open(&broker)
+    let publisher = shared::broker::Publisher::open(&broker, std::time::Duration::from_secs(10))
         .await
         .expect("open a publisher");
     let messages: Vec<shared::broker::OutgoingMessage> = (0..300)

@@ -22,6 +22,7 @@ fn reconciler(app: &TestApp, max_per_sweep: u32) -> Reconciler {
         app.settings.amqp.url.clone(),
         app.settings.amqp.topology(),
         "reconcile-test",
+        10,
     );
     let relay = Relay::new(app.db.clone(), broker, app.settings.outbox.clone());
     Reconciler::new(

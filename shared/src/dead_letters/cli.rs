@@ -35,6 +35,7 @@ pub struct DeadLetterQueues<'a> {
     pub work_queue: &'a str,
     /// Names the broker connection.
     pub connection_name: &'a str,
+    pub heartbeat_seconds: u16,
 }
 
 /// Runs `command` against the configured broker; returns what to print.
@@ -42,8 +43,12 @@ pub async fn run(
     queues: DeadLetterQueues<'_>,
     command: DeadLettersCommand,
 ) -> anyhow::Result<String> {
-    let broker =
-        crate::broker::Broker::new(queues.url.clone(), queues.topology, queues.connection_name);
+    let broker = crate::broker::Broker::new(
+        queues.url.clone(),
+        queues.topology,
+        queues.connection_name,
+        queues.heartbeat_seconds,
+    );
     let output = match command {
         DeadLettersCommand::List { limit } => serde_json::to_string_pretty(
             &super::list(&broker, queues.dead_letter_queue, limit).await?,

@@ -59,10 +59,16 @@ pub struct ReplayResult {
 impl DeadLetter {
     fn from_delivery(delivery: &lapin::message::Delivery) -> Self {
         let headers = Headers::from_table(delivery.properties.headers().as_ref());
+        // A message the broker dead-lettered itself (a quorum queue's delivery limit) has none of
+        // this pipeline's headers: its order comes from its envelope, its reason from `x-death`.
+        let broker_reason = headers
+            .death_reason()
+            .map(|reason| format!("dead-lettered by the broker: {reason}"));
         Self {
             order_id: headers
                 .str(headers::ORDER_ID)
-                .and_then(|id| id.parse().ok()),
+                .and_then(|id| id.parse().ok())
+                .or_else(|| order_of(&delivery.data)),
             event_id: delivery
                 .properties
                 .message_id()
@@ -70,6 +76,7 @@ impl DeadLetter {
                 .map(|id| id.to_string()),
             reason: headers
                 .str(headers::FAILURE_REASON)
+                .or(broker_reason)
                 .unwrap_or_else(|| "unknown".to_owned()),
             attempts: headers
                 .int(headers::ATTEMPTS)
@@ -81,6 +88,17 @@ impl DeadLetter {
             copies: 1,
         }
     }
+}
+
+/// The order an envelope names (its `correlation_id`), if the body is one.
+fn order_of(body: &[u8]) -> Option<Uuid> {
+    #[derive(Deserialize)]
+    struct Named {
+        correlation_id: Uuid,
+    }
+    serde_json::from_slice::<Named>(body)
+        .ok()
+        .map(|named| named.correlation_id)
 }
 
 /// Lists up to `limit` dead letters, oldest first, copies of one message once. They are taken

@@ -61,6 +61,8 @@ pub fn amqp_settings(id: &str) -> AmqpSettings {
         order_created_dead_letter_queue: topology.order_created_dead_letter_queue,
         order_processed_dead_letter_queue: topology.order_processed_dead_letter_queue,
         queue_type: topology.queue_type,
+        delivery_limit: topology.delivery_limit,
+        heartbeat_seconds: AmqpSettings::local().heartbeat_seconds,
         group_linger_ms: AmqpSettings::local().group_linger_ms,
     }
 }
@@ -263,6 +265,30 @@ impl BrokerProbe {
             .queue_delete(queue.into(), Default::default())
             .await
             .expect("delete")
+    }
+
+    /// Takes the first message of `queue` and returns it with `basic.nack(requeue)`, as a consumer
+    /// that cannot handle it would; false if the queue is empty.
+    pub async fn take_and_return(&self, queue: &str) -> bool {
+        let message = self
+            .channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+            .await
+            .expect("basic.get");
+        match message {
+            Some(message) => {
+                message
+                    .delivery
+                    .nack(lapin::options::BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("nack");
+                true
+            }
+            None => false,
+        }
     }
 
     /// Looks at the first message of `queue` and puts it back.
