@@ -376,6 +376,13 @@ impl Relay {
     /// unsent (with its error) first. Until the commit, other relays skip the claimed rows, and a
     /// crash rolls the marks back.
     async fn relay_batch(&self, publisher: &mut Option<Publisher>) -> Result<usize, RelayError> {
+        // The channel first, outside the transaction: opening it waits for the broker.
+        let publisher = open_publisher(
+            publisher,
+            &self.broker,
+            Duration::from_millis(self.settings.confirm_timeout_ms),
+        )
+        .await?;
         let mut txn = self
             .db
             .get_postgres_connection_pool()
@@ -391,12 +398,6 @@ impl Relay {
             txn.commit().await.map_err(database::from_sqlx)?;
             return Ok(0);
         }
-        let publisher = open_publisher(
-            publisher,
-            &self.broker,
-            Duration::from_millis(self.settings.confirm_timeout_ms),
-        )
-        .await?;
         // In the order they were written (RETURNING has no order).
         rows.sort_unstable_by_key(|row| row.0);
         let total = rows.len();
@@ -455,7 +456,8 @@ impl Relay {
     }
 }
 
-/// The open publisher in `slot`, opening one first if there is none or it broke.
+/// The open publisher in `slot`, opening one first if there is none or it broke; opening waits
+/// for the broker `confirm_timeout` at most.
 async fn open_publisher<'a>(
     slot: &'a mut Option<Publisher>,
     broker: &Broker,
@@ -468,7 +470,14 @@ async fn open_publisher<'a>(
                 // Closing waits for the broker, which may be the one not answering.
                 tokio::spawn(stale.close());
             }
-            Publisher::open(broker, confirm_timeout).await?
+            tokio::time::timeout(confirm_timeout, Publisher::open(broker, confirm_timeout))
+                .await
+                .map_err(|_| {
+                    lapin::Error::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the broker did not open a channel in time",
+                    ))
+                })??
         }
     };
     Ok(slot.insert(publisher))

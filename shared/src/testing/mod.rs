@@ -21,6 +21,7 @@ use crate::events::{Envelope, Event};
 use crate::topology::Topology;
 
 pub mod outage;
+pub mod rabbit_node;
 
 /// PostgreSQL server the tests use (`TEST_DATABASE_SERVER`, default the local one).
 pub fn database_server() -> String {
