@@ -45,9 +45,14 @@ impl Foundation {
         F: FnOnce(DatabaseConnection) -> Fut,
         Fut: Future<Output = Result<(), sea_orm::DbErr>>,
     {
-        let db = crate::database::connect(database)
-            .await
-            .context("connecting to PostgreSQL")?;
+        // A refusal here is a setting to fix (a wrong host, user, password or certificate), or
+        // a server that is not up yet: either way the message names the setting.
+        let db = crate::database::connect(database).await.with_context(|| {
+            format!(
+                "connecting to PostgreSQL with {}__DATABASE__URL",
+                name.to_uppercase()
+            )
+        })?;
         migrate(db.clone())
             .await
             .with_context(|| format!("migrating the database of {name}"))?;

@@ -65,6 +65,23 @@ fn a_database_url_of_another_kind_fails_start_up_naming_the_variable() {
 }
 
 #[test]
+fn a_database_that_refuses_the_configured_user_fails_start_up_naming_the_variable() {
+    // The server answers, and refuses the session: role "nobody_here" does not exist.
+    let url = format!(
+        "{}/orders_nobody",
+        shared::testing::database_server().replace("postgres@", "nobody_here@")
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_order_service"))
+        .env("ORDER_SERVICE__DATABASE__URL", &url)
+        .output()
+        .expect("run order_service");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ORDER_SERVICE__DATABASE__URL"), "{stderr}");
+    assert!(stderr.contains("nobody_here"), "{stderr}");
+}
+
+#[test]
 fn sigterm_stops_the_service_cleanly_with_exit_code_0() {
     shared::testing::assert_sigterm_exits_cleanly(
         env!("CARGO_BIN_EXE_order_service"),
