@@ -1,12 +1,11 @@
-use clap::Parser;
-use order_service::cli::{Cli, Command};
 use order_service::configuration::Settings;
 use order_service::startup::Application;
+use shared::dead_letters::cli::ServiceCommand;
 use shared::telemetry::{LogFormat, get_subscriber, init_subscriber};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = order_service::cli::parse();
     match cli.command {
         None => {
             init_subscriber(get_subscriber(
@@ -23,7 +22,7 @@ fn main() -> anyhow::Result<()> {
                 application.run_until_stopped(shutdown).await
             })
         }
-        Some(Command::DeadLetters(command)) => {
+        Some(ServiceCommand::DeadLetters(command)) => {
             // Logs go to stderr: stdout is the command's JSON.
             init_subscriber(get_subscriber(
                 "order_service",

@@ -1,27 +1,17 @@
-//! The command line: `processor_service` runs the service; `processor_service dead-letters ...`
-//! lets an operator without HTTP access list and replay the dead letters of `order.created`.
+//! The command line: `processor_service` runs the service; `processor_service dead-letters ...` lets an
+//! operator without HTTP access list and replay the dead letters of `order.created`
+//! (`shared::dead_letters::cli`).
 
-use clap::{Parser, Subcommand};
-use shared::dead_letters::cli::{DeadLetterQueues, DeadLettersCommand};
+use shared::dead_letters::cli::{DeadLetterQueues, DeadLettersCommand, ServiceCli};
 
 use crate::configuration::Settings;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "processor_service",
-    version,
-    about = "Decides orders from order.created events; with no subcommand, runs the service"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Inspect and replay the dead-letter queue of order.created.
-    #[command(subcommand)]
-    DeadLetters(DeadLettersCommand),
+/// The process's arguments.
+pub fn parse() -> ServiceCli {
+    ServiceCli::parse_as(
+        "processor_service",
+        "Decides orders from order.created events; with no subcommand, runs the service",
+    )
 }
 
 /// Runs a dead-letter command against the configured broker; returns what to print.
@@ -38,48 +28,4 @@ pub async fn run_dead_letters(
         connection_name: "processor_service-cli",
     };
     shared::dead_letters::cli::run(queues, command).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use uuid::Uuid;
-
-    #[test]
-    fn the_command_line_parses() {
-        let cli = Cli::try_parse_from(["processor_service"]).unwrap();
-        assert!(cli.command.is_none());
-        let id = Uuid::new_v4().to_string();
-        let cli = Cli::try_parse_from([
-            "processor_service",
-            "dead-letters",
-            "replay",
-            "--order-id",
-            &id,
-            "--order-id",
-            &id,
-            "--include-poison",
-        ])
-        .unwrap();
-        match cli.command {
-            Some(Command::DeadLetters(DeadLettersCommand::Replay {
-                order_ids,
-                include_poison,
-            })) => {
-                assert_eq!(order_ids.len(), 2);
-                assert!(include_poison);
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(
-            Cli::try_parse_from([
-                "processor_service",
-                "dead-letters",
-                "replay",
-                "--order-id",
-                "x"
-            ])
-            .is_err()
-        );
-    }
 }

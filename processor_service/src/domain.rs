@@ -27,13 +27,17 @@ pub fn decide(order: &OrderCreated, max_total: Decimal) -> Decision {
     }
 }
 
-/// A message whose total disagrees with its lines is not one we can trust to decide on.
+/// A message whose total disagrees with its lines is not one we can trust to decide on. The sum is
+/// checked: lines whose product or sum leaves the range of a decimal are refused, not a panic.
 pub fn check_total(order: &OrderCreated) -> Result<(), String> {
-    let sum: Decimal = order
-        .items
-        .iter()
-        .map(|line| Decimal::from(line.quantity) * line.price)
-        .sum();
+    let sum = order.items.iter().try_fold(Decimal::ZERO, |sum, line| {
+        Decimal::from(line.quantity)
+            .checked_mul(line.price)
+            .and_then(|amount| sum.checked_add(amount))
+    });
+    let Some(sum) = sum else {
+        return Err("the sum of the items overflows a decimal".into());
+    };
     if sum == order.total_amount {
         Ok(())
     } else {
@@ -88,5 +92,15 @@ mod tests {
         bad.total_amount = Decimal::new(99, 2);
         assert!(check_total(&bad).is_err());
         assert!(check_total(&order(100)).is_ok());
+    }
+
+    #[test]
+    fn lines_that_overflow_a_decimal_are_refused_not_a_panic() {
+        let mut huge = order(100);
+        huge.items[0].quantity = u32::MAX;
+        huge.items[0].price = "79228162514264337593543950".parse().unwrap();
+        huge.total_amount = Decimal::ONE;
+        let refused = check_total(&huge).unwrap_err();
+        assert!(refused.contains("overflows"), "{refused}");
     }
 }

@@ -53,6 +53,21 @@ impl OrderCreatedHandler {
 }
 
 impl OrderCreatedHandler {
+    /// A message that can never succeed, about an order it names: the order fails (with its
+    /// `order.processed`), then the message is dead-lettered.
+    async fn fail_now(&self, delivery: &Delivered<OrderCreated>, reason: String) -> Outcome {
+        let envelope = &delivery.envelope;
+        match self
+            .store
+            .record_failure(envelope.payload.order_id, envelope.event_id, &reason)
+            .await
+        {
+            Ok(FailureRecorded::Failed) => Outcome::DeadLetter { reason },
+            Ok(FailureRecorded::DecidedOtherwise(_)) => Outcome::Ack,
+            Err(error) => Outcome::from_failure(&error),
+        }
+    }
+
     /// A delivery of an order decided before. Its decision is announced again, since the order
     /// service may have lost the first announcement (this is how reconciliation ends it). A
     /// failed order's copy is dead-lettered again too, under the same `message_id` (a crash or a
@@ -103,7 +118,8 @@ impl Handler for OrderCreatedHandler {
             };
         }
         if let Err(reason) = domain::check_total(order) {
-            return Outcome::DeadLetter { reason };
+            // It names its order, so the order's outcome is recorded before it is dead-lettered.
+            return self.fail_now(delivery, reason).await;
         }
         // The work first, outside any transaction: it is deterministic, so doing it for a
         // duplicate costs little, and no connection is held while it runs or retries.

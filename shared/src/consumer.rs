@@ -346,9 +346,10 @@ async fn settle<H: Handler>(
             }
             Outcome::DeadLetter { reason } => {
                 let poison = envelope.is_none();
-                match dead_letter(
+                dead_letter(
                     settings,
                     side,
+                    settled,
                     &delivery,
                     headers,
                     &reason,
@@ -356,17 +357,7 @@ async fn settle<H: Handler>(
                     poison,
                     envelope.as_ref().map(|e| e.correlation_id),
                 )
-                .await
-                {
-                    Ok(()) if settings.crash.fires_at(CrashPoint::AfterDeadLettered) => {
-                        return Err(crash(CrashPoint::AfterDeadLettered));
-                    }
-                    Ok(()) => delivery.ack(BasicAckOptions::default()).await,
-                    Err(error) => {
-                        let reason = format!("cannot dead-letter: {error}");
-                        return park(&delivery, settled, tag, reason).await;
-                    }
-                }
+                .await?
             }
             Outcome::Retry { reason } => {
                 let Some(envelope) = envelope else {
@@ -399,9 +390,10 @@ async fn settle<H: Handler>(
                             if settings.crash.fires_at(CrashPoint::AfterFailureRecorded) {
                                 return Err(crash(CrashPoint::AfterFailureRecorded));
                             }
-                            match dead_letter(
+                            dead_letter(
                                 settings,
                                 side,
+                                settled,
                                 &delivery,
                                 headers,
                                 &reason,
@@ -409,17 +401,7 @@ async fn settle<H: Handler>(
                                 false,
                                 Some(envelope.correlation_id),
                             )
-                            .await
-                            {
-                                Ok(()) if settings.crash.fires_at(CrashPoint::AfterDeadLettered) => {
-                                    return Err(crash(CrashPoint::AfterDeadLettered));
-                                }
-                                Ok(()) => delivery.ack(BasicAckOptions::default()).await,
-                                Err(error) => {
-                                    let reason = format!("cannot dead-letter: {error}");
-                                    return park(&delivery, settled, tag, reason).await;
-                                }
-                            }
+                            .await?
                         }
                         Ok(Exhausted::DecidedOtherwise) => {
                             let _ = settled.send(Settled::Ack(tag));
@@ -566,17 +548,21 @@ fn failure_headers(mut headers: Headers, delivery: &Delivery, reason: &str) -> H
     headers
 }
 
+/// Publishes `delivery` to the dead-letter exchange with the failure headers and, once the broker
+/// confirmed it, acknowledges it (the acknowledgement's own result inside). A dead letter the
+/// broker did not take returns the delivery and parks the consumer (the outer error).
 #[allow(clippy::too_many_arguments)]
 async fn dead_letter(
     settings: &ConsumerSettings,
     side: &Channel,
+    settled: &mpsc::UnboundedSender<Settled>,
     delivery: &Delivery,
     headers: Headers,
     reason: &str,
     attempt: u32,
     poison: bool,
     order_id: Option<uuid::Uuid>,
-) -> Result<(), PublishFailure> {
+) -> Result<Result<bool, lapin::Error>, String> {
     tracing::warn!(
         event_id = ?message_id(delivery),
         order_id = ?order_id,
@@ -596,7 +582,7 @@ async fn dead_letter(
     let routing_key = headers
         .str(headers::ORIGINAL_ROUTING_KEY)
         .unwrap_or_else(|| delivery.routing_key.to_string());
-    publish(
+    let published = publish(
         settings.confirm_timeout,
         side,
         &settings.dead_letter_exchange,
@@ -604,7 +590,19 @@ async fn dead_letter(
         delivery,
         headers,
     )
-    .await
+    .await;
+    match published {
+        Ok(()) if settings.crash.fires_at(CrashPoint::AfterDeadLettered) => {
+            Err(crash(CrashPoint::AfterDeadLettered))
+        }
+        Ok(()) => Ok(delivery.ack(BasicAckOptions::default()).await),
+        Err(error) => {
+            let reason = format!("cannot dead-letter: {error}");
+            park(delivery, settled, delivery.delivery_tag, reason)
+                .await
+                .map(|()| Ok(false))
+        }
+    }
 }
 
 /// An injected crash: the delivery stays unsettled (the acknowledgements after it wait with it),

@@ -141,7 +141,8 @@ async fn poison_messages_are_dead_lettered_and_consuming_goes_on() {
         || async { (app.probe.message_count(&dlq).await == count).then_some(()) },
     )
     .await;
-    assert_eq!(app.count("SELECT count(*) FROM processing").await, 0);
+    // Only the inconsistent one names an order: its failure is recorded; the others, nothing.
+    assert_eq!(app.count("SELECT count(*) FROM processing").await, 1);
     // Each with its reason; those that could not be decoded marked poison, without an order.
     let listed: Value = app
         .client
@@ -170,6 +171,17 @@ async fn poison_messages_are_dead_lettered_and_consuming_goes_on() {
             .unwrap()
             .contains("differs from the sum")
     );
+    // It names its order: the order failed, with the reason, before it was dead-lettered.
+    let record = app
+        .wait_for_record(inconsistent.payload.order_id, |r| r["decision"] == "failed")
+        .await;
+    assert!(
+        record["reason"]
+            .as_str()
+            .unwrap()
+            .contains("differs from the sum"),
+        "{record}"
+    );
     let reasons: Vec<&str> = poison
         .iter()
         .map(|l| l["reason"].as_str().unwrap())
@@ -190,4 +202,29 @@ async fn poison_messages_are_dead_lettered_and_consuming_goes_on() {
     app.probe.publish(&good).await;
     app.wait_for_record(good.payload.order_id, |r| r["decision"] == "completed")
         .await;
+}
+
+/// Lines whose product overflows a decimal (anyone who can publish to the broker can send them):
+/// the order fails with the reason and is dead-lettered, and the processor goes on.
+#[tokio::test]
+async fn an_order_whose_lines_overflow_a_decimal_fails_and_the_processor_goes_on() {
+    let app = spawn_app().await;
+    let mut hostile = order_created(1, "1.00");
+    hostile.payload.items[0].quantity = u32::MAX;
+    hostile.payload.items[0].price = "79228162514264337593543950".parse().unwrap();
+    hostile.payload.total_amount = "1".parse().unwrap();
+    app.probe.publish(&hostile).await;
+    let record = app
+        .wait_for_record(hostile.payload.order_id, |r| r["decision"] == "failed")
+        .await;
+    assert!(
+        record["reason"].as_str().unwrap().contains("overflows"),
+        "{record}"
+    );
+    let next = order_created(2, "10.50");
+    app.probe.publish(&next).await;
+    let record = app
+        .wait_for_record(next.payload.order_id, |r| !r["decision"].is_null())
+        .await;
+    assert_eq!(record["decision"], "completed");
 }

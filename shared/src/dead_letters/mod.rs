@@ -68,7 +68,8 @@ impl DeadLetter {
             order_id: headers
                 .str(headers::ORDER_ID)
                 .and_then(|id| id.parse().ok())
-                .or_else(|| order_of(&delivery.data)),
+                // Poison is by definition a message whose content cannot be trusted to name one.
+                .or_else(|| (!headers.bool(headers::POISON)).then(|| order_of(&delivery.data))?),
             event_id: delivery
                 .properties
                 .message_id()
