@@ -59,6 +59,10 @@ pub struct FaultSettings {
     /// `after_failure_recorded` or `after_dead_lettered`.
     #[serde(default)]
     pub crash_once_at: Option<CrashPoint>,
+    /// Panic while processing any order of this customer (tests and demos): the panic is
+    /// contained, the order fails, and its message is dead-lettered with the panic's message.
+    #[serde(default)]
+    pub panic_for_customer: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -107,6 +111,7 @@ impl Default for Settings {
             faults: FaultSettings {
                 transient_failure_rate: 0.0,
                 crash_once_at: None,
+                panic_for_customer: None,
             },
             admin: AdminSettings::default(),
         }

@@ -21,6 +21,8 @@ pub struct ProcessingSettings {
     pub immediate_attempts: u32,
     /// Probability that one try fails transiently (fault injection).
     pub transient_failure_rate: f64,
+    /// Panic on any order of this customer (fault injection).
+    pub panic_for_customer: Option<String>,
 }
 
 pub struct OrderCreatedHandler {
@@ -42,6 +44,14 @@ impl OrderCreatedHandler {
     async fn process_once(&self, order: &OrderCreated) -> Result<Decision, TransientFailure> {
         if !self.settings.work_delay.is_zero() {
             tokio::time::sleep(self.settings.work_delay).await;
+        }
+        if self
+            .settings
+            .panic_for_customer
+            .as_ref()
+            .is_some_and(|customer| *customer == order.customer_id)
+        {
+            panic!("injected panic for customer {}", order.customer_id);
         }
         if self.settings.transient_failure_rate > 0.0
             && fastrand::f64() < self.settings.transient_failure_rate

@@ -100,6 +100,7 @@ impl Application {
                 work_delay: Duration::from_millis(self.settings.work.delay_ms),
                 immediate_attempts: self.settings.retry.immediate_attempts,
                 transient_failure_rate: self.settings.faults.transient_failure_rate,
+                panic_for_customer: self.settings.faults.panic_for_customer.clone(),
             },
         ));
         let consumer = consumer::run(

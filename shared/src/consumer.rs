@@ -10,6 +10,7 @@
 //! | `DeadLetter` | published to the dead-letter exchange with the failure headers (confirmed), then acknowledged |
 //! | `Retry` | the processing itself failed: while attempts remain, published to the retry queue of its delay tier (which routes it back to the work queue when its TTL expires) with `x-attempt` + 1, then acknowledged; after the last attempt, [`Handler::exhausted`] records the outcome and only then is the message dead-lettered |
 //! | `Park` | not the message's fault (a dependency is unavailable, or failed transiently; see `crate::failure`): returned to the queue at no cost in attempts, and the consumer parks |
+//! | `Panicked` | the handler panicked: the panic stays in this delivery, which is handled like one out of attempts (outcome recorded, then dead-lettered with the panic's message) |
 //!
 //! **Parking.** The consumer stops taking deliveries; those in flight finish (one that committed
 //! is acknowledged, one that meets the outage goes back), and closing the channel returns the
@@ -26,7 +27,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
@@ -56,6 +57,9 @@ pub enum Outcome {
     Retry { reason: String },
     /// It failed for a reason outside the message: put it back and park the consumer.
     Park { reason: String },
+    /// The handler panicked (set by the loop, which contains the panic; a handler does not
+    /// return it): handled like a message out of attempts, with the panic's message as reason.
+    Panicked { reason: String },
 }
 
 impl Outcome {
@@ -385,36 +389,37 @@ async fn settle<H: Handler>(
                     }
                 } else {
                     let reason = format!("gave up after {attempt} attempts: {reason}");
-                    match handler.exhausted(&envelope, &reason, attempt).await {
-                        Ok(Exhausted::Recorded) => {
-                            if settings.crash.fires_at(CrashPoint::AfterFailureRecorded) {
-                                return Err(crash(CrashPoint::AfterFailureRecorded));
-                            }
-                            dead_letter(
-                                settings,
-                                side,
-                                settled,
-                                &delivery,
-                                headers,
-                                &reason,
-                                attempt,
-                                false,
-                                Some(envelope.correlation_id),
-                            )
-                            .await?
-                        }
-                        Ok(Exhausted::DecidedOtherwise) => {
-                            let _ = settled.send(Settled::Ack(tag));
-                            return Ok(());
-                        }
-                        Err(error) => {
-                            let reason = format!("cannot record the failure: {error}");
-                            return park(&delivery, settled, tag, reason).await;
-                        }
+                    let failed = Failed {
+                        envelope: &envelope,
+                        reason: &reason,
+                        attempt,
+                    };
+                    match fail_for_good(handler, settings, side, settled, &delivery, headers, failed)
+                        .await?
+                    {
+                        Some(acked) => acked,
+                        None => return Ok(()),
                     }
                 }
             }
             Outcome::Park { reason } => return park(&delivery, settled, tag, reason).await,
+            Outcome::Panicked { reason } => {
+                let Some(envelope) = envelope else {
+                    // Only a decoded message reaches the handler.
+                    return park(&delivery, settled, tag, reason).await;
+                };
+                let failed = Failed {
+                    envelope: &envelope,
+                    reason: &reason,
+                    attempt,
+                };
+                match fail_for_good(handler, settings, side, settled, &delivery, headers, failed)
+                    .await?
+                {
+                    Some(acked) => acked,
+                    None => return Ok(()),
+                }
+            }
         };
         let _ = settled.send(Settled::Done(tag));
         if let Err(error) = result {
@@ -526,8 +531,82 @@ async fn decide<H: Handler>(
         attempt,
         replayed: headers.str(headers::REPLAYED_AT).is_some(),
     };
-    let outcome = handler.handle(&delivered).await;
+    // A panic in one delivery's handling stays in it: the others in flight go on, and the
+    // consumer with them.
+    let outcome = match std::panic::AssertUnwindSafe(handler.handle(&delivered))
+        .catch_unwind()
+        .await
+    {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|message| (*message).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            tracing::error!(%message, "handling a delivery panicked; it is dead-lettered");
+            Outcome::Panicked {
+                reason: format!("handling panicked: {message}"),
+            }
+        }
+    };
     (outcome, Some(delivered.envelope))
+}
+
+/// A decoded message that will never succeed, and why.
+struct Failed<'a, E> {
+    envelope: &'a Envelope<E>,
+    reason: &'a str,
+    attempt: u32,
+}
+
+/// Records the outcome of a message that will never succeed ([`Handler::exhausted`]: the order
+/// fails, and is announced) and only then dead-letters it. `None` when another delivery decided
+/// the order meanwhile (acknowledged); the outer error parks (the outcome could not be recorded).
+async fn fail_for_good<H: Handler>(
+    handler: &H,
+    settings: &ConsumerSettings,
+    side: &Channel,
+    settled: &mpsc::UnboundedSender<Settled>,
+    delivery: &Delivery,
+    headers: Headers,
+    failed: Failed<'_, H::Event>,
+) -> Result<Option<Result<bool, lapin::Error>>, String> {
+    let Failed {
+        envelope,
+        reason,
+        attempt,
+    } = failed;
+    match handler.exhausted(envelope, reason, attempt).await {
+        Ok(Exhausted::Recorded) => {
+            if settings.crash.fires_at(CrashPoint::AfterFailureRecorded) {
+                return Err(crash(CrashPoint::AfterFailureRecorded));
+            }
+            let acked = dead_letter(
+                settings,
+                side,
+                settled,
+                delivery,
+                headers,
+                reason,
+                attempt,
+                false,
+                Some(envelope.correlation_id),
+            )
+            .await?;
+            Ok(Some(acked))
+        }
+        Ok(Exhausted::DecidedOtherwise) => {
+            let _ = settled.send(Settled::Ack(delivery.delivery_tag));
+            Ok(None)
+        }
+        Err(error) => {
+            let reason = format!("cannot record the failure: {error}");
+            park(delivery, settled, delivery.delivery_tag, reason)
+                .await
+                .map(|()| None)
+        }
+    }
 }
 
 /// The headers of a message that failed: reason, first and last failure, original routing key.

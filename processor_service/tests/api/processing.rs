@@ -228,3 +228,58 @@ async fn an_order_whose_lines_overflow_a_decimal_fails_and_the_processor_goes_on
         .await;
     assert_eq!(record["decision"], "completed");
 }
+
+/// A panic while handling one delivery (injected for one customer) stays in that delivery: its
+/// order fails with the panic's message and is dead-lettered, the deliveries around it complete,
+/// and the processor goes on consuming and stays ready.
+#[tokio::test]
+async fn a_panic_in_one_delivery_fails_that_order_and_nothing_else() {
+    let app = spawn_app_with(|settings| {
+        settings.faults.panic_for_customer = Some("boom".into());
+    })
+    .await;
+    let mut doomed = order_created(1, "1.00");
+    doomed.payload.customer_id = "boom".into();
+    let others: Vec<_> = (0..10).map(|_| order_created(1, "2.00")).collect();
+    for (i, order) in others.iter().enumerate() {
+        if i == 5 {
+            app.probe.publish(&doomed).await;
+        }
+        app.probe.publish(order).await;
+    }
+    let record = app
+        .wait_for_record(doomed.payload.order_id, |r| r["decision"] == "failed")
+        .await;
+    let reason = record["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("injected panic for customer boom"),
+        "{reason}"
+    );
+    for order in &others {
+        let record = app
+            .wait_for_record(order.payload.order_id, |r| !r["decision"].is_null())
+            .await;
+        assert_eq!(record["decision"], "completed");
+    }
+    let dlq = app.settings.amqp.order_created_dead_letter_queue.clone();
+    shared::testing::wait_until("the dead letter", DEADLINE, || async {
+        (app.probe.message_count(&dlq).await == 1).then_some(())
+    })
+    .await;
+    let letter = app.probe.peek(&dlq).await.unwrap();
+    let headers = shared::headers::Headers::from_table(letter.properties.headers().as_ref());
+    assert!(
+        headers
+            .str(shared::headers::FAILURE_REASON)
+            .unwrap()
+            .contains("handling panicked: injected panic"),
+        "{headers:?}"
+    );
+    assert_eq!(app.get("/ready").await.status(), 200);
+    let after = order_created(1, "3.00");
+    app.probe.publish(&after).await;
+    let record = app
+        .wait_for_record(after.payload.order_id, |r| !r["decision"].is_null())
+        .await;
+    assert_eq!(record["decision"], "completed");
+}
