@@ -2,24 +2,42 @@ use std::str::FromStr;
 
 use rust_decimal::Decimal;
 
-/// Who ordered: 1 to 64 characters, not blank.
+/// Who ordered: 1 to 64 characters, not blank, NFC-normalised, without control or invisible
+/// characters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CustomerId(String);
 
-/// What was ordered: 1 to 64 characters, not blank.
+/// What was ordered: under the same rules as [`CustomerId`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProductId(String);
 
+/// An identifier people can read and cannot spoof: normalised to NFC (so that "é" typed as one
+/// character or as "e" + accent is one identifier), then refused if blank, longer than 64
+/// characters, or holding a control character or a format character (Unicode category Cf:
+/// zero-width spaces and joiners, direction overrides and isolates, the byte-order mark), which
+/// would make two identifiers that look alike differ, or one look like another.
 fn parse_identifier(value: &str) -> Result<String, String> {
+    use icu_normalizer::ComposingNormalizerBorrowed;
+    use icu_properties::CodePointMapData;
+    use icu_properties::props::GeneralCategory;
+    let value = ComposingNormalizerBorrowed::new_nfc().normalize(value);
     let length = value.chars().count();
+    let invisible = value
+        .chars()
+        .find(|&c| CodePointMapData::<GeneralCategory>::new().get(c) == GeneralCategory::Format);
     if value.trim().is_empty() {
         Err("must not be empty or blank".into())
     } else if length > 64 {
         Err(format!("must be at most 64 characters, got {length}"))
     } else if value.chars().any(char::is_control) {
         Err("must not contain control characters".into())
+    } else if let Some(c) = invisible {
+        Err(format!(
+            "must not contain invisible or direction-changing characters, found U+{:04X}",
+            u32::from(c)
+        ))
     } else {
-        Ok(value.to_owned())
+        Ok(value.into_owned())
     }
 }
 
@@ -161,6 +179,30 @@ impl NewOrder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identifiers_are_nfc_normalised_so_that_look_alikes_are_one() {
+        let composed = CustomerId::parse("caf\u{e9}").unwrap();
+        let decomposed = CustomerId::parse("cafe\u{301}").unwrap();
+        assert_eq!(composed, decomposed);
+        assert_eq!(decomposed.as_str(), "caf\u{e9}");
+    }
+
+    #[test]
+    fn invisible_and_direction_changing_characters_are_refused() {
+        for sneaky in [
+            "cust\u{200b}omer", // zero-width space
+            "cust\u{200d}omer", // zero-width joiner
+            "\u{202e}remotsuc", // right-to-left override
+            "customer\u{2066}", // left-to-right isolate
+            "\u{feff}customer", // byte-order mark
+        ] {
+            let refused = ProductId::parse(sneaky).unwrap_err();
+            assert!(refused.contains("invisible"), "{sneaky:?}: {refused}");
+        }
+        assert!(CustomerId::parse("customer-123").is_ok());
+        assert!(CustomerId::parse("Zoë Ångström 李").is_ok());
+    }
 
     fn price(text: &str) -> Result<String, String> {
         Price::parse_json(text).map(|p| p.get().to_string())

@@ -317,6 +317,20 @@ pub struct ListQuery {
 impl ListQuery {
     fn parse(&self) -> Result<ListFilter, Problem> {
         let mut errors = Vec::new();
+        // Under the rules of a stored one (NFC), so that it finds what was stored.
+        let customer_id = match self.customer_id.as_deref() {
+            None => None,
+            Some(text) => match CustomerId::parse(text) {
+                Ok(id) => Some(id.as_str().to_owned()),
+                Err(message) => {
+                    errors.push(FieldError {
+                        field: "customer_id".into(),
+                        message,
+                    });
+                    None
+                }
+            },
+        };
         let status = match self.status.as_deref() {
             None => None,
             Some(text) => {
@@ -360,7 +374,7 @@ impl ListQuery {
             return Err(Problem::validation(errors));
         }
         Ok(ListFilter {
-            customer_id: self.customer_id.clone(),
+            customer_id,
             status,
             limit,
             after,

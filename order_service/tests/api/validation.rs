@@ -187,3 +187,44 @@ async fn a_body_over_64_kib_is_a_problem_413() {
     );
     assert_nothing_stored(&app).await;
 }
+
+#[tokio::test]
+async fn identifiers_with_invisible_characters_are_refused_naming_the_field() {
+    let app = spawn_app().await;
+    for (body, field) in [
+        (
+            json!({"customer_id": "alice\u{200b}", "items": [{"product_id": "p", "quantity": 1, "price": "1.00"}]}),
+            "customer_id",
+        ),
+        (
+            json!({"customer_id": "alice", "items": [{"product_id": "\u{202e}p", "quantity": 1, "price": "1.00"}]}),
+            "items[0].product_id",
+        ),
+    ] {
+        let response = app.post_order(&body).await;
+        assert_eq!(response.status(), 422);
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["field"], field, "{problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("invisible"),
+            "{problem}"
+        );
+    }
+    let listed = app.get("/orders?customer_id=alice%E2%80%8B").await;
+    assert_eq!(listed.status(), 422);
+    assert_eq!(app.count("SELECT count(*) FROM orders").await, 0);
+}
+
+#[tokio::test]
+async fn identifiers_are_stored_nfc_normalised_and_found_either_way() {
+    let app = spawn_app().await;
+    // "José" with the accent as a combining character; stored composed.
+    let order = app
+        .create_order(&json!({"customer_id": "Jose\u{301}", "items": [{"product_id": "p", "quantity": 1, "price": "1.00"}]}))
+        .await;
+    assert_eq!(order["customer_id"], "Jos\u{e9}");
+    for filter in ["Jos%C3%A9", "Jose%CC%81"] {
+        let page = app.get_json(&format!("/orders?customer_id={filter}")).await;
+        assert_eq!(page["items"].as_array().unwrap().len(), 1, "{filter}");
+    }
+}
