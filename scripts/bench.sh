@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces BENCHMARKS.md on this machine: release build, fresh databases and broker names of its
 # own, both services with default settings, then `loadgen bench` (extra arguments go to it, e.g.
-# `--orders 20000 --repeat 3`). Set SEED=1000000 to bulk-load that many orders first.
+# `--orders 20000 --repeat 3`), or with `overload [SECONDS]` a run at twice the maximum. Set
+# SEED=1000000 to bulk-load that many orders first.
 # BENCH_POSTGRES (default postgres://postgres@127.0.0.1:5432) and BENCH_AMQP_URL (default
 # amqp://guest:guest@127.0.0.1:5672/%2f) point it at other servers (scripts/bench-in-memory.sh).
 set -euo pipefail
@@ -70,6 +71,20 @@ fi
 server_pids=()
 [ -n "$postgres_pid" ] && server_pids+=(--postgres-pid "$postgres_pid")
 [ -n "$rabbitmq_pid" ] && server_pids+=(--rabbitmq-pid "$rabbitmq_pid")
-"$bin/loadgen" bench --exchange bench.orders "${server_pids[@]}" --amqp-url "$amqp" --database-url "$postgres/postgres" \
+pids=(--order-service-pid "$order_pid" --processor-service-pid "$processor_pid" "${server_pids[@]}")
+if [ "${1:-}" = overload ]; then
+  # `scripts/bench.sh overload [SECONDS]`: the maximum (closed loop), then an open loop at twice
+  # it for SECONDS (default 60): what is refused is refused at once, memory stays bounded, and
+  # every accepted order ends final.
+  seconds=${2:-60}
+  max=$("$bin/loadgen" run --exchange bench.orders --amqp-url "$amqp" --orders 20000 \
+    --concurrency 64 --json --quiet "${pids[@]}" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["final_per_s"]))')
+  rate=$((2 * max))
+  echo "maximum: $max orders final/s; open loop at $rate/s for $seconds s"
+  "$bin/loadgen" run --exchange bench.orders --amqp-url "$amqp" --rate "$rate" \
+    --orders $((rate * seconds)) --deadline-seconds 600 "${pids[@]}"
+  exit
+fi
+"$bin/loadgen" bench --exchange bench.orders --amqp-url "$amqp" --database-url "$postgres/postgres" \
   --vacuum "$ORDER_SERVICE__DATABASE__URL" --vacuum "$PROCESSOR_SERVICE__DATABASE__URL" \
-  --order-service-pid "$order_pid" --processor-service-pid "$processor_pid" "$@"
+  "${pids[@]}" "$@"
