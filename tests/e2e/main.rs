@@ -6,6 +6,7 @@
 mod broker_stalls;
 mod chaos;
 mod failures;
+mod fuzz;
 mod helpers;
 mod pipeline;
 mod quorum;
