@@ -188,6 +188,8 @@ struct Generated {
     body: Vec<u8>,
     properties: BasicProperties,
     class: &'static str,
+    /// Published twice (the same message id and body).
+    twice: bool,
 }
 
 fn properties_for(message: &Value) -> BasicProperties {
@@ -207,6 +209,7 @@ fn generate(rng: &mut fastrand::Rng, valid: impl Fn(&mut fastrand::Rng) -> Value
             properties: properties_for(&message),
             body: serde_json::to_vec(&message).unwrap(),
             class: "valid envelope, extreme values",
+            twice: false,
         };
     }
     if roll < 45 {
@@ -215,6 +218,7 @@ fn generate(rng: &mut fastrand::Rng, valid: impl Fn(&mut fastrand::Rng) -> Value
             body,
             properties: BasicProperties::default().with_message_id("bytes".into()),
             class: "not UTF-8 / random bytes",
+            twice: false,
         };
     }
     if roll < 47 {
@@ -224,6 +228,7 @@ fn generate(rng: &mut fastrand::Rng, valid: impl Fn(&mut fastrand::Rng) -> Value
             properties: properties_for(&message),
             body: serde_json::to_vec(&message).unwrap(),
             class: "megabyte string",
+            twice: false,
         };
     }
     if roll < 55 {
@@ -250,6 +255,7 @@ fn generate(rng: &mut fastrand::Rng, valid: impl Fn(&mut fastrand::Rng) -> Value
             body: serde_json::to_vec(&message).unwrap(),
             properties,
             class: "missing or wrong AMQP properties and headers",
+            twice: false,
         };
     }
     if roll < 60 {
@@ -259,6 +265,7 @@ fn generate(rng: &mut fastrand::Rng, valid: impl Fn(&mut fastrand::Rng) -> Value
             properties: properties_for(&message),
             body: serde_json::to_vec(&message).unwrap(),
             class: "mismatched ids",
+            twice: false,
         };
     }
     if roll < 63 {
@@ -268,6 +275,16 @@ fn generate(rng: &mut fastrand::Rng, valid: impl Fn(&mut fastrand::Rng) -> Value
             properties: properties_for(&message),
             body: serde_json::to_vec(&message).unwrap(),
             class: "unknown event type",
+            twice: false,
+        };
+    }
+    if roll < 66 {
+        let message = valid(rng);
+        return Generated {
+            properties: properties_for(&message),
+            body: serde_json::to_vec(&message).unwrap(),
+            class: "duplicate ids (published twice)",
+            twice: true,
         };
     }
     let mut message = valid(rng);
@@ -276,6 +293,7 @@ fn generate(rng: &mut fastrand::Rng, valid: impl Fn(&mut fastrand::Rng) -> Value
         properties: properties_for(&message),
         body: serde_json::to_vec(&message).unwrap(),
         class,
+        twice: false,
     }
 }
 
@@ -287,10 +305,13 @@ async fn publish_all(
     let mut classes = BTreeMap::new();
     for message in messages {
         *classes.entry(message.class).or_default() += 1;
-        pipeline
-            .probe
-            .publish_raw(routing_key, &message.body, message.properties)
-            .await;
+        let copies = if message.twice { 2 } else { 1 };
+        for _ in 0..copies {
+            pipeline
+                .probe
+                .publish_raw(routing_key, &message.body, message.properties.clone())
+                .await;
+        }
     }
     classes
 }
@@ -352,6 +373,7 @@ async fn thousands_of_hostile_messages_never_stop_the_pipeline() {
         properties: properties_for(&fixed),
         body: serde_json::to_vec(&fixed).unwrap(),
         class: "fixed: the overflowing line",
+        twice: false,
     });
     let processed: Vec<Generated> = (0..count)
         .map(|_| generate(&mut rng, |rng| extreme_verdict(rng, &known)))
