@@ -153,11 +153,6 @@ impl Broker {
         });
     }
 
-    /// Whether a live connection exists right now (never connects).
-    pub fn is_connected(&self) -> bool {
-        self.live().is_some()
-    }
-
     /// Why the broker blocks publishing on this connection (a resource alarm), while it does.
     pub fn blocked(&self) -> Option<String> {
         self.live()?;

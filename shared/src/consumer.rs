@@ -366,7 +366,7 @@ async fn settle<H: Handler>(
             Outcome::Retry { reason } => {
                 let Some(envelope) = envelope else {
                     // Only a decoded message is retried; anything else was poison.
-                    return park(&delivery, settled, tag, reason).await;
+                    return Err(park(&delivery, settled, reason).await);
                 };
                 let retry = &settings.retry;
                 if attempt < retry.max_attempts {
@@ -384,7 +384,7 @@ async fn settle<H: Handler>(
                         Ok(()) => delivery.ack(BasicAckOptions::default()).await,
                         Err(error) => {
                             let reason = format!("cannot schedule the retry: {error}");
-                            return park(&delivery, settled, tag, reason).await;
+                            return Err(park(&delivery, settled, reason).await);
                         }
                     }
                 } else {
@@ -402,11 +402,11 @@ async fn settle<H: Handler>(
                     }
                 }
             }
-            Outcome::Park { reason } => return park(&delivery, settled, tag, reason).await,
+            Outcome::Park { reason } => return Err(park(&delivery, settled, reason).await),
             Outcome::Panicked { reason } => {
                 let Some(envelope) = envelope else {
                     // Only a decoded message reaches the handler.
-                    return park(&delivery, settled, tag, reason).await;
+                    return Err(park(&delivery, settled, reason).await);
                 };
                 let failed = Failed {
                     envelope: &envelope,
@@ -602,9 +602,7 @@ async fn fail_for_good<H: Handler>(
         }
         Err(error) => {
             let reason = format!("cannot record the failure: {error}");
-            park(delivery, settled, delivery.delivery_tag, reason)
-                .await
-                .map(|()| None)
+            Err(park(delivery, settled, reason).await)
         }
     }
 }
@@ -677,9 +675,7 @@ async fn dead_letter(
         Ok(()) => Ok(delivery.ack(BasicAckOptions::default()).await),
         Err(error) => {
             let reason = format!("cannot dead-letter: {error}");
-            park(delivery, settled, delivery.delivery_tag, reason)
-                .await
-                .map(|()| Ok(false))
+            Err(park(delivery, settled, reason).await)
         }
     }
 }
@@ -691,14 +687,13 @@ fn crash(point: CrashPoint) -> String {
     format!("injected crash at {point:?}")
 }
 
-/// Returns `delivery` to its queue at no cost in attempts and parks the consumer (which returns
-/// the other deliveries in flight when it closes its channel).
+/// Returns `delivery` to its queue at no cost in attempts; gives back `reason`, for the consumer
+/// to park on (it returns the other deliveries in flight when it closes its channel).
 async fn park(
     delivery: &Delivery,
     settled: &mpsc::UnboundedSender<Settled>,
-    tag: u64,
     reason: String,
-) -> Result<(), String> {
+) -> String {
     tracing::warn!(event_id = ?message_id(delivery), %reason, "returning message to its queue");
     let result = delivery
         .nack(BasicNackOptions {
@@ -709,8 +704,8 @@ async fn park(
     if let Err(error) = result {
         tracing::warn!(event_id = ?message_id(delivery), %error, "could not return it; the broker redelivers it when the channel closes");
     }
-    let _ = settled.send(Settled::Done(tag));
-    Err(reason)
+    let _ = settled.send(Settled::Done(delivery.delivery_tag));
+    reason
 }
 
 #[derive(Debug, thiserror::Error)]
