@@ -72,10 +72,7 @@ impl Default for IntakeSettings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            http: HttpSettings {
-                host: "0.0.0.0".into(),
-                port: 8000,
-            },
+            http: HttpSettings::on("0.0.0.0", 8000),
             database: DatabaseSettings {
                 url: Secret::new("postgres://postgres@127.0.0.1:5432/orders"),
                 max_connections: 16,
@@ -105,12 +102,14 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigurationError> {
         check_common(
             ENV_PREFIX,
+            &self.http,
             &self.database,
             &self.amqp,
             &self.outbox,
             &self.shutdown,
             &self.runtime,
         )?;
+        self.admin.check(ENV_PREFIX)?;
         check_range(
             ENV_PREFIX,
             "intake.max_waiting",

@@ -61,16 +61,17 @@ impl Application {
         let server = {
             let store = web::Data::new(store.clone());
             let db = web::Data::new(db.clone());
-            let admin = web::Data::new(DeadLetterAdmin {
-                token: settings.admin.token().cloned(),
-                token_variable: format!("{}__ADMIN__TOKEN", crate::configuration::ENV_PREFIX),
-                broker: broker.clone(),
-                dead_letter_queue: settings.amqp.order_processed_dead_letter_queue.clone(),
-                work_queue: settings.amqp.order_processed_queue.clone(),
-            });
+            let admin = web::Data::new(DeadLetterAdmin::new(
+                &settings.admin,
+                crate::configuration::ENV_PREFIX,
+                broker.clone(),
+                settings.amqp.order_processed_dead_letter_queue.clone(),
+                settings.amqp.order_processed_queue.clone(),
+            ));
             let broker = web::Data::new(broker.clone());
             shared::http::serve(
                 listener,
+                &settings.http,
                 settings.shutdown.grace_seconds,
                 ApiDoc::openapi(),
                 move |cfg: &mut web::ServiceConfig| {

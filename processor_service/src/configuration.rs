@@ -84,10 +84,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            http: HttpSettings {
-                host: "0.0.0.0".into(),
-                port: 8001,
-            },
+            http: HttpSettings::on("0.0.0.0", 8001),
             database: DatabaseSettings {
                 url: Secret::new("postgres://postgres@127.0.0.1:5432/processor"),
                 max_connections: 16,
@@ -129,12 +126,14 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigurationError> {
         check_common(
             ENV_PREFIX,
+            &self.http,
             &self.database,
             &self.amqp,
             &self.outbox,
             &self.shutdown,
             &self.runtime,
         )?;
+        self.admin.check(ENV_PREFIX)?;
         if self.rules.max_order_total.is_sign_negative() {
             return Err(ConfigurationError::new(
                 ENV_PREFIX,

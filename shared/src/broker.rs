@@ -36,7 +36,8 @@ pub struct Broker {
     connection_name: String,
     current: Mutex<Option<Arc<Connection>>>,
     connecting: tokio::sync::Mutex<()>,
-    /// Why the last attempt to connect failed; cleared by the next that succeeds.
+    /// Why the last attempt to connect failed, as [`crate::disclose::broker`] tells it; cleared by
+    /// the next that succeeds.
     last_error: Mutex<Option<String>>,
     /// Heartbeat interval asked of the broker; 0: none.
     heartbeat_seconds: u16,
@@ -87,7 +88,10 @@ impl Broker {
         }
         let connected = self.connect().await;
         if let Ok(mut last_error) = self.last_error.lock() {
-            *last_error = connected.as_ref().err().map(ToString::to_string);
+            *last_error = connected
+                .as_ref()
+                .err()
+                .map(|error| crate::disclose::broker(error, self.url.expose()));
         }
         connected
     }
@@ -170,6 +174,7 @@ impl Broker {
             });
         };
         if let Some(reason) = self.blocked() {
+            let reason = crate::disclose::scrub(&reason, self.url.expose());
             return Err(format!("connection.blocked: {reason}"));
         }
         let answered = tokio::time::timeout(timeout, async {
@@ -179,7 +184,10 @@ impl Broker {
         .await;
         match answered {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(error.to_string()),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "the broker refused a channel to the readiness probe");
+                Err(crate::disclose::broker(&error, self.url.expose()))
+            }
             Err(_) => Err(format!(
                 "no answer within {} ms (connected, but the broker does not respond)",
                 timeout.as_millis()
@@ -187,7 +195,8 @@ impl Broker {
         }
     }
 
-    /// Why the last attempt to connect (or to declare the topology) failed, if it did.
+    /// Why the last attempt to connect (or to declare the topology) failed, if it did, without
+    /// credentials or host names ([`crate::disclose`]).
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|error| error.clone())
     }

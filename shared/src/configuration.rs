@@ -38,6 +38,60 @@ pub struct HttpSettings {
     pub host: String,
     /// Port to bind; 0 picks a free one (tests).
     pub port: u16,
+    /// How long an idle keep-alive connection is kept open, in seconds. Longer than the idle
+    /// timeout of common client pools (hyper/reqwest and Go: 90 s), so that a client never sends
+    /// a request on a connection the server is closing at that very moment.
+    pub keep_alive_seconds: u64,
+    /// The longest wait for a request's head (request line and headers), in milliseconds.
+    pub head_timeout_ms: u64,
+    /// The longest wait for a request's whole body, in milliseconds; a slower client gets 408.
+    pub body_timeout_ms: u64,
+}
+
+impl HttpSettings {
+    /// Listens on `host:port`, with the default timeouts.
+    pub fn on(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            keep_alive_seconds: 120,
+            head_timeout_ms: 5000,
+            body_timeout_ms: 10_000,
+        }
+    }
+
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_secs(self.keep_alive_seconds)
+    }
+
+    pub fn head_timeout(&self) -> Duration {
+        Duration::from_millis(self.head_timeout_ms)
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
+
+    fn check(&self, prefix: &str) -> Result<(), ConfigurationError> {
+        check_range(
+            prefix,
+            "http.keep_alive_seconds",
+            self.keep_alive_seconds,
+            1..=3600,
+        )?;
+        check_range(
+            prefix,
+            "http.head_timeout_ms",
+            self.head_timeout_ms,
+            100..=600_000,
+        )?;
+        check_range(
+            prefix,
+            "http.body_timeout_ms",
+            self.body_timeout_ms,
+            100..=600_000,
+        )
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -303,14 +357,38 @@ fn from_config_error(
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
     /// Bearer token of the operator endpoints (dead letters); without it they are disabled (403).
     pub token: Option<Secret>,
+    /// Requests per second one client address may make to the operator endpoints, on average...
+    pub requests_per_second: u32,
+    /// ...and at once, after a quiet spell; beyond, 429 with `Retry-After`.
+    pub burst: u32,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            token: None,
+            requests_per_second: 5,
+            burst: 10,
+        }
+    }
 }
 
 impl AdminSettings {
+    pub fn check(&self, prefix: &str) -> Result<(), ConfigurationError> {
+        check_range(
+            prefix,
+            "admin.requests_per_second",
+            self.requests_per_second,
+            1..=10_000,
+        )?;
+        check_range(prefix, "admin.burst", self.burst, 1..=10_000)
+    }
+
     /// The token, if one is set and not empty.
     pub fn token(&self) -> Option<&Secret> {
         self.token
@@ -403,12 +481,14 @@ where
 /// Checks what every service has in common.
 pub fn check_common(
     prefix: &str,
+    http: &HttpSettings,
     database: &DatabaseSettings,
     amqp: &AmqpSettings,
     outbox: &OutboxSettings,
     shutdown: &ShutdownSettings,
     runtime: &RuntimeSettings,
 ) -> Result<(), ConfigurationError> {
+    http.check(prefix)?;
     if !database.url.expose().starts_with("postgres://")
         && !database.url.expose().starts_with("postgresql://")
     {

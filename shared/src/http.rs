@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
 
 use crate::broker::Broker;
+use crate::configuration::HttpSettings;
 use crate::failure::{Classify, FailureClass};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -25,6 +26,10 @@ pub mod problem_type {
     pub const MALFORMED_JSON: &str = "urn:order-pipeline:problem:malformed-json";
     pub const BODY: &str = "urn:order-pipeline:problem:unreadable-body";
     pub const TOO_LARGE: &str = "urn:order-pipeline:problem:too-large";
+    pub const HEADERS_TOO_LARGE: &str = "urn:order-pipeline:problem:headers-too-large";
+    pub const TIMEOUT: &str = "urn:order-pipeline:problem:timeout";
+    pub const TOO_MANY_REQUESTS: &str = "urn:order-pipeline:problem:too-many-requests";
+    pub const METHOD_NOT_ALLOWED: &str = "urn:order-pipeline:problem:method-not-allowed";
     pub const NOT_FOUND: &str = "urn:order-pipeline:problem:not-found";
     pub const UNAUTHORIZED: &str = "urn:order-pipeline:problem:unauthorized";
     pub const FORBIDDEN: &str = "urn:order-pipeline:problem:forbidden";
@@ -175,6 +180,16 @@ impl Problem {
         }
     }
 
+    /// 429: this client asked too often; `Retry-After` says when it may ask again.
+    pub fn too_many_requests(wait: Duration) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            problem_type::TOO_MANY_REQUESTS,
+            "Too many requests",
+            format!("retry in {} ms", wait.as_millis().max(1)),
+        )
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -192,8 +207,18 @@ impl Problem {
     pub fn response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
         response.content_type(PROBLEM_JSON);
-        if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
+        if matches!(
+            self.status_code(),
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        ) {
             response.insert_header((actix_web::http::header::RETRY_AFTER, RETRY_AFTER_SECONDS));
+        }
+        // The rest of the body was not read: the connection cannot carry another request.
+        if matches!(
+            self.status_code(),
+            StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE
+        ) {
+            response.force_close();
         }
         response.json(self)
     }
@@ -219,7 +244,7 @@ impl actix_web::ResponseError for Problem {
 /// JSON are 400, an oversized body 413, and a wrong type names the field's path.
 pub async fn read_json<T: DeserializeOwned>(
     request: &HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
 ) -> Result<T, Problem> {
     let content_type = request
         .headers()
@@ -239,26 +264,7 @@ pub async fn read_json<T: DeserializeOwned>(
             format!("expected Content-Type: application/json, got {content_type:?}"),
         ));
     }
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                problem_type::BODY,
-                "Unreadable body",
-                e.to_string(),
-            )
-        })?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                problem_type::TOO_LARGE,
-                "Payload too large",
-                format!("the body must be at most {MAX_BODY_BYTES} bytes"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = read_body(request, payload).await?;
     let deserializer = &mut serde_json::Deserializer::from_slice(&body);
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -274,6 +280,86 @@ pub async fn read_json<T: DeserializeOwned>(
         let message = strip_position(&inner.to_string());
         Problem::bad_field(field_of(&path, &message), message)
     })
+}
+
+/// The longest wait for a request's whole body ([`serve`] puts it in the app data).
+#[derive(Clone, Copy, Debug)]
+pub struct BodyTimeout(pub Duration);
+
+/// Reads a body of at most [`MAX_BODY_BYTES`] within the [`BodyTimeout`]: a larger body is 413,
+/// a slower client 408 (the connection is closed either way: the rest of the body is not read).
+pub async fn read_body(
+    request: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<web::BytesMut, Problem> {
+    let deadline = request
+        .app_data::<BodyTimeout>()
+        .map_or(Duration::from_secs(10), |timeout| timeout.0);
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    problem_type::BODY,
+                    "Unreadable body",
+                    e.to_string(),
+                )
+            })?;
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    problem_type::TOO_LARGE,
+                    "Payload too large",
+                    format!("the body must be at most {MAX_BODY_BYTES} bytes"),
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    tokio::time::timeout(deadline, read).await.map_err(|_| {
+        Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            problem_type::TIMEOUT,
+            "Request timeout",
+            format!("the body did not arrive within {} ms", deadline.as_millis()),
+        )
+    })?
+}
+
+/// At most this many request headers...
+pub const MAX_HEADERS: usize = 64;
+/// ...and this many bytes of header names and values together; more is 431.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Refuses a request with too many or too large headers (431) before any handler runs. (actix
+/// itself refuses a head over 128 KiB or with more than 96 headers, without a body.)
+pub async fn limit_headers<B: actix_web::body::MessageBody + 'static>(
+    request: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<B>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::EitherBody<B>>, actix_web::Error> {
+    let headers = request.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        let problem = Problem::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            problem_type::HEADERS_TOO_LARGE,
+            "Request header fields too large",
+            format!(
+                "at most {MAX_HEADERS} headers of at most {MAX_HEADER_BYTES} bytes together are accepted"
+            ),
+        );
+        return Ok(request
+            .into_response(problem.response())
+            .map_into_right_body());
+    }
+    next.call(request)
+        .await
+        .map(actix_web::dev::ServiceResponse::map_into_left_body)
 }
 
 /// The offending field. serde_path_to_error's path ends at the field for a wrong type or an
@@ -328,11 +414,15 @@ impl HealthReport {
 }
 
 /// Pings the database and the broker (each bounded by a timeout): both must answer, and the
-/// broker must not block publishing.
+/// broker must not block publishing. A check that fails says why without credentials, user or
+/// host names ([`crate::disclose`]); the log has the whole error.
 pub async fn check_dependencies(db: &DatabaseConnection, broker: &Broker) -> HealthReport {
     let database = match tokio::time::timeout(Duration::from_secs(2), db.ping()).await {
         Ok(Ok(())) => "ok".to_owned(),
-        Ok(Err(error)) => format!("error: {error}"),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "the database does not answer the readiness ping");
+            format!("error: {}", crate::disclose::database(&error))
+        }
         Err(_) => "error: no answer within 2 s".to_owned(),
     };
     let broker = match broker.probe(Duration::from_secs(2)).await {
@@ -418,6 +508,7 @@ impl tracing_actix_web::RootSpanBuilder for QuietRootSpan {
 /// `configure` adds the service's routes and state.
 pub fn serve<F>(
     listener: std::net::TcpListener,
+    http: &HttpSettings,
     grace_seconds: u64,
     openapi: utoipa::openapi::OpenApi,
     configure: F,
@@ -426,9 +517,12 @@ where
     F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
 {
     use actix_web::{App, HttpServer};
+    let body_timeout = BodyTimeout(http.body_timeout());
     Ok(HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(limit_headers))
             .wrap(tracing_actix_web::TracingLogger::<QuietRootSpan>::new())
+            .app_data(body_timeout)
             .app_data(query_config())
             .app_data(path_config())
             .configure(configure.clone())
@@ -446,6 +540,8 @@ where
             )
             .default_service(web::to(not_found))
     })
+    .keep_alive(http.keep_alive())
+    .client_request_timeout(http.head_timeout())
     .listen(listener)?
     .disable_signals()
     .shutdown_timeout(grace_seconds)

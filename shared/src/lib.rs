@@ -8,6 +8,7 @@ pub mod configuration;
 pub mod consumer;
 pub mod database;
 pub mod dead_letters;
+pub mod disclose;
 pub mod events;
 pub mod failure;
 pub mod headers;

@@ -7,6 +7,7 @@ mod configuration;
 mod dead_letters;
 mod health;
 mod helpers;
+mod hygiene;
 mod idempotency;
 mod listing;
 mod openapi;

@@ -1,8 +1,14 @@
 //! Operator endpoints of a service's dead-letter queue: `GET /dead-letters` and
 //! `POST /dead-letters/replay`. They require `Authorization: Bearer <{PREFIX}__ADMIN__TOKEN>`;
-//! without the setting they are disabled.
+//! without the setting they are disabled. Each client address may make `ADMIN__REQUESTS_PER_SECOND`
+//! requests a second (`ADMIN__BURST` at once); beyond, 429. A request is refused before its body
+//! is read: first by the rate, then by the token.
 
+use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::AUTHORIZATION;
@@ -13,18 +19,22 @@ use utoipa::IntoParams;
 
 use super::{DeadLetter, ReplayRequest, ReplayResult};
 use crate::broker::Broker;
-use crate::configuration::Secret;
+use crate::configuration::{AdminSettings, Secret};
 use crate::http::{Problem, problem_type};
+
+/// Client addresses remembered by the rate limit before the idle ones are forgotten.
+const REMEMBERED_CLIENTS: usize = 10_000;
 
 /// What the admin endpoints need.
 #[derive(Clone)]
 pub struct DeadLetterAdmin {
-    pub token: Option<Secret>,
+    token: Option<Secret>,
     /// The variable that sets the token, for the message of a disabled endpoint.
-    pub token_variable: String,
-    pub broker: Arc<Broker>,
-    pub dead_letter_queue: String,
-    pub work_queue: String,
+    token_variable: String,
+    limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    broker: Arc<Broker>,
+    dead_letter_queue: String,
+    work_queue: String,
 }
 
 /// Adds the two routes; `admin` must be in the app data.
@@ -34,6 +44,49 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 impl DeadLetterAdmin {
+    /// `prefix` is the service's variable prefix (`ORDER_SERVICE`), for messages.
+    pub fn new(
+        settings: &AdminSettings,
+        prefix: &str,
+        broker: Arc<Broker>,
+        dead_letter_queue: String,
+        work_queue: String,
+    ) -> Self {
+        let quota = Quota::per_second(
+            NonZeroU32::new(settings.requests_per_second).unwrap_or(NonZeroU32::MIN),
+        )
+        .allow_burst(NonZeroU32::new(settings.burst).unwrap_or(NonZeroU32::MIN));
+        Self {
+            token: settings.token().cloned(),
+            token_variable: format!("{prefix}__ADMIN__TOKEN"),
+            limiter: Arc::new(RateLimiter::keyed(quota)),
+            broker,
+            dead_letter_queue,
+            work_queue,
+        }
+    }
+
+    /// The rate limit, then the token: both from the request's head alone.
+    fn admit(&self, request: &HttpRequest) -> Result<(), Problem> {
+        self.limit(request)?;
+        self.authorize(request)
+    }
+
+    fn limit(&self, request: &HttpRequest) -> Result<(), Problem> {
+        let Some(client) = request.peer_addr().map(|address| address.ip()) else {
+            return Ok(());
+        };
+        if self.limiter.len() > REMEMBERED_CLIENTS {
+            self.limiter.retain_recent();
+        }
+        self.limiter.check_key(&client).map_err(|not_until| {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            Problem::too_many_requests(wait)
+        })
+    }
+
     fn authorize(&self, request: &HttpRequest) -> Result<(), Problem> {
         let Some(token) = &self.token else {
             return Err(Problem::new(
@@ -87,6 +140,7 @@ pub struct ListQuery {
         (status = 200, description = "The dead letters, oldest first", body = [DeadLetter]),
         (status = 401, description = "Missing or wrong token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Operator endpoints disabled (no token configured)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this address; `Retry-After` says when to try again", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Broker unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -96,7 +150,7 @@ pub async fn list_dead_letters(
     query: web::Query<ListQuery>,
     admin: web::Data<DeadLetterAdmin>,
 ) -> Result<HttpResponse, Problem> {
-    admin.authorize(&request)?;
+    admin.admit(&request)?;
     let letters = super::list(
         &admin.broker,
         &admin.dead_letter_queue,
@@ -122,16 +176,18 @@ pub async fn list_dead_letters(
         (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Operator endpoints disabled (no token configured)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this address; `Retry-After` says when to try again", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Broker unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(name = "replay dead letters", skip_all)]
 pub async fn replay_dead_letters(
     request: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     admin: web::Data<DeadLetterAdmin>,
 ) -> Result<HttpResponse, Problem> {
-    admin.authorize(&request)?;
+    admin.admit(&request)?;
+    let body = crate::http::read_body(&request, payload).await?;
     let selection: ReplayRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ReplayRequest::default()
     } else {
