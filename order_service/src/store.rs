@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -60,21 +58,32 @@ pub struct Cursor {
 }
 
 impl Cursor {
+    /// What [`Cursor::decode`] takes, empty included (the first page): the microseconds since
+    /// 1970 of the last order's creation and its id, `1795700000000000-785c6cf7-...`.
+    pub const PATTERN: &'static str =
+        "^([0-9]{1,16}-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})?$";
+
     pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!(
-            "{}:{}",
+        format!(
+            "{}-{}",
             self.created_at.timestamp_micros(),
-            self.id
-        ))
+            self.id.hyphenated()
+        )
     }
 
+    /// A cursor of [`Cursor::encode`]'s form, and nothing else.
     pub fn decode(text: &str) -> Option<Self> {
-        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
-        let text = String::from_utf8(bytes).ok()?;
-        let (micros, id) = text.split_once(':')?;
+        let (micros, id) = text.split_once('-')?;
+        if micros.is_empty() || micros.len() > 16 || !micros.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let id = Uuid::try_parse(id).ok()?;
+        if id.hyphenated().to_string() != text[micros.len() + 1..] {
+            return None;
+        }
         Some(Self {
             created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-            id: id.parse().ok()?,
+            id,
         })
     }
 }
@@ -579,5 +588,11 @@ mod tests {
         };
         assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor));
         assert_eq!(Cursor::decode("garbage!"), None);
+        let upper = cursor.encode().to_uppercase();
+        assert_eq!(Cursor::decode(&upper), None, "only the form of the pattern");
+        assert_eq!(
+            Cursor::decode("12345678901234567-00000000-0000-0000-0000-000000000000"),
+            None
+        );
     }
 }

@@ -30,6 +30,7 @@ pub mod problem_type {
     pub const TIMEOUT: &str = "urn:order-pipeline:problem:timeout";
     pub const TOO_MANY_REQUESTS: &str = "urn:order-pipeline:problem:too-many-requests";
     pub const METHOD_NOT_ALLOWED: &str = "urn:order-pipeline:problem:method-not-allowed";
+    pub const CONFLICT: &str = "urn:order-pipeline:problem:conflict";
     pub const NOT_FOUND: &str = "urn:order-pipeline:problem:not-found";
     pub const UNAUTHORIZED: &str = "urn:order-pipeline:problem:unauthorized";
     pub const FORBIDDEN: &str = "urn:order-pipeline:problem:forbidden";
@@ -266,20 +267,22 @@ pub async fn read_json<T: DeserializeOwned>(
     }
     let body = read_body(request, payload).await?;
     let deserializer = &mut serde_json::Deserializer::from_slice(&body);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return Problem::new(
-                StatusCode::BAD_REQUEST,
-                problem_type::MALFORMED_JSON,
-                "Malformed JSON",
-                inner.to_string(),
-            );
-        }
-        let message = strip_position(&inner.to_string());
-        Problem::bad_field(field_of(&path, &message), message)
-    })
+    serde_path_to_error::deserialize(deserializer)
+        .map(|Object(value)| value)
+        .map_err(|error| {
+            let path = error.path().to_string();
+            let inner = error.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                return Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    problem_type::MALFORMED_JSON,
+                    "Malformed JSON",
+                    inner.to_string(),
+                );
+            }
+            let message = strip_position(&inner.to_string());
+            Problem::bad_field(field_of(&path, &message), message)
+        })
 }
 
 /// The longest wait for a request's whole body ([`serve`] puts it in the app data).
@@ -362,6 +365,29 @@ pub async fn limit_headers<B: actix_web::body::MessageBody + 'static>(
         .map(actix_web::dev::ServiceResponse::map_into_left_body)
 }
 
+/// A `T` read from a JSON object only: serde also builds a struct from an array of its fields in
+/// order (`["customer-1", [...]]`), which no document of this API describes.
+#[derive(Debug)]
+pub struct Object<T>(pub T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(ObjectVisitor(std::marker::PhantomData))
+            .map(Object)
+    }
+}
+
 /// The offending field. serde_path_to_error's path ends at the field for a wrong type or an
 /// unknown field, but at the parent for a missing one, which only the message names.
 fn field_of(path: &str, message: &str) -> String {
@@ -382,6 +408,25 @@ fn strip_position(message: &str) -> String {
         Some(index) => message[..index].to_owned(),
         None => message.to_owned(),
     }
+}
+
+/// A resource at `path` whose methods are `allow` (`"GET, POST"`): any other method is 405
+/// problem+json with `Allow`. Add its methods with `.route(...)`.
+pub fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        let mut response = Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            problem_type::METHOD_NOT_ALLOWED,
+            "Method not allowed",
+            format!("this resource answers {allow}"),
+        )
+        .response();
+        response.headers_mut().insert(
+            actix_web::http::header::ALLOW,
+            actix_web::http::header::HeaderValue::from_static(allow),
+        );
+        response
+    }))
 }
 
 /// Answer for unknown routes.

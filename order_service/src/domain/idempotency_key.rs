@@ -11,6 +11,9 @@ pub struct IdempotencyKey(String);
 impl IdempotencyKey {
     pub const HEADER: &'static str = "Idempotency-Key";
     pub const MAX_LENGTH: usize = 255;
+    /// Exactly what [`IdempotencyKey::parse`] takes: 1 to 255 printable ASCII characters but
+    /// quotes and backslashes, spaces only inside, bare or between quotes.
+    pub const PATTERN: &'static str = r#"^([!#-\[\]-~]([ !#-\[\]-~]{0,253}[!#-\[\]-~])?|"[!#-\[\]-~]([ !#-\[\]-~]{0,253}[!#-\[\]-~])?")$"#;
 
     /// `value` as the header's bytes.
     pub fn parse(value: &[u8]) -> Result<Self, String> {
@@ -34,6 +37,8 @@ impl IdempotencyKey {
             ))
         } else if key.contains('"') || key.contains('\\') {
             Err("must not contain quotes or backslashes".into())
+        } else if key.starts_with(' ') || key.ends_with(' ') {
+            Err("must not begin or end with a space".into())
         } else {
             Ok(Self(key.to_owned()))
         }

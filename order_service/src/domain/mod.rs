@@ -6,5 +6,8 @@ mod new_order;
 mod status;
 
 pub use idempotency_key::IdempotencyKey;
-pub use new_order::{CustomerId, NewOrder, NewOrderLine, Price, ProductId, Quantity};
+pub use new_order::{
+    CustomerId, NewOrder, NewOrderLine, Price, ProductId, Quantity, identifier_pattern,
+    significant_digits,
+};
 pub use status::OrderStatus;

@@ -41,6 +41,37 @@ fn parse_identifier(value: &str) -> Result<String, String> {
     }
 }
 
+/// A regular expression (ECMA-262 and Python alike) for the characters [`parse_identifier`]
+/// takes: at least one that is not white space, none that is a control or format character. The
+/// ranges come from the same Unicode data as the check. (The length, 1 to 64 characters once
+/// normalised, is the schema's `minLength` and `maxLength`.)
+pub fn identifier_pattern() -> String {
+    use icu_properties::CodePointMapData;
+    use icu_properties::props::GeneralCategory;
+    let categories = CodePointMapData::<GeneralCategory>::new();
+    let mut refused = String::new();
+    for category in [GeneralCategory::Control, GeneralCategory::Format] {
+        for range in categories.iter_ranges_for_value(category) {
+            let (start, end) = (*range.start(), *range.end());
+            refused.push_str(&pattern_char(start));
+            if end > start {
+                refused.push('-');
+                refused.push_str(&pattern_char(end));
+            }
+        }
+    }
+    format!("^[^{refused}]*[^{refused}\\s][^{refused}]*$")
+}
+
+/// A code point in a character class: `\uXXXX` in the Basic Multilingual Plane, which both
+/// dialects read; the character itself beyond, which both read with Unicode semantics.
+fn pattern_char(code_point: u32) -> String {
+    match char::from_u32(code_point) {
+        Some(c) if code_point > 0xFFFF => c.to_string(),
+        _ => format!("\\u{code_point:04X}"),
+    }
+}
+
 impl CustomerId {
     pub fn parse(value: &str) -> Result<Self, String> {
         parse_identifier(value).map(Self)
@@ -88,19 +119,31 @@ pub struct Price(Decimal);
 impl Price {
     pub const MAX: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
 
-    /// Parses the JSON text of a price: a number (`10.50`) or a string (`"10.50"`), exactly.
+    /// Parses the JSON text of a price: a number (`10.50`, `1.05e1`) or a string of plain
+    /// digits (`"10.50"`: no sign, exponent, spaces or leading zeros), exactly.
     pub fn parse_json(raw: &str) -> Result<Self, String> {
-        let text = if raw.starts_with('"') {
-            serde_json::from_str::<String>(raw)
-                .map_err(|_| "must be a decimal number".to_owned())?
+        if raw.starts_with('"') {
+            let text = serde_json::from_str::<String>(raw)
+                .map_err(|_| "must be a decimal number".to_owned())?;
+            if !is_plain_decimal(&text) {
+                return Err(format!(
+                    "must be a decimal number of plain digits (like \"10.50\"), got {text:?}"
+                ));
+            }
+            Self::parse(&text)
         } else {
-            raw.to_owned()
-        };
-        Self::parse(text.trim())
+            Self::parse(raw)
+        }
     }
 
+    /// Parses a JSON number's text exactly: never rounded, whatever its number of digits.
     pub fn parse(text: &str) -> Result<Self, String> {
         let invalid = || format!("must be a decimal number, got {text:?}");
+        // No price with at most 2 decimals and at most 1,000,000 has more digits than the
+        // decimal type holds: refused rather than rounded.
+        if significant_digits(text) > 28 {
+            return Err("must have at most 2 decimal places and be at most 1000000".into());
+        }
         let value = if text.contains(['e', 'E']) {
             Decimal::from_scientific(text).map_err(|_| invalid())?
         } else {
@@ -121,9 +164,41 @@ impl Price {
         Ok(Self(value))
     }
 
+    /// The pattern of a price given as a string, exactly what [`Price::parse_json`] takes:
+    /// 0 to 1,000,000, at most 2 decimal places once trailing zeros are dropped.
+    pub const STRING_PATTERN: &'static str =
+        r"^(0|[1-9][0-9]{0,5})(\.[0-9]{1,2}0*)?$|^1000000(\.0+)?$";
+
     pub fn get(self) -> Decimal {
         self.0
     }
+}
+
+/// `0` or digits without a leading zero, then optionally `.` and digits.
+fn is_plain_decimal(text: &str) -> bool {
+    let (whole, fraction) = match text.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (text, None),
+    };
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    digits(whole) && (whole == "0" || !whole.starts_with('0')) && fraction.is_none_or(digits)
+}
+
+/// The significant digits of a JSON number's mantissa: without sign, leading zeros, or trailing
+/// zeros of its fraction. Past 28, the decimal type would round.
+pub fn significant_digits(number: &str) -> usize {
+    let mantissa = number.split(['e', 'E']).next().unwrap_or_default();
+    let mantissa = if mantissa.contains('.') {
+        mantissa.trim_end_matches('0')
+    } else {
+        mantissa
+    };
+    mantissa
+        .trim_start_matches(['-', '+'])
+        .trim_start_matches(['0', '.'])
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .count()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -227,6 +302,24 @@ mod tests {
         assert!(price("1000000.01").unwrap_err().contains("at most"));
         assert!(price("\"abc\"").is_err());
         assert!(price("\"\"").is_err());
+        // Not rounded away, however many digits.
+        assert!(price("10.50000000000000000000000000000001").is_err());
+        assert_eq!(
+            price("10.500000000000000000000000000000"),
+            Ok("10.50".into())
+        );
+        // A string is plain digits.
+        for text in [
+            "\" 10.50\"",
+            "\"+1\"",
+            "\"1e2\"",
+            "\"01\"",
+            "\"1.\"",
+            "\".5\"",
+            "\"1_0\"",
+        ] {
+            assert!(price(text).is_err(), "{text}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use shared::events::OrderLine;
-use shared::http::{FieldError, Problem, read_json};
+use shared::http::{FieldError, Object, Problem, read_json};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -26,28 +26,50 @@ pub const MAX_PAGE_SIZE: u64 = 500;
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"customer_id": "customer-123", "items": [{"product_id": "product-1", "quantity": 2, "price": 10.50}]}))]
 pub struct CreateOrderRequest {
-    /// 1 to 64 characters.
-    #[schema(example = "customer-123", min_length = 1, max_length = 64)]
+    #[schema(schema_with = super::schemas::identifier)]
     pub customer_id: String,
     /// 1 to 100 lines.
     #[schema(min_items = 1, max_items = 100)]
-    pub items: Vec<OrderItemRequest>,
+    #[schema(value_type = Vec<OrderItemRequest>)]
+    pub items: Vec<Object<OrderItemRequest>>,
 }
 
 /// One line of a new order.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderItemRequest {
-    /// 1 to 64 characters.
-    #[schema(example = "product-1", min_length = 1, max_length = 64)]
+    #[schema(schema_with = super::schemas::identifier)]
     pub product_id: String,
-    /// 1 to 10,000.
+    /// 1 to 10,000: an integer, in any JSON form (`2`, `2.0`, `2e0`).
     #[schema(example = 2, minimum = 1, maximum = 10000)]
+    #[serde(deserialize_with = "integer")]
     pub quantity: i64,
-    /// Unit price, a JSON number or a string, read exactly: 0 to 1,000,000 with at most 2 decimal
-    /// places once trailing zeros are dropped.
-    #[schema(value_type = String, example = "10.50")]
+    #[schema(schema_with = super::schemas::price)]
     pub price: Box<RawValue>,
+}
+
+/// A JSON number whose value is an integer, whatever its form (`2`, `2.0`, `2e0`: JSON Schema's
+/// `integer`), read exactly; anything else is a wrong type (400).
+fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    use serde::de::{Error, Unexpected};
+    let raw = <Box<RawValue> as Deserialize>::deserialize(deserializer)?;
+    let text = raw.get();
+    let expected = &"an integer";
+    if !text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        return Err(D::Error::invalid_type(Unexpected::Other(text), expected));
+    }
+    let value = if text.contains(['e', 'E']) {
+        rust_decimal::Decimal::from_scientific(text)
+    } else {
+        text.parse::<rust_decimal::Decimal>()
+    }
+    .map_err(|_| D::Error::invalid_value(Unexpected::Other(text), expected))?
+    .normalize();
+    // Digits past what the decimal type holds would have been rounded: not taken.
+    if value.scale() != 0 || crate::domain::significant_digits(text) > 28 {
+        return Err(D::Error::invalid_type(Unexpected::Other(text), expected));
+    }
+    i64::try_from(value).map_err(|_| D::Error::invalid_value(Unexpected::Other(text), expected))
 }
 
 impl CreateOrderRequest {
@@ -69,7 +91,7 @@ impl CreateOrderRequest {
                 ),
             );
         } else {
-            for (index, item) in self.items.iter().enumerate() {
+            for (index, Object(item)) in self.items.iter().enumerate() {
                 let product_id = ProductId::parse(&item.product_id)
                     .map_err(|m| error(format!("items[{index}].product_id"), m));
                 let quantity = Quantity::parse(item.quantity)
@@ -185,12 +207,22 @@ pub struct HistoryEntry {
 impl From<StoreError> for Problem {
     fn from(error: StoreError) -> Self {
         if let StoreError::KeyReused(id) = error {
-            return Problem::validation(vec![FieldError {
-                field: IdempotencyKey::HEADER.into(),
-                message: format!(
-                    "was used for order {id}, with other items; use a new key for a new order"
-                ),
-            }]);
+            // 409: the request is fine; the key already names another order.
+            let message =
+                format!("was used for order {id}, with other items; use a new key for a new order");
+            return Problem {
+                field: Some(IdempotencyKey::HEADER.into()),
+                errors: vec![FieldError {
+                    field: IdempotencyKey::HEADER.into(),
+                    message: message.clone(),
+                }],
+                ..Problem::new(
+                    actix_web::http::StatusCode::CONFLICT,
+                    shared::http::problem_type::CONFLICT,
+                    "Conflict",
+                    format!("{}: {message}", IdempotencyKey::HEADER),
+                )
+            };
         }
         if let StoreError::Overloaded = error {
             // One line per refusal would flood the log exactly when the service is busiest.
@@ -212,7 +244,7 @@ fn parse_order_id(id: &str) -> Result<Uuid, Problem> {
 ///
 /// With an `Idempotency-Key`, retrying is safe: a request whose customer already placed an order
 /// under that key, with the same items, stores and publishes nothing and answers that order as it
-/// is now, with `Idempotent-Replayed: true`. The same key with other items is refused (422).
+/// is now, with `Idempotent-Replayed: true`. The same key with other items is refused (409).
 #[utoipa::path(
     post,
     path = "/orders",
@@ -220,7 +252,8 @@ fn parse_order_id(id: &str) -> Result<Uuid, Problem> {
     request_body = CreateOrderRequest,
     params(
         ("Idempotency-Key" = Option<String>, Header,
-            description = "1 to 255 printable ASCII characters naming this order for its customer (a UUID is a good key), bare or as a quoted string. Send the same key when you retry a request whose answer you did not get.",
+            description = "1 to 255 printable ASCII characters but quotes and backslashes, spaces only inside, naming this order for its customer (a UUID is a good key), bare or as a quoted string. Send the same key when you retry a request whose answer you did not get.",
+            pattern = r#"^([!#-\[\]-~]([ !#-\[\]-~]{0,253}[!#-\[\]-~])?|"[!#-\[\]-~]([ !#-\[\]-~]{0,253}[!#-\[\]-~])?")$"#,
             example = "8e03978e-40d5-43e8-bc93-6894a57f9324"),
     ),
     responses(
@@ -230,8 +263,10 @@ fn parse_order_id(id: &str) -> Result<Uuid, Problem> {
                 ("Idempotent-Replayed" = bool, description = "`true` when the order was placed before under this `Idempotency-Key`; absent otherwise"),
             )),
         (status = 400, description = "Malformed JSON, a wrong type or content type, or a malformed `Idempotency-Key`", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within `HTTP__BODY_TIMEOUT_MS`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field breaks a rule, or the `Idempotency-Key` was used for an order with other items; `field` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The `Idempotency-Key` was used for an order with other items; `field` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field breaks a rule; `field` names it", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable, or too many orders waiting to be stored (load shedding); `Retry-After` says when to retry", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -305,12 +340,15 @@ pub async fn get_order(
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this customer's orders.
+    #[param(schema_with = super::schemas::identifier)]
     pub customer_id: Option<String>,
-    /// Only orders in this status: pending, completed, rejected or failed.
+    /// Only orders in this status.
+    #[param(value_type = Option<OrderStatus>)]
     pub status: Option<String>,
     /// Page size, 1 to 500 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
-    /// `next_cursor` of the previous page.
+    #[param(schema_with = super::schemas::cursor)]
     pub after: Option<String>,
 }
 
@@ -390,6 +428,7 @@ impl ListQuery {
     params(ListQuery),
     responses(
         (status = 200, description = "A page of orders", body = OrderPage),
+        (status = 400, description = "A malformed query string (a parameter given twice); `field` is `query`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad filter or limit; `field` names it", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     )

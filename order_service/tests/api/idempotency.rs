@@ -101,7 +101,7 @@ async fn the_same_key_with_other_items_is_refused_naming_the_header() {
         "items": [{"product_id": "product-1", "quantity": 3, "price": 10.50}]
     });
     let refused = post_with_key(&app, "order-1", &other).await;
-    assert_eq!(refused.status(), 422);
+    assert_eq!(refused.status(), 409);
     assert_eq!(
         refused.headers()["content-type"],
         "application/problem+json"

@@ -3,13 +3,13 @@
 pub mod processed;
 
 use actix_web::web;
+use shared::http::resource;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(shared::http::health))
-        .route("/ready", web::get().to(shared::http::ready))
-        .route(
-            "/processed/{order_id}",
-            web::get().to(processed::get_processed),
+    cfg.service(resource("/health", "GET").route(web::get().to(shared::http::health)))
+        .service(resource("/ready", "GET").route(web::get().to(shared::http::ready)))
+        .service(
+            resource("/processed/{order_id}", "GET").route(web::get().to(processed::get_processed)),
         )
         .configure(shared::dead_letters::http::configure);
 }

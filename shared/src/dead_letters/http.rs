@@ -39,8 +39,11 @@ pub struct DeadLetterAdmin {
 
 /// Adds the two routes; `admin` must be in the app data.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/dead-letters", web::get().to(list_dead_letters))
-        .route("/dead-letters/replay", web::post().to(replay_dead_letters));
+    use crate::http::resource;
+    cfg.service(resource("/dead-letters", "GET").route(web::get().to(list_dead_letters)))
+        .service(
+            resource("/dead-letters/replay", "POST").route(web::post().to(replay_dead_letters)),
+        );
 }
 
 impl DeadLetterAdmin {
@@ -125,8 +128,27 @@ fn broker_problem(error: lapin::Error) -> Problem {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// At most this many (default 1000).
-    pub limit: Option<usize>,
+    /// At most this many, 1 to 10,000 (default 1000).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
+    pub limit: Option<String>,
+}
+
+/// Most dead letters listed by one request.
+pub const MAX_LIST: usize = 10_000;
+
+impl ListQuery {
+    fn limit(&self) -> Result<usize, Problem> {
+        match self.limit.as_deref() {
+            None => Ok(1000),
+            Some(text) => match text.parse::<usize>() {
+                Ok(limit) if (1..=MAX_LIST).contains(&limit) => Ok(limit),
+                _ => Err(Problem::validation(vec![crate::http::FieldError {
+                    field: "limit".into(),
+                    message: format!("must be an integer from 1 to {MAX_LIST}"),
+                }])),
+            },
+        }
+    }
 }
 
 /// List dead-lettered messages without consuming them.
@@ -138,6 +160,8 @@ pub struct ListQuery {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The dead letters, oldest first", body = [DeadLetter]),
+        (status = 400, description = "A malformed query string (a parameter given twice); `field` is `query`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`limit` out of range", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Operator endpoints disabled (no token configured)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many requests from this address; `Retry-After` says when to try again", body = Problem, content_type = "application/problem+json"),
@@ -151,13 +175,9 @@ pub async fn list_dead_letters(
     admin: web::Data<DeadLetterAdmin>,
 ) -> Result<HttpResponse, Problem> {
     admin.admit(&request)?;
-    let letters = super::list(
-        &admin.broker,
-        &admin.dead_letter_queue,
-        query.limit.unwrap_or(1000),
-    )
-    .await
-    .map_err(broker_problem)?;
+    let letters = super::list(&admin.broker, &admin.dead_letter_queue, query.limit()?)
+        .await
+        .map_err(broker_problem)?;
     Ok(HttpResponse::Ok().json(letters))
 }
 
@@ -174,6 +194,8 @@ pub async fn list_dead_letters(
     responses(
         (status = 200, description = "How many were replayed", body = ReplayResult),
         (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Operator endpoints disabled (no token configured)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many requests from this address; `Retry-After` says when to try again", body = Problem, content_type = "application/problem+json"),
@@ -188,11 +210,19 @@ pub async fn replay_dead_letters(
 ) -> Result<HttpResponse, Problem> {
     admin.admit(&request)?;
     let body = crate::http::read_body(&request, payload).await?;
+    // An empty body, `null` and `{}` all select every dead letter but poison messages.
     let selection: ReplayRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ReplayRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|error| Problem::bad_field("body", error.to_string()))?
+        // An object or null, never the array form serde would also take for a struct.
+        let value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|error| Problem::bad_field("body", error.to_string()))?;
+        match value {
+            serde_json::Value::Null => ReplayRequest::default(),
+            serde_json::Value::Object(_) => serde_json::from_value(value)
+                .map_err(|error| Problem::bad_field("body", error.to_string()))?,
+            _ => return Err(Problem::bad_field("body", "must be a JSON object or null")),
+        }
     };
     let replayed = super::replay(
         &admin.broker,

@@ -22,6 +22,7 @@ use crate::topology::Topology;
 
 pub mod outage;
 pub mod rabbit_node;
+pub mod schemathesis;
 
 /// PostgreSQL server the tests use (`TEST_DATABASE_SERVER`, default the local one).
 pub fn database_server() -> String {
