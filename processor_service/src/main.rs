@@ -16,9 +16,10 @@ fn main() -> anyhow::Result<()> {
             let settings = Settings::load()?;
             // Built from the settings, so not `#[tokio::main]`.
             settings.runtime.build()?.block_on(async {
-                let application = Application::build(settings).await?;
+                // Before anything binds: a SIGTERM during start-up is a clean stop too.
                 let shutdown = CancellationToken::new();
                 shared::shutdown::cancel_on_signal(shutdown.clone());
+                let application = Application::build(settings).await?;
                 application.run_until_stopped(shutdown).await
             })
         }
