@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use shared::configuration::{
     AdminSettings, AmqpSettings, ConfigurationError, DatabaseSettings, HttpSettings,
-    OutboxSettings, RedeliverySettings, RuntimeSettings, Secret, ShutdownSettings, check_common,
+    OutboxSettings, RedeliverySettings, RuntimeSettings, ShutdownSettings, check_common,
     check_range,
 };
 
@@ -73,12 +73,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             http: HttpSettings::on("0.0.0.0", 8000),
-            database: DatabaseSettings {
-                url: Secret::new("postgres://postgres@127.0.0.1:5432/orders"),
-                max_connections: 16,
-                acquire_timeout_ms: 3000,
-                ping_after_idle_ms: 1000,
-            },
+            database: DatabaseSettings::at("postgres://postgres@127.0.0.1:5432/orders"),
             amqp: AmqpSettings::local(),
             outbox: OutboxSettings::default(),
             shutdown: ShutdownSettings::default(),

@@ -39,6 +39,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let Foundation {
             db,
+            reads,
             broker,
             relay,
             listener,
@@ -54,6 +55,7 @@ impl Application {
         .await?;
         let store = OrderStore::new(
             db.clone(),
+            reads,
             relay.handoff(),
             settings.intake.max_waiting,
             settings.amqp.group_linger(),

@@ -128,6 +128,8 @@ pub enum Applied {
 #[derive(Clone)]
 pub struct OrderStore {
     db: DatabaseConnection,
+    /// The read-only pool of the API's reads ([`shared::database::connect_reads`]).
+    reads: DatabaseConnection,
     verdicts: GroupWriter<VerdictWriter>,
     new_orders: GroupWriter<NewOrderWriter>,
 }
@@ -229,6 +231,7 @@ impl OrderStore {
     /// a verdict waits up to `verdict_linger` for others to share its statement.
     pub fn new(
         db: DatabaseConnection,
+        reads: DatabaseConnection,
         outbox: Handoff,
         max_waiting: usize,
         verdict_linger: Duration,
@@ -246,6 +249,7 @@ impl OrderStore {
         );
         Self {
             db,
+            reads,
             verdicts,
             new_orders,
         }
@@ -363,8 +367,10 @@ impl OrderStore {
         Ok(Placed::Existing(existing))
     }
 
+    /// The API's reads ([`OrderStore::get`], [`OrderStore::list`], [`OrderStore::history`]) run
+    /// on the read pool: bounded in connections and in time.
     pub async fn get(&self, id: Uuid) -> Result<Option<order::Model>, StoreError> {
-        Ok(order::Entity::find_by_id(id).one(&self.db).await?)
+        Ok(order::Entity::find_by_id(id).one(&self.reads).await?)
     }
 
     /// A page of orders, newest first, and the cursor of the next page if there is one.
@@ -390,7 +396,7 @@ impl OrderStore {
             .order_by_desc(order::Column::CreatedAt)
             .order_by_desc(order::Column::Id)
             .limit(filter.limit + 1)
-            .all(&self.db)
+            .all(&self.reads)
             .await?;
         let next = if rows.len() as u64 > filter.limit {
             rows.truncate(filter.limit as usize);
@@ -409,7 +415,7 @@ impl OrderStore {
         let rows = history::Entity::find()
             .filter(history::Column::OrderId.eq(id))
             .order_by_asc(history::Column::Id)
-            .all(&self.db)
+            .all(&self.reads)
             .await?;
         if rows.is_empty() && self.get(id).await?.is_none() {
             return Ok(None);

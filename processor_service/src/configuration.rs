@@ -5,7 +5,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use shared::configuration::{
     AdminSettings, AmqpSettings, ConfigurationError, DatabaseSettings, HttpSettings,
-    OutboxSettings, RedeliverySettings, RuntimeSettings, Secret, ShutdownSettings, check_common,
+    OutboxSettings, RedeliverySettings, RuntimeSettings, ShutdownSettings, check_common,
     check_range,
 };
 use shared::consumer::CrashPoint;
@@ -85,12 +85,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             http: HttpSettings::on("0.0.0.0", 8001),
-            database: DatabaseSettings {
-                url: Secret::new("postgres://postgres@127.0.0.1:5432/processor"),
-                max_connections: 16,
-                acquire_timeout_ms: 3000,
-                ping_after_idle_ms: 1000,
-            },
+            database: DatabaseSettings::at("postgres://postgres@127.0.0.1:5432/processor"),
             amqp: AmqpSettings::local(),
             outbox: OutboxSettings::default(),
             shutdown: ShutdownSettings::default(),

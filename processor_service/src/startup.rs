@@ -37,6 +37,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let Foundation {
             db,
+            reads,
             broker,
             relay,
             listener,
@@ -50,7 +51,12 @@ impl Application {
             |db| async move { migration::migrate::<ProcessorMigrator>(&db).await },
         )
         .await?;
-        let store = ProcessingStore::new(db.clone(), relay.handoff(), settings.amqp.group_linger());
+        let store = ProcessingStore::new(
+            db.clone(),
+            reads,
+            relay.handoff(),
+            settings.amqp.group_linger(),
+        );
         let server = {
             let store = web::Data::new(store.clone());
             let db = web::Data::new(db.clone());

@@ -247,6 +247,8 @@ pub enum FailureRecorded {
 #[derive(Clone)]
 pub struct ProcessingStore {
     db: DatabaseConnection,
+    /// The read-only pool of the API's reads ([`shared::database::connect_reads`]).
+    reads: DatabaseConnection,
     outbox: Handoff,
     recorder: GroupWriter<RecordWriter>,
 }
@@ -260,7 +262,12 @@ const WRITERS: usize = 1;
 impl ProcessingStore {
     /// Also starts the group writer of processing records, which waits up to `linger` for other
     /// deliveries to share a statement.
-    pub fn new(db: DatabaseConnection, outbox: Handoff, linger: Duration) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        reads: DatabaseConnection,
+        outbox: Handoff,
+        linger: Duration,
+    ) -> Self {
         let recorder = GroupWriter::start(
             RecordWriter {
                 db: db.clone(),
@@ -270,6 +277,7 @@ impl ProcessingStore {
         );
         Self {
             db,
+            reads,
             outbox,
             recorder,
         }
@@ -395,7 +403,7 @@ impl ProcessingStore {
 
     pub async fn get(&self, order_id: Uuid) -> Result<Option<processing::Model>, StoreError> {
         Ok(processing::Entity::find_by_id(order_id)
-            .one(&self.db)
+            .one(&self.reads)
             .await?)
     }
 }

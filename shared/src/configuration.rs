@@ -107,6 +107,26 @@ pub struct DatabaseSettings {
     /// handed out, and replaced if dead; one in use more recently is handed out at once, which
     /// saves a round trip to PostgreSQL per statement. 0: ping before every use.
     pub ping_after_idle_ms: u64,
+    /// Connections of the separate, read-only pool the API's reads (`GET /orders`...) use, so
+    /// that however many reads arrive, the writers and consumers keep their own pool.
+    pub read_max_connections: u32,
+    /// `statement_timeout` of the read pool's sessions, in milliseconds: a read that runs
+    /// longer is cancelled and answered 503.
+    pub read_statement_timeout_ms: u64,
+}
+
+impl DatabaseSettings {
+    /// The database at `url`, with the default pools.
+    pub fn at(url: impl Into<String>) -> Self {
+        Self {
+            url: Secret::new(url),
+            max_connections: 16,
+            acquire_timeout_ms: 3000,
+            ping_after_idle_ms: 1000,
+            read_max_connections: 4,
+            read_statement_timeout_ms: 2000,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -515,6 +535,18 @@ pub fn check_common(
         "database.ping_after_idle_ms",
         database.ping_after_idle_ms,
         0..=3_600_000,
+    )?;
+    check_range(
+        prefix,
+        "database.read_max_connections",
+        database.read_max_connections,
+        1..=1000,
+    )?;
+    check_range(
+        prefix,
+        "database.read_statement_timeout_ms",
+        database.read_statement_timeout_ms,
+        1..=3_600_000,
     )?;
     if amqp.url.expose().parse::<lapin::uri::AMQPUri>().is_err() {
         return Err(ConfigurationError::new(

@@ -108,6 +108,34 @@ pub async fn connect(
     Ok(Database::connect(options).await?)
 }
 
+/// The read-only pool of the API's reads: `read_max_connections` sessions, each with
+/// `default_transaction_read_only`, `statement_timeout` and no parallel workers, so that reads can
+/// neither write, nor run for long, nor take the connections or the cores the writers need.
+/// Connects lazily.
+pub async fn connect_reads(settings: &DatabaseSettings) -> Result<DatabaseConnection, DbErr> {
+    let mut options = ConnectOptions::new(settings.url.expose().to_owned());
+    let timeout = format!("{}ms", settings.read_statement_timeout_ms);
+    options
+        .max_connections(settings.read_max_connections)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy(true)
+        .sqlx_logging(false)
+        .map_sqlx_postgres_opts(move |options| {
+            options.options([
+                ("statement_timeout", timeout.as_str()),
+                ("default_transaction_read_only", "on"),
+                // One core per read at most: a scan does not fan out over every core.
+                ("max_parallel_workers_per_gather", "0"),
+            ])
+        });
+    if settings.ping_after_idle_ms > 0 {
+        options.test_before_acquire_if_idle_for(Duration::from_millis(settings.ping_after_idle_ms));
+    }
+    Database::connect(options).await
+}
+
 /// Drops the database named in `url`, closing its sessions (test clean-up).
 pub async fn drop_database(url: &str) -> Result<(), DatabaseSetupError> {
     let (maintenance, name) = maintenance_url(url)?;

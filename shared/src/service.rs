@@ -25,6 +25,8 @@ pub type Worker = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// relay, and its bound HTTP listener (port 0 picks a free one).
 pub struct Foundation {
     pub db: DatabaseConnection,
+    /// The read-only pool of the API's reads.
+    pub reads: DatabaseConnection,
     pub broker: Arc<Broker>,
     pub relay: Relay,
     pub listener: std::net::TcpListener,
@@ -56,6 +58,9 @@ impl Foundation {
         migrate(db.clone())
             .await
             .with_context(|| format!("migrating the database of {name}"))?;
+        let reads = crate::database::connect_reads(database)
+            .await
+            .with_context(|| format!("preparing the read pool of {name}"))?;
         let broker = Broker::new(
             amqp.url.clone(),
             amqp.topology(),
@@ -68,6 +73,7 @@ impl Foundation {
         let port = listener.local_addr()?.port();
         Ok(Self {
             db,
+            reads,
             broker,
             relay,
             listener,

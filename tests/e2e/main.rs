@@ -10,4 +10,5 @@ mod fuzz;
 mod helpers;
 mod pipeline;
 mod quorum;
+mod reads;
 mod reconciliation;

@@ -138,7 +138,8 @@ async fn the_documented_patterns_are_the_parsers() {
         key["schema"]["pattern"],
         order_service::domain::IdempotencyKey::PATTERN
     );
-    let customer = &document["components"]["schemas"]["CreateOrderRequest"]["properties"]["customer_id"];
+    let customer =
+        &document["components"]["schemas"]["CreateOrderRequest"]["properties"]["customer_id"];
     assert_eq!(
         customer["pattern"],
         order_service::domain::identifier_pattern()

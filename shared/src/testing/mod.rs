@@ -43,10 +43,8 @@ pub fn unique_id() -> String {
 
 pub fn database_settings(name: &str) -> DatabaseSettings {
     DatabaseSettings {
-        url: Secret::new(format!("{}/{name}", database_server())),
         max_connections: 8,
-        acquire_timeout_ms: 3000,
-        ping_after_idle_ms: 1000,
+        ..DatabaseSettings::at(format!("{}/{name}", database_server()))
     }
 }
 
