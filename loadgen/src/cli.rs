@@ -65,6 +65,11 @@ pub struct RunArgs {
     /// Open loop: orders per second at fixed arrival times (latency counts from the schedule).
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Open loop: send from this many threads, each with its own runtime and connections, taking
+    /// every n-th order of the schedule. One keeps the fewest context switches; more keep up with
+    /// rates one thread cannot (an overload, where most requests are refused).
+    #[arg(long, default_value_t = 1, requires = "rate", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
     /// Share of orders over the rejection limit (0.0..=1.0).
     #[arg(long, default_value_t = 0.0, value_parser = parse_ratio)]
     pub reject_ratio: f64,

@@ -102,6 +102,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         orders: args.orders,
         concurrency: args.concurrency,
         rate: None,
+        threads: 1,
         reject_ratio: 0.0,
         max_order_total: "10000.00".parse()?,
         deadline_seconds: args.deadline_seconds,

@@ -60,8 +60,16 @@ pub struct Report {
     pub rate: Option<f64>,
     pub requested: u64,
     pub accepted: u64,
-    /// POSTs that did not answer 201.
+    /// POSTs that did not answer 201...
     pub refused: u64,
+    /// ...of which answered 503 (shed or unavailable)...
+    pub refused_503: u64,
+    /// ...and of which got no answer at all (a timeout or a connection error)...
+    pub unanswered: u64,
+    /// ...of which timed out (30 s).
+    pub timed_out: u64,
+    /// How long the 503 answers took, from when the order was due (open loop) or sent.
+    pub refusal_latency: Latency,
     pub duration_s: f64,
     pub accepted_per_s: f64,
     pub final_per_s: f64,
@@ -101,10 +109,23 @@ impl Report {
             "  accepted/s {:.0}   final/s {:.0}\n",
             self.accepted_per_s, self.final_per_s
         ));
-        for (name, l) in [
+        if self.refused > 0 {
+            out.push_str(&format!(
+                "  refused: {} answered 503, {} unanswered ({} timed out, the others failed to connect or send), {} other\n",
+                self.refused_503,
+                self.unanswered,
+                self.timed_out,
+                self.refused - self.refused_503 - self.unanswered
+            ));
+        }
+        let mut latencies = vec![
             ("POST", &self.post_latency),
             ("create->final", &self.end_to_end_latency),
-        ] {
+        ];
+        if self.refused_503 > 0 {
+            latencies.push(("503", &self.refusal_latency));
+        }
+        for (name, l) in latencies {
             out.push_str(&format!(
                 "  {name:<14} p50 {:>8.2} ms  p90 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms\n",
                 l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms

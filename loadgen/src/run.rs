@@ -29,6 +29,10 @@ struct Posted {
 struct Tally {
     posted: Vec<Posted>,
     refused: u64,
+    refused_503: u64,
+    unanswered: u64,
+    timed_out: u64,
+    refusal_latency: hdrhistogram::Histogram<u64>,
     /// Open loop: how late each order left loadgen after it was due, in microseconds.
     send_lag: hdrhistogram::Histogram<u64>,
 }
@@ -38,6 +42,10 @@ impl Default for Tally {
         Self {
             posted: Vec::new(),
             refused: 0,
+            refused_503: 0,
+            unanswered: 0,
+            timed_out: 0,
+            refusal_latency: new_histogram(),
             send_lag: new_histogram(),
         }
     }
@@ -66,26 +74,44 @@ async fn post(
         request = request.header("Idempotency-Key", Uuid::new_v4().to_string());
     }
     let response = request.send().await;
-    let accepted = Instant::now();
-    let id = match response {
-        Ok(response) if response.status() == 201 => response
-            .json::<serde_json::Value>()
-            .await
-            .ok()
-            .and_then(|order| order["id"].as_str().and_then(|id| id.parse().ok())),
-        _ => None,
+    let answered = Instant::now();
+    let (id, status) = match response {
+        Ok(response) if response.status() == 201 => (
+            response
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|order| order["id"].as_str().and_then(|id| id.parse().ok())),
+            Some(201),
+        ),
+        Ok(response) => (None, Some(response.status().as_u16())),
+        Err(error) => (None, error.is_timeout().then_some(0)),
     };
     let mut tally = tally.lock().await;
     if let Some(lag) = lag {
         let _ = tally.send_lag.record(micros(lag));
     }
-    match id {
-        Some(id) => tally.posted.push(Posted {
+    match (id, status) {
+        (Some(id), _) => tally.posted.push(Posted {
             id,
             start,
-            accepted,
+            accepted: answered,
         }),
-        None => tally.refused += 1,
+        (None, Some(503)) => {
+            tally.refused += 1;
+            tally.refused_503 += 1;
+            let _ = tally.refusal_latency.record(micros(answered - start));
+        }
+        (None, None) => {
+            tally.refused += 1;
+            tally.unanswered += 1;
+        }
+        (None, Some(0)) => {
+            tally.refused += 1;
+            tally.unanswered += 1;
+            tally.timed_out += 1;
+        }
+        (None, Some(_)) => tally.refused += 1,
     }
 }
 
@@ -119,15 +145,66 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
     .await?
 }
 
-async fn load(args: &RunArgs) -> anyhow::Result<Report> {
-    let follower = Follower::start(&args.target.amqp_url, &args.target.exchange).await?;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(1024)
-        // Below actix-web's 5 s keep-alive: a connection the server is closing is not reused (a
-        // request sent on it fails without an answer; the soak runs saw a few).
+/// The HTTP client of one sending thread.
+fn http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        // Every connection is kept for reuse: one closed after its request leaves a port in
+        // TIME_WAIT, and an open loop far above the maximum, with thousands of requests in flight,
+        // would run out of local ports and fail requests in the client.
+        .pool_max_idle_per_host(usize::MAX)
+        // Well below the services' keep-alive (`HTTP__KEEP_ALIVE_SECONDS`, 120 s): the client
+        // always closes an idle connection first, so none is reused as the server closes it.
         .pool_idle_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30))
-        .build()?;
+        .build()
+}
+
+/// The open loop's share of one sender: orders `first`, `first + step`, ... of the schedule,
+/// each sent the moment it is due, the POSTs in flight driven while it waits (a task spawned per
+/// order would wait behind every other ready task of the thread before sending, which the
+/// latency would count).
+#[allow(clippy::too_many_arguments)]
+async fn open_loop(
+    client: &reqwest::Client,
+    url: &str,
+    tally: &Mutex<Tally>,
+    args: &RunArgs,
+    rate: f64,
+    seed: u64,
+    began: Instant,
+    first: u64,
+    step: u64,
+) -> anyhow::Result<()> {
+    let mut maker = OrderMaker::new(seed, args.max_order_total, args.reject_ratio);
+    let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    let mut schedule = Schedule::new()?;
+    let mut in_flight = FuturesUnordered::new();
+    for i in (first..args.orders).step_by(step.max(1) as usize) {
+        let due = began + period.mul_f64(i as f64);
+        let reached = schedule.until(due);
+        tokio::pin!(reached);
+        loop {
+            tokio::select! {
+                biased;
+                reached = &mut reached => {
+                    reached?;
+                    break;
+                }
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            }
+        }
+        let (body, _) = maker.next_order();
+        let keyed = args.idempotency_keys;
+        // Latency counts from when the order was due, so queueing shows.
+        in_flight.push(async move { post(client, url, &body, keyed, due, true, tally).await });
+    }
+    while in_flight.next().await.is_some() {}
+    Ok(())
+}
+
+async fn load(args: &RunArgs) -> anyhow::Result<Report> {
+    let follower = Follower::start(&args.target.amqp_url, &args.target.exchange).await?;
+    let client = http_client()?;
     let url = format!("{}/orders", args.target.url.trim_end_matches('/'));
     let tally = Arc::new(Mutex::new(Tally::default()));
     let bar = progress(args);
@@ -199,37 +276,49 @@ async fn load(args: &RunArgs) -> anyhow::Result<Report> {
                 worker.await?;
             }
         }
+        Some(rate) if args.threads <= 1 => {
+            // On this runtime, with the follower: the fewest context switches per order.
+            open_loop(&client, &url, &tally, args, rate, seed, began, 0, 1).await?;
+        }
         Some(rate) => {
-            let mut maker = OrderMaker::new(seed, args.max_order_total, args.reject_ratio);
-            let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
-            let mut schedule = Schedule::new()?;
-            // This task sends each order itself the moment it is due, and drives the POSTs in
-            // flight while it waits: a task spawned per order would wait behind every other
-            // ready task of the thread before sending, which the latency would count.
-            // The POSTs live in this task, not in spawned ones, so they borrow what they share.
-            let (client, url, tally) = (&client, url.as_str(), &*tally);
-            let mut in_flight = FuturesUnordered::new();
-            for i in 0..args.orders {
-                let due = began + period.mul_f64(i as f64);
-                let reached = schedule.until(due);
-                tokio::pin!(reached);
-                loop {
-                    tokio::select! {
-                        biased;
-                        reached = &mut reached => {
-                            reached?;
-                            break;
-                        }
-                        Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-                    }
-                }
-                let (body, _) = maker.next_order();
-                let keyed = args.idempotency_keys;
-                // Latency counts from when the order was due, so queueing shows.
-                in_flight
-                    .push(async move { post(client, url, &body, keyed, due, true, tally).await });
+            // Threads of their own, each with its runtime and connections; this runtime keeps
+            // following verdicts meanwhile.
+            let step = u64::from(args.threads);
+            let mut done = Vec::new();
+            for first in 0..step {
+                let (sent, finished) = tokio::sync::oneshot::channel();
+                let (tally, url, args) = (tally.clone(), url.clone(), args.clone());
+                std::thread::Builder::new()
+                    .name(format!("loadgen-send-{first}"))
+                    .spawn(move || {
+                        let result = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .map_err(anyhow::Error::from)
+                            .and_then(|runtime| {
+                                runtime.block_on(async {
+                                    let client = http_client()?;
+                                    open_loop(
+                                        &client,
+                                        &url,
+                                        &tally,
+                                        &args,
+                                        rate,
+                                        seed ^ first,
+                                        began,
+                                        first,
+                                        step,
+                                    )
+                                    .await
+                                })
+                            });
+                        let _ = sent.send(result);
+                    })?;
+                done.push(finished);
             }
-            while in_flight.next().await.is_some() {}
+            for finished in done {
+                finished.await??;
+            }
         }
     }
     let posted_all = Instant::now();
@@ -328,6 +417,10 @@ async fn load(args: &RunArgs) -> anyhow::Result<Report> {
         requested: args.orders,
         accepted,
         refused: tally.refused,
+        refused_503: tally.refused_503,
+        unanswered: tally.unanswered,
+        timed_out: tally.timed_out,
+        refusal_latency: Latency::of(&tally.refusal_latency),
         duration_s: span(last_final.max(last_accepted)),
         accepted_per_s: accepted as f64 / span(last_accepted),
         final_per_s: final_count as f64 / span(last_final),

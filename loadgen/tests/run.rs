@@ -79,6 +79,7 @@ fn args(services: &Services) -> RunArgs {
         orders: 200,
         concurrency: 8,
         rate: None,
+        threads: 1,
         reject_ratio: 0.0,
         max_order_total: "10000.00".parse().unwrap(),
         deadline_seconds: 60,
@@ -121,6 +122,27 @@ async fn a_closed_loop_run_follows_every_order_to_its_final_status() {
     );
     let timeline_finals: u64 = report.timeline.iter().map(|s| s.finals).sum();
     assert_eq!(timeline_finals, 200);
+}
+
+#[tokio::test]
+async fn an_open_loop_from_several_threads_sends_each_order_of_the_schedule_once() {
+    let services = spawn_services().await;
+    let run = RunArgs {
+        rate: Some(300.0),
+        orders: 120,
+        threads: 3,
+        ..args(&services)
+    };
+    let report = loadgen::run::run(&run).await.unwrap();
+    assert!(report.passed(), "{}", report.text());
+    assert_eq!(report.accepted + report.refused, 120, "{}", report.text());
+    assert_eq!(report.accepted, 120, "{}", report.text());
+    assert_eq!(report.not_final, 0);
+    assert_eq!(
+        report.send_lag.as_ref().map(|lag| lag.count),
+        Some(120),
+        "every order was scheduled"
+    );
 }
 
 #[tokio::test]
