@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces BENCHMARKS.md on this machine: release build, fresh databases and broker names of its
 # own, both services with default settings, then `loadgen bench` (extra arguments go to it, e.g.
-# `--orders 20000 --repeat 3`), or with `overload [SECONDS]` a run at twice the maximum. Set
+# `--orders 20000 --repeat 3`), or with `soak [SECONDS]` a run at half the maximum, or with
+# `overload [SECONDS]` a run at twice the maximum. Set
 # SEED=1000000 to bulk-load that many orders first.
 # BENCH_POSTGRES (default postgres://postgres@127.0.0.1:5432) and BENCH_AMQP_URL (default
 # amqp://guest:guest@127.0.0.1:5672/%2f) point it at other servers (scripts/bench-in-memory.sh).
@@ -72,6 +73,23 @@ server_pids=()
 [ -n "$postgres_pid" ] && server_pids+=(--postgres-pid "$postgres_pid")
 [ -n "$rabbitmq_pid" ] && server_pids+=(--rabbitmq-pid "$rabbitmq_pid")
 pids=(--order-service-pid "$order_pid" --processor-service-pid "$processor_pid" "${server_pids[@]}")
+if [ "${1:-}" = soak ]; then
+  # `scripts/bench.sh soak [SECONDS] [LOADGEN ARGS...]`: the maximum (closed loop), then an open
+  # loop at half of it for SECONDS (default 600), with autovacuum on as on any production server
+  # (this machine's PostgreSQL runs without it): latency and memory must show no trend.
+  seconds=${2:-600}
+  shift $(( $# < 2 ? $# : 2 ))
+  max=$("$bin/loadgen" run --exchange bench.orders --amqp-url "$amqp" --orders 20000 \
+    --concurrency 64 --json --quiet "${pids[@]}" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["final_per_s"]))')
+  rate=$((max / 2))
+  echo "maximum: $max orders final/s; open loop at $rate/s for $seconds s"
+  psql -q "$postgres/postgres" -c 'ALTER SYSTEM SET autovacuum = on' -c 'SELECT pg_reload_conf()'
+  trap 'psql -q "$postgres/postgres" -c "ALTER SYSTEM RESET autovacuum" -c "SELECT pg_reload_conf()"
+    kill -TERM $order_pid $processor_pid 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+  "$bin/loadgen" run --exchange bench.orders --amqp-url "$amqp" --rate "$rate" \
+    --orders $((rate * seconds)) --deadline-seconds 120 "${pids[@]}" "$@"
+  exit
+fi
 if [ "${1:-}" = overload ]; then
   # `scripts/bench.sh overload [SECONDS] [LOADGEN ARGS...]`: the maximum (closed loop), then an
   # open loop at twice it for SECONDS (default 60): what is refused is refused at once, memory

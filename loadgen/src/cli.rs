@@ -140,8 +140,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
     /// Orders of an unreported closed-loop run first (0: none). On fresh, empty tables the
-    /// first statements cache plans made for empty tables, which stay until the next ANALYZE
-    /// (BENCHMARKS.md, "cold first run"); the warm-up and the `--vacuum` after it stand in for the
+    /// first statements cache plans made for empty tables, which stay until the next ANALYZE; the
+    /// warm-up and the `--vacuum` after it stand in for the
     /// autovacuum of a long-running server.
     #[arg(long, default_value_t = 2_000)]
     pub warmup: u64,

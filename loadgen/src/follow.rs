@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use contracts::events::{Envelope, OrderProcessed, ProcessingStatus};
+use contracts::routing_keys;
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
-use shared::events::{Envelope, OrderProcessed, ProcessingStatus};
-use shared::topology::routing_keys;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 

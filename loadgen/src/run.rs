@@ -129,11 +129,11 @@ fn progress(args: &RunArgs) -> ProgressBar {
 
 /// Runs the load described by `args` and reports.
 ///
-/// The load comes from one thread of its own, with a single-threaded runtime: loadgen shares the
-/// cores with what it measures, and on a runtime with a thread per core each order crossed
-/// threads several times (the schedule's thread, the worker taking the request, the worker
-/// taking its response), at about 6.7 context switches and 230-256 µs of CPU per order at a
-/// quarter of the maximum rate (BENCHMARKS.md, "Eighth round").
+/// The load comes from one thread of its own, with a single-threaded runtime (unless an open loop
+/// asks for more threads): loadgen shares the cores with what it measures, and on a runtime with
+/// a thread per core each order crossed threads several times (the schedule's thread, the worker
+/// taking the request, the worker taking its response), at about 6.7 context switches per order
+/// (BENCHMARKS.md, "Decisions, measured").
 pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
     let args = args.clone();
     tokio::task::spawn_blocking(move || {

@@ -1,6 +1,6 @@
 use sea_orm_migration::prelude::*;
 
-/// Cheaper status changes and history rows (measured in BENCHMARKS.md, "lean indexes").
+/// Cheaper status changes and history rows (measured in BENCHMARKS.md, "Decisions, measured").
 ///
 /// - No index contains `status` any more, and `orders` pages keep 30% free: a verdict changes only
 ///   columns no index reads (`status`, `error_message`, `updated_at`), so PostgreSQL can write it

@@ -1,7 +1,7 @@
 use sea_orm_migration::prelude::*;
 
 /// Drops `processing_event_idx`: no query reads processing records by event id (they are keyed
-/// by order), and each new record paid for it (BENCHMARKS.md, "lean indexes").
+/// by order), and each new record paid for it (BENCHMARKS.md, "Decisions, measured").
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 

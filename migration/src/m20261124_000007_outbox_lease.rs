@@ -9,7 +9,7 @@ use sea_orm_migration::prelude::*;
 ///
 /// The `NOTIFY` that wakes other instances' relays fires only for rows without a lease: the others
 /// could not take a leased row anyway, and each notification costs the committing statement and
-/// every listener (BENCHMARKS.md, "publish on commit").
+/// every listener (BENCHMARKS.md, "Settings that matter").
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 

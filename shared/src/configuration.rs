@@ -264,7 +264,7 @@ impl Default for ShutdownSettings {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeSettings {
-    /// Worker threads. One measured fastest on 2 cores (BENCHMARKS.md, "Seventh round"): the
+    /// Worker threads. One measured fastest on 2 cores (BENCHMARKS.md, "Settings that matter"): the
     /// work there is a few tasks that batch, so a second thread adds wake-ups, not capacity. It
     /// replaces tokio's `TOKIO_WORKER_THREADS`.
     pub worker_threads: usize,

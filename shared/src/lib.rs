@@ -1,4 +1,5 @@
-//! What both services share: the event contracts, the AMQP topology, the broker connection with
+//! What both services share: the event contracts (re-exported from the `contracts` crate), the
+//! AMQP topology, the broker connection with
 //! publisher confirms, the consumer loop, the transactional outbox and its relay, configuration
 //! loading, telemetry, database set-up and the HTTP plumbing (problem details, health checks).
 
@@ -9,7 +10,8 @@ pub mod consumer;
 pub mod database;
 pub mod dead_letters;
 pub mod disclose;
-pub mod events;
+/// The event contracts (the `contracts` crate).
+pub use contracts::events;
 pub mod failure;
 pub mod headers;
 pub mod http;

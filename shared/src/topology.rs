@@ -13,17 +13,14 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
 use serde::{Deserialize, Serialize};
 
-pub mod routing_keys {
-    pub const ORDER_CREATED: &str = "order.created";
-    pub const ORDER_PROCESSED: &str = "order.processed";
-}
+pub use contracts::routing_keys;
 
 /// The kind of the work and dead-letter queues.
 ///
 /// `classic` (the default) is RabbitMQ's single-node durable queue. `quorum` is its replicated
 /// queue (Raft over the cluster's nodes): a message a publisher saw confirmed survives the loss of
 /// a minority of the nodes, which is what a cluster in production wants. On one node both keep
-/// messages on disk, and they measured the same cost here (BENCHMARKS.md, "Ninth round").
+/// messages on disk, and they measured the same cost here (BENCHMARKS.md, "Decisions, measured").
 ///
 /// RabbitMQ cannot change the kind of an existing queue: a queue declared with the other kind
 /// makes the declaration fail (`PRECONDITION_FAILED - inequivalent arg 'x-queue-type'`). To

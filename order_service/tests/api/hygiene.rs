@@ -154,8 +154,8 @@ async fn too_many_or_too_large_headers_are_431() {
     assert_eq!(response.status, 431, "{response:?}");
 }
 
-/// The server used to close idle connections after 5 s, while hyper's pool (reqwest, loadgen)
-/// keeps them 90 s: a request sent as the server closed got no answer.
+/// actix-web closes idle connections after 5 s by default, while hyper's pool (reqwest, loadgen)
+/// keeps them 90 s: a request sent as the server closes gets no answer.
 #[tokio::test]
 async fn an_idle_keep_alive_connection_still_serves_after_common_server_timeouts() {
     let app = spawn_app().await;

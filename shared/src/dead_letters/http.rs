@@ -210,8 +210,9 @@ pub async fn replay_dead_letters(
 ) -> Result<HttpResponse, Problem> {
     admin.admit(&request)?;
     let body = crate::http::read_body(&request, payload).await?;
-    // An empty body, `null` and `{}` all select every dead letter but poison messages.
-    let selection: ReplayRequest = if body.iter().all(u8::is_ascii_whitespace) {
+    // An empty body, `null` and `{}` all select every dead letter but poison messages; anything
+    // else must be JSON (white space alone is not).
+    let selection: ReplayRequest = if body.is_empty() {
         ReplayRequest::default()
     } else {
         // An object or null, never the array form serde would also take for a struct.

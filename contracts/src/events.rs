@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::topology::routing_keys;
+use crate::routing_keys;
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
