@@ -312,16 +312,10 @@ impl Publisher {
             )
         }))
         .await;
-        join_all(sent.into_iter().map(|confirm| async move {
-            let confirmation = confirm?.await?;
-            if confirmation.is_nack() {
-                return Err(PublishError::Nacked);
-            }
-            match confirmation.take_message() {
-                Some(returned) => Err(PublishError::Returned(returned.reply_text.to_string())),
-                None => Ok(()),
-            }
-        }))
+        join_all(
+            sent.into_iter()
+                .map(|confirm| async move { accepted(confirm?.await?) }),
+        )
         .await
     }
 
@@ -330,6 +324,54 @@ impl Publisher {
             let _ = self.channel.close(200, "OK".into()).await;
         }
     }
+}
+
+/// Whether the broker took a message: neither refused (nack) nor returned as unroutable.
+fn accepted(confirmation: lapin::Confirmation) -> Result<(), PublishError> {
+    if confirmation.is_nack() {
+        return Err(PublishError::Nacked);
+    }
+    match confirmation.take_message() {
+        Some(returned) => Err(PublishError::Returned(returned.reply_text.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// Publishes a copy of `delivery` (its body and properties, with `headers` instead of its own)
+/// to `exchange` with `routing_key`, persistent and `mandatory`, on `channel` (in confirm mode),
+/// and waits for the broker's confirm `timeout` at most. How retries, dead letters and replays
+/// move a message.
+pub async fn republish(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    delivery: &lapin::message::Delivery,
+    headers: lapin::types::FieldTable,
+    timeout: Duration,
+) -> Result<(), PublishError> {
+    let properties = delivery
+        .properties
+        .clone()
+        .with_headers(headers)
+        .with_delivery_mode(PERSISTENT);
+    let confirmation = tokio::time::timeout(timeout, async {
+        channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &delivery.data,
+                properties,
+            )
+            .await?
+            .await
+    })
+    .await
+    .map_err(|_| PublishError::TimedOut(timeout.as_millis()))??;
+    accepted(confirmation)
 }
 
 fn properties(message: &OutgoingMessage) -> BasicProperties {

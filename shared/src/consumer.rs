@@ -28,13 +28,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
+use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -708,18 +707,8 @@ async fn park(
     reason
 }
 
-#[derive(Debug, thiserror::Error)]
-enum PublishFailure {
-    #[error(transparent)]
-    Broker(#[from] lapin::Error),
-    #[error("the broker did not take the message (nack or unroutable)")]
-    Refused,
-    #[error("no confirm from the broker within {0} ms")]
-    TimedOut(u128),
-}
-
-/// Publishes a copy of `delivery` with `headers`, persistent and mandatory, and waits for the
-/// broker's confirm, `timeout` at most.
+/// Publishes a copy of `delivery` with `headers` and waits for the broker's confirm, `timeout`
+/// at most ([`crate::broker::republish`]).
 async fn publish(
     timeout: Duration,
     side: &Channel,
@@ -727,30 +716,14 @@ async fn publish(
     routing_key: &str,
     delivery: &Delivery,
     headers: Headers,
-) -> Result<(), PublishFailure> {
-    let properties: BasicProperties = delivery
-        .properties
-        .clone()
-        .with_headers(headers.into_table())
-        .with_delivery_mode(2);
-    let confirmation = tokio::time::timeout(timeout, async {
-        side.basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            &delivery.data,
-            properties,
-        )
-        .await?
-        .await
-    })
+) -> Result<(), crate::broker::PublishError> {
+    crate::broker::republish(
+        side,
+        exchange,
+        routing_key,
+        delivery,
+        headers.into_table(),
+        timeout,
+    )
     .await
-    .map_err(|_| PublishFailure::TimedOut(timeout.as_millis()))??;
-    if confirmation.is_nack() || confirmation.take_message().is_some() {
-        return Err(PublishFailure::Refused);
-    }
-    Ok(())
 }

@@ -15,7 +15,7 @@ use crate::broker::Broker;
 use crate::headers::{self, Headers};
 use crate::topology::ready_count;
 use chrono::{DateTime, Utc};
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -142,6 +142,9 @@ pub async fn list(
     Ok(letters)
 }
 
+/// The longest wait for the broker's confirm of one replayed message.
+const REPLAY_CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Moves the selected dead letters back to `work_queue` with a fresh attempt count; the others stay.
 /// Each one is acknowledged on the dead-letter queue only after the broker confirmed its copy; a
 /// further copy of a message replayed here is removed without being replayed again. Returns how
@@ -202,26 +205,22 @@ pub async fn replay(
             fresh.remove(name);
         }
         fresh.set_str(headers::REPLAYED_AT, headers::now_rfc3339());
-        let confirmation = channel
-            .basic_publish(
-                "".into(),
-                work_queue.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                &delivery.data,
-                delivery
-                    .properties
-                    .clone()
-                    .with_headers(fresh.into_table())
-                    .with_delivery_mode(2),
-            )
-            .await?
-            .await?;
-        if confirmation.is_nack() || confirmation.take_message().is_some() {
-            tracing::warn!(order_id = ?letter.order_id, "replay refused by the broker; left in the dead-letter queue");
-            continue;
+        let published = crate::broker::republish(
+            &channel,
+            "",
+            work_queue,
+            &delivery,
+            fresh.into_table(),
+            REPLAY_CONFIRM_TIMEOUT,
+        )
+        .await;
+        match published {
+            Ok(()) => {}
+            Err(crate::broker::PublishError::Channel(error)) => return Err(error),
+            Err(error) => {
+                tracing::warn!(order_id = ?letter.order_id, %error, "replay not confirmed; left in the dead-letter queue");
+                continue;
+            }
         }
         delivery.ack(BasicAckOptions::default()).await?;
         tracing::info!(order_id = ?letter.order_id, event_id = ?letter.event_id, "dead letter replayed");
