@@ -302,7 +302,7 @@ impl OrderStore {
             customer_id: new_order.customer_id().as_str().to_owned(),
             items,
             total_amount: total,
-            status: OrderStatus::Pending.as_str().to_owned(),
+            status: OrderStatus::Pending,
             error_message: None,
             created_at: now,
             updated_at: now,
@@ -383,7 +383,7 @@ impl OrderStore {
             query = query.filter(order::Column::CustomerId.eq(customer_id.as_str()));
         }
         if let Some(status) = filter.status {
-            query = query.filter(order::Column::Status.eq(status.as_str()));
+            query = query.filter(order::Column::Status.eq(status));
         }
         if let Some(after) = filter.after {
             // A row comparison, so that PostgreSQL scans the (created_at, id) index from there.
@@ -454,6 +454,26 @@ pub struct Verdict {
 
 /// Applies verdicts in groups: one statement ([`APPLY_VERDICTS`]) updates the orders and writes
 /// the history rows of those it moved.
+/// What [`APPLY_VERDICTS`] answers for one verdict.
+struct VerdictRow {
+    id: Uuid,
+    /// The order's status before the statement; `None`: no such order.
+    previous: Option<String>,
+    /// Whether the statement moved it.
+    moved: bool,
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for VerdictRow {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        Ok(Self {
+            id: row.try_get("id")?,
+            previous: row.try_get("previous")?,
+            moved: row.try_get("moved")?,
+        })
+    }
+}
+
 pub struct VerdictWriter {
     db: DatabaseConnection,
 }
@@ -477,7 +497,7 @@ impl GroupWrite for VerdictWriter {
                 .collect::<Vec<_>>()
                 .join(",")
         });
-        let rows: Vec<(Uuid, Option<String>, bool)> = sqlx::query_as(APPLY_VERDICTS)
+        let rows: Vec<VerdictRow> = sqlx::query_as(APPLY_VERDICTS)
             .bind(column(verdicts, |v| v.order_id))
             .bind(column(verdicts, |v| v.target.as_str()))
             .bind(column(verdicts, |v| v.reason.as_deref()))
@@ -487,15 +507,15 @@ impl GroupWrite for VerdictWriter {
             .await
             .map_err(shared::database::from_sqlx)?;
         let mut by_order = std::collections::HashMap::with_capacity(rows.len());
-        for (id, previous, moved) in rows {
-            let applied = match (previous, moved) {
+        for row in rows {
+            let applied = match (row.previous, row.moved) {
                 (None, _) => Applied::UnknownOrder,
                 (Some(previous), true) => Applied::Moved {
                     from_final: previous != OrderStatus::Pending.as_str(),
                 },
                 (Some(_), false) => Applied::Ignored,
             };
-            by_order.insert(id, applied);
+            by_order.insert(row.id, applied);
         }
         in_request_order::<Self>(verdicts, by_order)
     }

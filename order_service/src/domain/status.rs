@@ -1,3 +1,5 @@
+use sea_orm::entity::prelude::StringLen;
+use sea_orm::{DeriveActiveEnum, EnumIter};
 use serde::{Deserialize, Serialize};
 use shared::events::ProcessingStatus;
 use utoipa::ToSchema;
@@ -6,12 +8,31 @@ use utoipa::ToSchema;
 /// `failed`. The only moves out of a final status are `failed` -> `completed` and `failed` ->
 /// `rejected`: an operator replayed the failed order and the processor, which allows the same
 /// moves on a replayed delivery, decided it this time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+///
+/// Stored as its name (`orders.status`, `order_status_history.status`, `VARCHAR(16)` with a check).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    EnumIter,
+    DeriveActiveEnum,
+)]
 #[serde(rename_all = "snake_case")]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
 pub enum OrderStatus {
+    #[sea_orm(string_value = "pending")]
     Pending,
+    #[sea_orm(string_value = "completed")]
     Completed,
+    #[sea_orm(string_value = "rejected")]
     Rejected,
+    #[sea_orm(string_value = "failed")]
     Failed,
 }
 

@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use crate::domain::OrderStatus;
+
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "orders")]
 pub struct Model {
@@ -10,7 +12,7 @@ pub struct Model {
     pub items: Json,
     #[sea_orm(column_type = "Decimal(Some((20, 2)))")]
     pub total_amount: Decimal,
-    pub status: String,
+    pub status: OrderStatus,
     pub error_message: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,

@@ -162,10 +162,7 @@ impl TryFrom<order::Model> for OrderResponse {
             tracing::error!(order_id = %model.id, %error, "stored items do not parse");
             Problem::internal()
         })?;
-        let status = OrderStatus::parse(&model.status).ok_or_else(|| {
-            tracing::error!(order_id = %model.id, status = %model.status, "stored status unknown");
-            Problem::internal()
-        })?;
+        let status = model.status;
         Ok(Self {
             id: model.id,
             customer_id: model.customer_id,
@@ -472,16 +469,13 @@ pub async fn order_history(
     let Some(rows) = store.history(id).await? else {
         return Err(Problem::not_found(format!("order {id} does not exist")));
     };
-    let entries = rows
+    let entries: Vec<HistoryEntry> = rows
         .into_iter()
-        .map(|row: order_status_history::Model| {
-            let status = OrderStatus::parse(&row.status).ok_or_else(Problem::internal)?;
-            Ok(HistoryEntry {
-                status,
-                at: row.at,
-                reason: row.reason,
-            })
+        .map(|row: order_status_history::Model| HistoryEntry {
+            status: row.status,
+            at: row.at,
+            reason: row.reason,
         })
-        .collect::<Result<Vec<_>, Problem>>()?;
+        .collect();
     Ok(HttpResponse::Ok().json(entries))
 }

@@ -77,6 +77,11 @@ async fn outage_is_503_and_parks(outage: impl FnOnce(&TestRole) -> DatabaseOutag
     })
     .await;
     if stays {
+        for _ in 0..20 {
+            assert_eq!(app.probe.queue_state(&queue).await, (ORDERS as u32, 0));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_refused_with_503(&app).await;
         // /ready says the database is the matter, without naming the role or the database.
         let body = testing::wait_until("/ready to name the database", DEADLINE, || async {
             let response = app.get("/ready").await;
@@ -88,11 +93,6 @@ async fn outage_is_503_and_parks(outage: impl FnOnce(&TestRole) -> DatabaseOutag
         assert!(!body.contains(&role.name), "{body}");
         assert!(!body.contains(&database), "{body}");
         assert!(!body.contains("127.0.0.1"), "{body}");
-        for _ in 0..20 {
-            assert_eq!(app.probe.queue_state(&queue).await, (ORDERS as u32, 0));
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_refused_with_503(&app).await;
     }
     outage.end().await;
 
