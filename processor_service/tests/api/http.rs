@@ -66,23 +66,9 @@ async fn the_openapi_document_is_valid_and_complete() {
 /// per operation.
 #[tokio::test]
 async fn schemathesis_finds_nothing_in_any_operation() {
-    let Some(executable) = shared::testing::schemathesis::executable() else {
-        return;
-    };
-    let token = "schemathesis-token";
     let app = crate::helpers::spawn_app_with(|settings| {
-        settings.admin.token = Some(shared::configuration::Secret::new(token));
-        settings.admin.requests_per_second = 10_000;
-        settings.admin.burst = 10_000;
+        settings.admin = shared::testing::schemathesis::admin_settings();
     })
     .await;
-    let address = app.address.clone();
-    let report = tokio::task::spawn_blocking(move || {
-        shared::testing::schemathesis::run(&executable, &address, token, 100)
-    })
-    .await
-    .unwrap();
-    eprintln!("schemathesis sent {} requests", report.generated);
-    assert!(report.passed, "{}", report.output);
-    assert!(report.generated >= 300, "{}", report.output);
+    shared::testing::schemathesis::fuzz_service(&app.address, 300).await;
 }

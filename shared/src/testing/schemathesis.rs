@@ -77,3 +77,33 @@ pub fn run(executable: &PathBuf, base_url: &str, token: &str, examples: u32) -> 
         output: format!("seed {seed}\n{text}"),
     }
 }
+
+/// The bearer token [`fuzz_service`] sends; the service under test must be configured with it
+/// ([`admin_settings`]).
+pub const TOKEN: &str = "schemathesis-token";
+
+/// Operator settings for a service under schemathesis: its token, and a rate limit no single
+/// fuzzing client reaches.
+pub fn admin_settings() -> crate::configuration::AdminSettings {
+    crate::configuration::AdminSettings {
+        token: Some(crate::configuration::Secret::new(TOKEN)),
+        requests_per_second: 10_000,
+        burst: 10_000,
+    }
+}
+
+/// Runs schemathesis against the service at `base_url` (100 examples per operation) and asserts
+/// that it found nothing and sent at least `min_requests`; does nothing, but say so, when it is
+/// not installed outside CI ([`executable`]).
+pub async fn fuzz_service(base_url: &str, min_requests: u64) {
+    let Some(executable) = executable() else {
+        return;
+    };
+    let base_url = base_url.to_owned();
+    let report = tokio::task::spawn_blocking(move || run(&executable, &base_url, TOKEN, 100))
+        .await
+        .expect("the schemathesis run");
+    eprintln!("schemathesis sent {} requests", report.generated);
+    assert!(report.passed, "{}", report.output);
+    assert!(report.generated >= min_requests, "{}", report.output);
+}
