@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs schemathesis (PyPI), pinned, into a virtual environment outside the clone, once; the
-# HTTP fuzzing tests run it from there (shared::testing::schemathesis). Idempotent.
+# HTTP fuzzing tests run it from there (test_support::schemathesis). Idempotent.
 set -euo pipefail
 
 VERSION=4.32.5

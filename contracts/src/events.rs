@@ -20,6 +20,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub trait Event: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
     const EVENT_TYPE: &'static str;
     const ROUTING_KEY: &'static str;
+
+    /// The order the event is about: its envelope's `correlation_id` must say the same.
+    fn order_id(&self) -> Uuid;
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -137,6 +140,10 @@ pub struct OrderCreated {
 impl Event for OrderCreated {
     const EVENT_TYPE: &'static str = "order.created";
     const ROUTING_KEY: &'static str = routing_keys::ORDER_CREATED;
+
+    fn order_id(&self) -> Uuid {
+        self.order_id
+    }
 }
 
 /// The processor's verdict on an order.
@@ -180,6 +187,10 @@ pub struct OrderProcessed {
 impl Event for OrderProcessed {
     const EVENT_TYPE: &'static str = "order.processed";
     const ROUTING_KEY: &'static str = routing_keys::ORDER_PROCESSED;
+
+    fn order_id(&self) -> Uuid {
+        self.order_id
+    }
 }
 
 #[cfg(test)]

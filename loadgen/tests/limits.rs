@@ -4,16 +4,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use sea_orm::{ConnectionTrait, Database, Statement};
-use shared::testing;
 
 #[tokio::test]
 async fn the_latency_floors_time_each_step_and_leave_nothing_behind() {
-    let database_url = format!("{}/postgres", testing::database_server());
+    let database_url = format!("{}/postgres", test_support::database_server());
 
     let commit = loadgen::limits::postgres_commit_latency(&database_url, 20)
         .await
         .unwrap();
-    let confirm = loadgen::limits::rabbitmq_confirm_latency(&testing::amqp_url(), 20)
+    let confirm = loadgen::limits::rabbitmq_confirm_latency(&test_support::amqp_url(), 20)
         .await
         .unwrap();
 
@@ -38,7 +37,7 @@ async fn the_latency_floors_time_each_step_and_leave_nothing_behind() {
 
 #[tokio::test]
 async fn settling_before_a_run_checkpoints_the_server() {
-    let database_url = format!("{}/postgres", testing::database_server());
+    let database_url = format!("{}/postgres", test_support::database_server());
     let db = Database::connect(&database_url).await.unwrap();
     let checkpoints = || async {
         db.query_one_raw(Statement::from_string(

@@ -5,38 +5,38 @@
 
 use loadgen::cli::{RunArgs, Target};
 use sea_orm::{ConnectionTrait, Statement};
-use shared::testing::{self, Cleanup};
+use test_support::Cleanup;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 struct Services {
     url: String,
     exchange: String,
-    orders_db: shared::configuration::DatabaseSettings,
+    orders_db: service_kit::configuration::DatabaseSettings,
     _stop: DropGuard,
     _cleanup: Cleanup,
 }
 
 async fn spawn_services() -> Services {
-    shared::telemetry::init_test_subscriber("loadgen_test");
-    let id = testing::unique_id();
-    let amqp = testing::amqp_settings(&id);
+    service_kit::telemetry::init_test_subscriber("loadgen_test");
+    let id = test_support::unique_id();
+    let amqp = test_support::amqp_settings(&id);
     let mut orders = order_service::configuration::Settings::default();
     orders.http.host = "127.0.0.1".into();
     orders.http.port = 0;
-    orders.database = testing::database_settings(&format!("orders_{id}"));
+    orders.database = test_support::database_settings(&format!("orders_{id}"));
     orders.amqp = amqp.clone();
     let orders_db = orders.database.clone();
     let mut processor = processor_service::configuration::Settings::default();
     processor.http.host = "127.0.0.1".into();
     processor.http.port = 0;
-    processor.database = testing::database_settings(&format!("processor_{id}"));
+    processor.database = test_support::database_settings(&format!("processor_{id}"));
     processor.amqp = amqp.clone();
     let cleanup = Cleanup {
         databases: vec![
             orders.database.url.expose().to_owned(),
             processor.database.url.expose().to_owned(),
         ],
-        topology: Some(amqp.topology()),
+        topology: Some(amqp.topology.clone()),
         queues: [
             processor.retry_tiers().queues(),
             orders.retry_tiers().queues(),
@@ -45,20 +45,16 @@ async fn spawn_services() -> Services {
     };
     // The services declare the topology when they connect, in the background: declare it first,
     // so that loadgen can bind its queue to the exchange at once.
-    testing::BrokerProbe::connect(amqp.topology()).await;
-    let order_app = order_service::startup::Application::build(orders)
-        .await
-        .unwrap();
-    let processor_app = processor_service::startup::Application::build(processor)
-        .await
-        .unwrap();
+    test_support::BrokerProbe::connect(amqp.topology.clone()).await;
+    let order_app = order_service::startup::build(orders).await.unwrap();
+    let processor_app = processor_service::startup::build(processor).await.unwrap();
     let url = format!("http://127.0.0.1:{}", order_app.port());
     let stop = CancellationToken::new();
     tokio::spawn(order_app.run_until_stopped(stop.clone()));
     tokio::spawn(processor_app.run_until_stopped(stop.clone()));
     Services {
         url,
-        exchange: amqp.exchange,
+        exchange: amqp.topology.exchange,
         orders_db,
         _stop: stop.drop_guard(),
         _cleanup: cleanup,
@@ -69,7 +65,7 @@ fn args(services: &Services) -> RunArgs {
     RunArgs {
         target: Target {
             url: services.url.clone(),
-            amqp_url: testing::amqp_url(),
+            amqp_url: test_support::amqp_url(),
             exchange: services.exchange.clone(),
             order_service_pid: Some(std::process::id()),
             processor_service_pid: None,
@@ -148,7 +144,7 @@ async fn an_open_loop_from_several_threads_sends_each_order_of_the_schedule_once
 #[tokio::test]
 async fn an_open_loop_run_with_rejections_reports_each_status_and_draws_its_plot() {
     let services = spawn_services().await;
-    let plot = std::env::temp_dir().join(format!("loadgen-{}.svg", testing::unique_id()));
+    let plot = std::env::temp_dir().join(format!("loadgen-{}.svg", test_support::unique_id()));
     let run = RunArgs {
         rate: Some(200.0),
         orders: 150,
@@ -175,7 +171,7 @@ async fn an_open_loop_run_with_rejections_reports_each_status_and_draws_its_plot
     assert_eq!(completed + rejected, 150);
     assert!(rejected > 0 && completed > 0, "{:?}", report.statuses);
     // Each order went with a key of its own.
-    let db = shared::database::connect(&services.orders_db)
+    let db = messaging::database::connect(&services.orders_db)
         .await
         .unwrap();
     let keys = db

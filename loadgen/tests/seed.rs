@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
-use shared::testing::{self, Cleanup};
+use test_support::Cleanup;
 
 async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
     db.query_one_raw(Statement::from_string(db.get_database_backend(), sql))
@@ -17,13 +17,13 @@ async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
 
 #[tokio::test]
 async fn seeded_orders_have_time_ordered_ids_loadgens_customers_and_their_history() {
-    let settings = testing::database_settings(&format!("seed_{}", testing::unique_id()));
+    let settings = test_support::database_settings(&format!("seed_{}", test_support::unique_id()));
     let _cleanup = Cleanup {
         databases: vec![settings.url.expose().to_owned()],
         topology: None,
         queues: Vec::new(),
     };
-    let db = shared::database::connect(&settings).await.unwrap();
+    let db = messaging::database::connect(&settings).await.unwrap();
     migration::migrate::<migration::OrdersMigrator>(&db)
         .await
         .unwrap();

@@ -2,7 +2,7 @@
 //!
 //! Each service owns one database: [`OrdersMigrator`] builds the order service's (`orders`,
 //! `order_status_history`, `outbox`, `reconciliation`), [`ProcessorMigrator`] the processor's (`processing`,
-//! `outbox`). Both outbox tables have the same shape, so one relay (in `shared`) serves both.
+//! `outbox`). Both outbox tables have the same shape, so one relay (in `messaging`) serves both.
 //!
 //! [`migrate`] runs a migrator inside one transaction holding a PostgreSQL advisory lock, so several
 //! instances starting at once apply each migration exactly once.

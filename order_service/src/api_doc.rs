@@ -1,6 +1,6 @@
 //! The OpenAPI document, served at `/api-docs/openapi.json` and browsable at `/docs/`.
 
-use shared::http::BearerAuth;
+use service_kit::http::BearerAuth;
 use utoipa::OpenApi;
 
 use crate::routes::orders;
@@ -16,13 +16,13 @@ use crate::routes::orders;
         orders::get_order,
         orders::list_orders,
         orders::order_history,
-        shared::dead_letters::http::list_dead_letters,
-        shared::dead_letters::http::replay_dead_letters,
-        shared::http::health,
-        shared::http::ready,
+        service_kit::dead_letters::http::list_dead_letters,
+        service_kit::dead_letters::http::replay_dead_letters,
+        service_kit::http::health,
+        service_kit::http::ready,
     ),
     modifiers(&BearerAuth),
-    components(schemas(shared::http::Problem, shared::http::FieldError)),
+    components(schemas(service_kit::http::Problem, service_kit::http::FieldError)),
     tags(
         (name = "orders", description = "Placing and following orders"),
         (name = "operations", description = "Operator endpoints: dead letters of `order.processed` (bearer token)"),

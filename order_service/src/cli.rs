@@ -1,8 +1,8 @@
 //! The command line: `order_service` runs the service; `order_service dead-letters ...` lets an
 //! operator without HTTP access list and replay the dead letters of `order.processed`
-//! (`shared::dead_letters::cli`).
+//! (`service_kit::dead_letters::cli`).
 
-use shared::dead_letters::cli::{DeadLetterQueues, DeadLettersCommand, ServiceCli};
+use service_kit::dead_letters::cli::{DeadLetterQueues, DeadLettersCommand, ServiceCli};
 
 use crate::configuration::Settings;
 
@@ -21,11 +21,11 @@ pub async fn run_dead_letters(
 ) -> anyhow::Result<String> {
     let queues = DeadLetterQueues {
         url: &settings.amqp.url,
-        topology: settings.amqp.topology(),
-        dead_letter_queue: &settings.amqp.order_processed_dead_letter_queue,
-        work_queue: &settings.amqp.order_processed_queue,
-        heartbeat_seconds: settings.amqp.heartbeat_seconds,
+        topology: settings.amqp.topology.clone(),
+        dead_letter_queue: &settings.amqp.topology.order_processed_dead_letter_queue,
+        work_queue: &settings.amqp.topology.order_processed_queue,
+        heartbeat_seconds: settings.amqp.heartbeat_seconds(),
         connection_name: "order_service-cli",
     };
-    shared::dead_letters::cli::run(queues, command).await
+    service_kit::dead_letters::cli::run(queues, command).await
 }

@@ -1,17 +1,18 @@
 //! Settings of the order service: defaults, then the TOML file named by
 //! `ORDER_SERVICE_CONFIG_FILE`, then `ORDER_SERVICE__SECTION__KEY` environment variables.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
-use shared::configuration::{
+use service_kit::configuration::{
     AdminSettings, AmqpSettings, ConfigurationError, DatabaseSettings, HttpSettings,
     OutboxSettings, RedeliverySettings, RuntimeSettings, ShutdownSettings, check_common,
-    check_range,
+    check_millis, check_range, millis, seconds,
 };
 
 pub const ENV_PREFIX: &str = "ORDER_SERVICE";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Settings {
     pub http: HttpSettings,
     pub database: DatabaseSettings,
@@ -30,14 +31,16 @@ pub struct Settings {
 /// Reconciliation: `order.created` is published again for orders still pending after
 /// `pending_after_seconds` (`crate::reconcile`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ReconcileSettings {
     /// An order pending this long is published again; then again after twice that, and so on.
-    pub pending_after_seconds: u64,
+    #[serde(rename = "pending_after_seconds", with = "seconds")]
+    pub pending_after: Duration,
     /// The longest wait between two re-publications of one order.
-    pub max_backoff_seconds: u64,
+    #[serde(rename = "max_backoff_seconds", with = "seconds")]
+    pub max_backoff: Duration,
     /// How often a sweep runs.
-    pub interval_ms: u64,
+    #[serde(rename = "interval_ms", with = "millis")]
+    pub interval: Duration,
     /// Orders published again by one sweep at most.
     pub max_per_sweep: u32,
 }
@@ -45,9 +48,9 @@ pub struct ReconcileSettings {
 impl Default for ReconcileSettings {
     fn default() -> Self {
         Self {
-            pending_after_seconds: 300,
-            max_backoff_seconds: 3600,
-            interval_ms: 30_000,
+            pending_after: Duration::from_secs(300),
+            max_backoff: Duration::from_secs(3600),
+            interval: Duration::from_secs(30),
             max_per_sweep: 500,
         }
     }
@@ -55,7 +58,6 @@ impl Default for ReconcileSettings {
 
 /// How many new orders may wait to be stored.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct IntakeSettings {
     /// New orders waiting for their group commit at most (besides the group being written);
     /// beyond, `POST /orders` answers 503 with `Retry-After` at once instead of queueing. Bounds
@@ -89,7 +91,7 @@ impl Default for Settings {
 impl Settings {
     /// Loads and checks the settings; an error names the variable to fix.
     pub fn load() -> Result<Self, ConfigurationError> {
-        let settings: Self = shared::configuration::load(ENV_PREFIX, &Self::default())?;
+        let settings: Self = service_kit::configuration::load(ENV_PREFIX, &Self::default())?;
         settings.validate()?;
         Ok(settings)
     }
@@ -116,19 +118,19 @@ impl Settings {
         check_range(
             ENV_PREFIX,
             "reconcile.pending_after_seconds",
-            reconcile.pending_after_seconds,
+            reconcile.pending_after.as_secs(),
             1..=604_800,
         )?;
         check_range(
             ENV_PREFIX,
             "reconcile.max_backoff_seconds",
-            reconcile.max_backoff_seconds,
-            reconcile.pending_after_seconds..=604_800,
+            reconcile.max_backoff.as_secs(),
+            reconcile.pending_after.as_secs()..=604_800,
         )?;
-        check_range(
+        check_millis(
             ENV_PREFIX,
             "reconcile.interval_ms",
-            reconcile.interval_ms,
+            reconcile.interval,
             10..=3_600_000,
         )?;
         check_range(
@@ -139,9 +141,11 @@ impl Settings {
         )
     }
 
-    /// The delay tiers of broker redelivery of `order.processed`.
-    pub fn retry_tiers(&self) -> shared::topology::RetryTiers {
-        self.retry
-            .tiers(&self.amqp.order_processed_queue, self.amqp.queue_type)
+    /// The delay tiers of broker redelivery of `order.processed`, as the consumer declares them.
+    pub fn retry_tiers(&self) -> messaging::topology::RetryTiers {
+        self.retry.tiers(
+            &self.amqp.topology.order_processed_queue,
+            self.amqp.topology.queue_type,
+        )
     }
 }

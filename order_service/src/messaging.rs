@@ -1,7 +1,7 @@
 //! Consuming `order.processed`: the processor's verdict moves the order to its final status.
 
-use shared::consumer::{Delivered, Handler, Outcome};
-use shared::events::OrderProcessed;
+use contracts::events::OrderProcessed;
+use messaging::consumer::{Delivered, Handler, Outcome};
 
 use crate::store::{Applied, OrderStore};
 
@@ -21,14 +21,6 @@ impl Handler for OrderProcessedHandler {
     async fn handle(&self, delivery: &Delivered<OrderProcessed>) -> Outcome {
         let envelope = &delivery.envelope;
         let event = &envelope.payload;
-        if event.order_id != envelope.correlation_id {
-            return Outcome::DeadLetter {
-                reason: format!(
-                    "payload order_id {} differs from correlation_id {}",
-                    event.order_id, envelope.correlation_id
-                ),
-            };
-        }
         match self.store.apply_processed(event).await {
             Ok(Applied::Moved { from_final }) => {
                 tracing::info!(

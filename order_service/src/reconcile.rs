@@ -13,14 +13,12 @@
 //!    one gets its event written to the outbox again, and is due again after a backoff that
 //!    doubles from `pending_after` up to `max_backoff`.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
+use contracts::events::{OrderCreated, OrderLine};
+use messaging::outbox::{self, Handoff};
+use messaging::shutdown::sleep_unless_cancelled;
 use rust_decimal::Decimal;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement, TransactionTrait};
-use shared::events::{OrderCreated, OrderLine};
-use shared::outbox::{self, Handoff};
-use shared::shutdown::sleep_unless_cancelled;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -109,9 +107,9 @@ impl Reconciler {
         }
     }
 
-    /// Sweeps every `interval_ms` until `shutdown` trips.
+    /// Sweeps every `interval` until `shutdown` trips.
     pub async fn run(self, shutdown: CancellationToken) {
-        let interval = Duration::from_millis(self.settings.interval_ms);
+        let interval = self.settings.interval;
         while sleep_unless_cancelled(interval, &shutdown).await {
             if let Err(error) = self.sweep().await {
                 tracing::warn!(%error, "reconciliation sweep failed; trying again at the next");
@@ -137,7 +135,7 @@ impl Reconciler {
             txn.rollback().await?;
             return Ok(Swept::default());
         }
-        let pending_after = self.settings.pending_after_seconds as f64;
+        let pending_after = self.settings.pending_after.as_secs_f64();
         let enlisted = txn
             .query_one_raw(Statement::from_sql_and_values(
                 backend,
@@ -155,7 +153,7 @@ impl Reconciler {
                 [
                     i64::from(self.settings.max_per_sweep).into(),
                     pending_after.into(),
-                    (self.settings.max_backoff_seconds as f64).into(),
+                    self.settings.max_backoff.as_secs_f64().into(),
                 ],
             ))
             .await?;

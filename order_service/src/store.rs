@@ -4,14 +4,14 @@
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
+use contracts::events::{Envelope, OrderCreated, OrderLine, OrderProcessed};
+use messaging::batch::{GroupWrite, GroupWriter, Grouping, column, in_request_order};
+use messaging::failure::{Classify, FailureClass};
+use messaging::outbox::{Committed, Handoff, OutboxError, OutboxRow};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sqlx,
 };
-use shared::batch::{GroupWrite, GroupWriter, Grouping, column, in_request_order};
-use shared::events::{Envelope, OrderCreated, OrderLine, OrderProcessed};
-use shared::failure::{Classify, FailureClass};
-use shared::outbox::{Committed, Handoff, OutboxError, OutboxRow};
 use uuid::Uuid;
 
 use crate::domain::{IdempotencyKey, NewOrder, OrderStatus};
@@ -128,7 +128,7 @@ pub enum Applied {
 #[derive(Clone)]
 pub struct OrderStore {
     db: DatabaseConnection,
-    /// The read-only pool of the API's reads ([`shared::database::connect_reads`]).
+    /// The read-only pool of the API's reads ([`messaging::database::connect_reads`]).
     reads: DatabaseConnection,
     verdicts: GroupWriter<VerdictWriter>,
     new_orders: GroupWriter<NewOrderWriter>,
@@ -193,7 +193,7 @@ impl GroupWrite for NewOrderWriter {
             .bind(self.outbox.lease_seconds())
             .fetch_all(self.db.get_postgres_connection_pool())
             .await
-            .map_err(shared::database::from_sqlx)?;
+            .map_err(messaging::database::from_sqlx)?;
         // Committed: publish the events now.
         let ids: std::collections::HashMap<Uuid, i64> = events
             .into_iter()
@@ -505,7 +505,7 @@ impl GroupWrite for VerdictWriter {
             .bind(allowed)
             .fetch_all(self.db.get_postgres_connection_pool())
             .await
-            .map_err(shared::database::from_sqlx)?;
+            .map_err(messaging::database::from_sqlx)?;
         let mut by_order = std::collections::HashMap::with_capacity(rows.len());
         for row in rows {
             let applied = match (row.previous, row.moved) {

@@ -1,10 +1,10 @@
 //! The OpenAPI document, served at `/api-docs/openapi.json` and browsable at `/docs/`.
 
-use shared::http::BearerAuth;
+use service_kit::http::BearerAuth;
 use utoipa::OpenApi;
 
 use crate::routes::processed;
-use shared::dead_letters::http as dead_letters;
+use service_kit::dead_letters::http as dead_letters;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,11 +16,11 @@ use shared::dead_letters::http as dead_letters;
         processed::get_processed,
         dead_letters::list_dead_letters,
         dead_letters::replay_dead_letters,
-        shared::http::health,
-        shared::http::ready,
+        service_kit::http::health,
+        service_kit::http::ready,
     ),
     modifiers(&BearerAuth),
-    components(schemas(shared::http::Problem, shared::http::FieldError)),
+    components(schemas(service_kit::http::Problem, service_kit::http::FieldError)),
     tags(
         (name = "processing", description = "The processor's records"),
         (name = "operations", description = "Operator endpoints: dead letters (bearer token)"),

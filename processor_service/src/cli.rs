@@ -1,8 +1,8 @@
 //! The command line: `processor_service` runs the service; `processor_service dead-letters ...` lets an
 //! operator without HTTP access list and replay the dead letters of `order.created`
-//! (`shared::dead_letters::cli`).
+//! (`service_kit::dead_letters::cli`).
 
-use shared::dead_letters::cli::{DeadLetterQueues, DeadLettersCommand, ServiceCli};
+use service_kit::dead_letters::cli::{DeadLetterQueues, DeadLettersCommand, ServiceCli};
 
 use crate::configuration::Settings;
 
@@ -21,11 +21,11 @@ pub async fn run_dead_letters(
 ) -> anyhow::Result<String> {
     let queues = DeadLetterQueues {
         url: &settings.amqp.url,
-        topology: settings.amqp.topology(),
-        dead_letter_queue: &settings.amqp.order_created_dead_letter_queue,
-        work_queue: &settings.amqp.order_created_queue,
-        heartbeat_seconds: settings.amqp.heartbeat_seconds,
+        topology: settings.amqp.topology.clone(),
+        dead_letter_queue: &settings.amqp.topology.order_created_dead_letter_queue,
+        work_queue: &settings.amqp.topology.order_created_queue,
+        heartbeat_seconds: settings.amqp.heartbeat_seconds(),
         connection_name: "processor_service-cli",
     };
-    shared::dead_letters::cli::run(queues, command).await
+    service_kit::dead_letters::cli::run(queues, command).await
 }

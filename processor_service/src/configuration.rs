@@ -1,40 +1,41 @@
 //! Settings of the processor: defaults, then the TOML file named by
 //! `PROCESSOR_SERVICE_CONFIG_FILE`, then `PROCESSOR_SERVICE__SECTION__KEY` environment variables.
 
+use std::time::Duration;
+
+use messaging::consumer::CrashPoint;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use shared::configuration::{
+use service_kit::configuration::{
     AdminSettings, AmqpSettings, ConfigurationError, DatabaseSettings, HttpSettings,
     OutboxSettings, RedeliverySettings, RuntimeSettings, ShutdownSettings, check_common,
-    check_range,
+    check_millis, check_range, millis,
 };
-use shared::consumer::CrashPoint;
-use shared::topology::RetryTiers;
 
 pub const ENV_PREFIX: &str = "PROCESSOR_SERVICE";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RulesSettings {
     /// Orders whose total exceeds this are rejected.
     pub max_order_total: Decimal,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct WorkSettings {
-    /// Simulated work per order, in milliseconds.
-    pub delay_ms: u64,
+    /// Simulated work per order.
+    #[serde(rename = "delay_ms", with = "millis")]
+    pub delay: Duration,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RetrySettings {
     /// Tries of one delivery, in process, with exponential backoff and jitter.
     pub immediate_attempts: u32,
-    /// Delay before the first redelivery through the broker; doubles up to `max_delay_ms`.
-    pub initial_delay_ms: u64,
-    pub max_delay_ms: u64,
+    /// Delay before the first redelivery through the broker; doubles up to `max_delay`.
+    #[serde(rename = "initial_delay_ms", with = "millis")]
+    pub initial_delay: Duration,
+    #[serde(rename = "max_delay_ms", with = "millis")]
+    pub max_delay: Duration,
     /// Broker deliveries before the message is dead-lettered and the order fails.
     pub max_attempts: u32,
 }
@@ -43,15 +44,14 @@ impl RetrySettings {
     /// The part of these settings that is broker redelivery.
     pub fn redelivery(&self) -> RedeliverySettings {
         RedeliverySettings {
-            initial_delay_ms: self.initial_delay_ms,
-            max_delay_ms: self.max_delay_ms,
+            initial_delay: self.initial_delay,
+            max_delay: self.max_delay,
             max_attempts: self.max_attempts,
         }
     }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FaultSettings {
     /// Probability (0.0..=1.0) that one processing attempt fails transiently: for tests and demos.
     pub transient_failure_rate: f64,
@@ -66,7 +66,6 @@ pub struct FaultSettings {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Settings {
     pub http: HttpSettings,
     pub database: DatabaseSettings,
@@ -93,11 +92,13 @@ impl Default for Settings {
             rules: RulesSettings {
                 max_order_total: Decimal::new(1_000_000, 2),
             },
-            work: WorkSettings { delay_ms: 0 },
+            work: WorkSettings {
+                delay: Duration::ZERO,
+            },
             retry: RetrySettings {
                 immediate_attempts: 3,
-                initial_delay_ms: 1000,
-                max_delay_ms: 60_000,
+                initial_delay: Duration::from_secs(1),
+                max_delay: Duration::from_secs(60),
                 max_attempts: 5,
             },
             faults: FaultSettings {
@@ -113,7 +114,7 @@ impl Default for Settings {
 impl Settings {
     /// Loads and checks the settings; an error names the variable to fix.
     pub fn load() -> Result<Self, ConfigurationError> {
-        let settings: Self = shared::configuration::load(ENV_PREFIX, &Self::default())?;
+        let settings: Self = service_kit::configuration::load(ENV_PREFIX, &Self::default())?;
         settings.validate()?;
         Ok(settings)
     }
@@ -136,7 +137,7 @@ impl Settings {
                 "must be >= 0",
             ));
         }
-        check_range(ENV_PREFIX, "work.delay_ms", self.work.delay_ms, 0..=600_000)?;
+        check_millis(ENV_PREFIX, "work.delay_ms", self.work.delay, 0..=600_000)?;
         let retry = &self.retry;
         check_range(
             ENV_PREFIX,
@@ -153,10 +154,11 @@ impl Settings {
         )
     }
 
-    /// The delay tiers of broker redelivery.
-    pub fn retry_tiers(&self) -> RetryTiers {
-        self.retry
-            .redelivery()
-            .tiers(&self.amqp.order_created_queue, self.amqp.queue_type)
+    /// The delay tiers of broker redelivery of `order.created`, as the consumer declares them.
+    pub fn retry_tiers(&self) -> messaging::topology::RetryTiers {
+        self.retry.redelivery().tiers(
+            &self.amqp.topology.order_created_queue,
+            self.amqp.topology.queue_type,
+        )
     }
 }

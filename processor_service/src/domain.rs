@@ -1,7 +1,7 @@
 //! The business rules: deterministic, so a redelivered order always gets the same verdict.
 
+use contracts::events::{OrderCreated, ProcessingStatus};
 use rust_decimal::Decimal;
-use shared::events::{OrderCreated, ProcessingStatus};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
@@ -52,7 +52,7 @@ pub fn check_total(order: &OrderCreated) -> Result<(), String> {
 mod tests {
     use super::*;
     use chrono::Utc;
-    use shared::events::OrderLine;
+    use contracts::events::OrderLine;
     use uuid::Uuid;
 
     fn order(total: i64) -> OrderCreated {

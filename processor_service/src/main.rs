@@ -1,7 +1,7 @@
 use processor_service::configuration::Settings;
-use processor_service::startup::Application;
-use shared::dead_letters::cli::ServiceCommand;
-use shared::telemetry::{LogFormat, get_subscriber, init_subscriber};
+use processor_service::startup;
+use service_kit::dead_letters::cli::ServiceCommand;
+use service_kit::telemetry::{LogFormat, get_subscriber, init_subscriber};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
@@ -18,8 +18,8 @@ fn main() -> anyhow::Result<()> {
             settings.runtime.build()?.block_on(async {
                 // Before anything binds: a SIGTERM during start-up is a clean stop too.
                 let shutdown = CancellationToken::new();
-                shared::shutdown::cancel_on_signal(shutdown.clone());
-                let application = Application::build(settings).await?;
+                service_kit::signals::cancel_on_signal(shutdown.clone());
+                let application = startup::build(settings).await?;
                 application.run_until_stopped(shutdown).await
             })
         }

@@ -1,13 +1,13 @@
 //! Consuming `order.created`: claim, decide by the rules (retrying transient failures in process),
 //! write the verdict and its event. What the consumer loop does with each outcome (retry queues,
-//! dead letters) is in `shared::consumer`.
+//! dead letters) is in `messaging::consumer`.
 
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use contracts::events::{Envelope, OrderCreated, ProcessingStatus};
+use messaging::consumer::{Delivered, Exhausted, Handler, Outcome};
 use rust_decimal::Decimal;
-use shared::consumer::{Delivered, Exhausted, Handler, Outcome};
-use shared::events::{Envelope, OrderCreated, ProcessingStatus};
 
 use crate::domain::{self, Decision};
 use crate::store::{FailureRecorded, ProcessingStore, Recorded};
@@ -119,14 +119,6 @@ impl Handler for OrderCreatedHandler {
     async fn handle(&self, delivery: &Delivered<OrderCreated>) -> Outcome {
         let envelope = &delivery.envelope;
         let order = &envelope.payload;
-        if order.order_id != envelope.correlation_id {
-            return Outcome::DeadLetter {
-                reason: format!(
-                    "payload order_id {} differs from correlation_id {}",
-                    order.order_id, envelope.correlation_id
-                ),
-            };
-        }
         if let Err(reason) = domain::check_total(order) {
             // It names its order, so the order's outcome is recorded before it is dead-lettered.
             return self.fail_now(delivery, reason).await;

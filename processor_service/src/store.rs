@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use chrono::SubsecRound;
 
+use contracts::events::{Envelope, OrderProcessed, ProcessingStatus};
+use messaging::batch::{GroupWrite, GroupWriter, Grouping, column, in_request_order};
+use messaging::failure::{Classify, FailureClass};
+use messaging::outbox::{self, Committed, Handoff, OutboxError, OutboxRow};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, Statement, TransactionTrait, sqlx,
 };
-use shared::batch::{GroupWrite, GroupWriter, Grouping, column, in_request_order};
-use shared::events::{Envelope, OrderProcessed, ProcessingStatus};
-use shared::failure::{Classify, FailureClass};
-use shared::outbox::{self, Committed, Handoff, OutboxError, OutboxRow};
 use uuid::Uuid;
 
 use crate::domain::Decision;
@@ -106,7 +106,7 @@ impl GroupWrite for RecordWriter {
             .bind(self.outbox.lease_seconds())
             .fetch_all(self.db.get_postgres_connection_pool())
             .await
-            .map_err(shared::database::from_sqlx)?;
+            .map_err(messaging::database::from_sqlx)?;
         let mut rows: std::collections::HashMap<_, _> = rows
             .into_iter()
             .map(
@@ -247,7 +247,7 @@ pub enum FailureRecorded {
 #[derive(Clone)]
 pub struct ProcessingStore {
     db: DatabaseConnection,
-    /// The read-only pool of the API's reads ([`shared::database::connect_reads`]).
+    /// The read-only pool of the API's reads ([`messaging::database::connect_reads`]).
     reads: DatabaseConnection,
     outbox: Handoff,
     recorder: GroupWriter<RecordWriter>,

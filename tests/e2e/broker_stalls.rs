@@ -8,9 +8,9 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::Value;
-use shared::configuration::Secret;
-use shared::testing::rabbit_node::RabbitNode;
-use shared::testing::{self, unique_id};
+use service_kit::configuration::Secret;
+use test_support::rabbit_node::RabbitNode;
+use test_support::unique_id;
 
 use crate::helpers::{DEADLINE, Pipeline, order, spawn_pipeline_with};
 
@@ -21,13 +21,13 @@ async fn spawn_on(node: &RabbitNode, heartbeat_seconds: u16) -> Pipeline {
     spawn_pipeline_with(move |orders, processor| {
         for amqp in [&mut orders.amqp, &mut processor.amqp] {
             amqp.url = url.clone();
-            amqp.heartbeat_seconds = heartbeat_seconds;
+            amqp.heartbeat = std::time::Duration::from_secs(heartbeat_seconds.into());
         }
-        orders.outbox.confirm_timeout_ms = CONFIRM_TIMEOUT_MS;
-        processor.outbox.confirm_timeout_ms = CONFIRM_TIMEOUT_MS;
+        orders.outbox.confirm_timeout = std::time::Duration::from_millis(CONFIRM_TIMEOUT_MS);
+        processor.outbox.confirm_timeout = std::time::Duration::from_millis(CONFIRM_TIMEOUT_MS);
         // Rows whose publish on commit got no confirm go to the relay's claim within a second:
         // the claim is the path that holds a transaction while it waits.
-        orders.outbox.lease_seconds = 1;
+        orders.outbox.lease = std::time::Duration::from_secs(1);
     })
     .await
 }
@@ -46,7 +46,7 @@ async fn place(pipeline: &Pipeline, count: usize, tag: &str) -> Vec<String> {
 /// The broker check of `/ready` once it satisfies `done`.
 async fn wait_for_broker_check(url: String, done: impl Fn(&str) -> bool) -> String {
     let client = reqwest::Client::new();
-    testing::wait_until(&format!("{url}: the broker check"), DEADLINE, || async {
+    test_support::wait_until(&format!("{url}: the broker check"), DEADLINE, || async {
         let response = client.get(&url).send().await.ok()?;
         let status = response.status();
         let report: Value = response.json().await.ok()?;
@@ -60,7 +60,7 @@ async fn wait_for_broker_check(url: String, done: impl Fn(&str) -> bool) -> Stri
 async fn longest_transaction_ms(pipeline: &Pipeline) -> f64 {
     let url = pipeline.order_settings.database.url.expose().to_owned();
     let name = url.rsplit('/').next().unwrap().to_owned();
-    let admin = Database::connect(format!("{}/postgres", testing::database_server()))
+    let admin = Database::connect(format!("{}/postgres", test_support::database_server()))
         .await
         .unwrap();
     let row = admin

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use shared::testing::{self, Cleanup};
+use test_support::Cleanup;
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
@@ -77,7 +77,7 @@ impl Burst {
     }
 
     async fn wait_for_attempts(&self, n: usize) {
-        testing::wait_until(&format!("{n} orders attempted"), LONG, || async {
+        test_support::wait_until(&format!("{n} orders attempted"), LONG, || async {
             (self.attempted.load(Ordering::SeqCst) >= n).then_some(())
         })
         .await;
@@ -104,7 +104,7 @@ async fn assert_all_final_once(
     let unique: HashSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len());
     for id in ids {
-        let order = testing::wait_until(&format!("order {id} to be final"), LONG, || async {
+        let order = test_support::wait_until(&format!("order {id} to be final"), LONG, || async {
             let response = client
                 .get(format!("{orders}/orders/{id}"))
                 .send()
@@ -145,7 +145,7 @@ async fn ready(client: &reqwest::Client, url: &str) -> bool {
 
 async fn wait_ready(client: &reqwest::Client, urls: &[&str]) {
     for url in urls {
-        testing::wait_until(&format!("{url} ready"), LONG, || async {
+        test_support::wait_until(&format!("{url} ready"), LONG, || async {
             ready(client, url).await.then_some(())
         })
         .await;
@@ -156,8 +156,8 @@ async fn wait_ready(client: &reqwest::Client, urls: &[&str]) {
 #[ignore = "disruptive: restarts RabbitMQ; run with --ignored --test-threads=1"]
 async fn rabbitmq_stopped_and_started_during_a_burst_loses_and_duplicates_nothing() {
     let pipeline: Pipeline = spawn_pipeline_with(|_, processor| {
-        processor.retry.initial_delay_ms = 50;
-        processor.retry.max_delay_ms = 500;
+        processor.retry.initial_delay = std::time::Duration::from_millis(50);
+        processor.retry.max_delay = std::time::Duration::from_millis(500);
     })
     .await;
     let client = pipeline.client.clone();
@@ -171,7 +171,7 @@ async fn rabbitmq_stopped_and_started_during_a_burst_loses_and_duplicates_nothin
 
     run("rabbitmqctl", &["stop_app"]).await;
     let outage = async {
-        testing::wait_until("order_service to report not ready", LONG, || async {
+        test_support::wait_until("order_service to report not ready", LONG, || async {
             let response = client
                 .get(pipeline.orders_url("/ready"))
                 .send()
@@ -213,11 +213,11 @@ async fn postgresql_stopped_under_load_loses_and_duplicates_nothing() {
     let pipeline = spawn_pipeline_with(|orders, processor| {
         processor.retry.max_attempts = 2;
         processor.retry.immediate_attempts = 1;
-        processor.retry.initial_delay_ms = 50;
-        processor.retry.max_delay_ms = 200;
+        processor.retry.initial_delay = std::time::Duration::from_millis(50);
+        processor.retry.max_delay = std::time::Duration::from_millis(200);
         orders.retry.max_attempts = 2;
-        orders.retry.initial_delay_ms = 50;
-        orders.retry.max_delay_ms = 200;
+        orders.retry.initial_delay = std::time::Duration::from_millis(50);
+        orders.retry.max_delay = std::time::Duration::from_millis(200);
     })
     .await;
     let client = pipeline.client.clone();
@@ -248,7 +248,7 @@ async fn postgresql_stopped_under_load_loses_and_duplicates_nothing() {
     )
     .await;
     let refused = async {
-        testing::wait_until("order_service to refuse with 503", LONG, || async {
+        test_support::wait_until("order_service to refuse with 503", LONG, || async {
             let response = client
                 .post(pipeline.orders_url("/orders"))
                 .json(&order("during-outage", 1, "1.00"))
@@ -330,39 +330,42 @@ impl Process {
 #[tokio::test]
 #[ignore = "disruptive: SIGKILLs service processes; run with --ignored --test-threads=1"]
 async fn each_service_killed_during_a_burst_and_restarted_loses_and_duplicates_nothing() {
-    let id = testing::unique_id();
-    let amqp = testing::amqp_settings(&id);
-    let orders_db = testing::database_settings(&format!("orders_{id}"));
-    let processor_db = testing::database_settings(&format!("processor_{id}"));
+    let id = test_support::unique_id();
+    let amqp = test_support::amqp_settings(&id);
+    let orders_db = test_support::database_settings(&format!("orders_{id}"));
+    let processor_db = test_support::database_settings(&format!("processor_{id}"));
     let processor_defaults = processor_service::configuration::Settings::default();
     let _cleanup = Cleanup {
         databases: vec![
             orders_db.url.expose().into(),
             processor_db.url.expose().into(),
         ],
-        topology: Some(amqp.topology()),
+        topology: Some(amqp.topology.clone()),
         queues: [
             processor_defaults
                 .retry
                 .redelivery()
-                .tiers(&amqp.order_created_queue, amqp.queue_type)
+                .tiers(&amqp.topology.order_created_queue, amqp.topology.queue_type)
                 .queues(),
-            shared::configuration::RedeliverySettings::default()
-                .tiers(&amqp.order_processed_queue, amqp.queue_type)
+            service_kit::configuration::RedeliverySettings::default()
+                .tiers(
+                    &amqp.topology.order_processed_queue,
+                    amqp.topology.queue_type,
+                )
                 .queues(),
         ]
         .concat(),
     };
-    let (orders_port, processor_port) = (testing::free_port(), testing::free_port());
+    let (orders_port, processor_port) = (test_support::free_port(), test_support::free_port());
     let orders_url = format!("http://127.0.0.1:{orders_port}");
     let processor_url = format!("http://127.0.0.1:{processor_port}");
     let mut orders = Process::start(
         binary("order_service"),
-        testing::service_env("ORDER_SERVICE", orders_port, orders_db.url.expose(), &amqp),
+        test_support::service_env("ORDER_SERVICE", orders_port, orders_db.url.expose(), &amqp),
     );
     let mut processor = Process::start(
         binary("processor_service"),
-        testing::service_env(
+        test_support::service_env(
             "PROCESSOR_SERVICE",
             processor_port,
             processor_db.url.expose(),

@@ -4,17 +4,17 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use contracts::events::{OrderProcessed, ProcessingStatus};
 use futures_util::future::join_all;
+use messaging::headers::{self, Headers};
+use messaging::topology::routing_keys;
 use serde_json::{Value, json};
-use shared::events::{OrderProcessed, ProcessingStatus};
-use shared::headers::{self, Headers};
-use shared::topology::routing_keys;
 
 use crate::helpers::{DEADLINE, order, spawn_pipeline_with};
 
 fn fast_retries(processor: &mut processor_service::configuration::Settings) {
-    processor.retry.initial_delay_ms = 20;
-    processor.retry.max_delay_ms = 200;
+    processor.retry.initial_delay = std::time::Duration::from_millis(20);
+    processor.retry.max_delay = std::time::Duration::from_millis(200);
 }
 
 #[tokio::test]
@@ -107,9 +107,10 @@ async fn with_every_attempt_failing_orders_fail_are_dead_lettered_and_are_decide
     let dlq = pipeline
         .processor_settings
         .amqp
+        .topology
         .order_created_dead_letter_queue
         .clone();
-    shared::testing::wait_until(
+    test_support::wait_until(
         "every order in the dead-letter queue",
         crate::helpers::DEADLINE,
         || async { (pipeline.probe.message_count(&dlq).await == 10).then_some(()) },

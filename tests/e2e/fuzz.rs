@@ -8,10 +8,9 @@ use std::collections::BTreeMap;
 
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString};
+use messaging::topology::routing_keys;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use shared::testing;
-use shared::topology::routing_keys;
 use uuid::Uuid;
 
 use crate::helpers::{DEADLINE, Pipeline, order, spawn_pipeline};
@@ -318,7 +317,7 @@ async fn publish_all(
 
 /// Waits until `queue` is empty, every retry queue too, and a fresh order went through.
 async fn drained(pipeline: &Pipeline, queues: &[String]) {
-    testing::wait_until("the work and retry queues to drain", DEADLINE, || async {
+    test_support::wait_until("the work and retry queues to drain", DEADLINE, || async {
         for queue in queues {
             if pipeline.probe.message_count(queue).await > 0 {
                 return None;
@@ -393,8 +392,8 @@ async fn thousands_of_hostile_messages_never_stop_the_pipeline() {
     let amqp = &pipeline.processor_settings.amqp;
     let queues = [
         vec![
-            amqp.order_created_queue.clone(),
-            amqp.order_processed_queue.clone(),
+            amqp.topology.order_created_queue.clone(),
+            amqp.topology.order_processed_queue.clone(),
         ],
         pipeline.processor_settings.retry_tiers().queues(),
         pipeline.order_settings.retry_tiers().queues(),
@@ -417,17 +416,17 @@ async fn thousands_of_hostile_messages_never_stop_the_pipeline() {
         assert_eq!(response.status(), 200, "seed {seed}: {url}");
     }
     // Every dead letter says why.
-    let broker = shared::broker::Broker::new(
-        shared::configuration::Secret::new(testing::amqp_url()),
-        amqp.topology(),
+    let broker = messaging::broker::Broker::new(
+        service_kit::configuration::Secret::new(test_support::amqp_url()),
+        amqp.topology.clone(),
         "fuzz-test",
         10,
     );
     for queue in [
-        &amqp.order_created_dead_letter_queue,
-        &amqp.order_processed_dead_letter_queue,
+        &amqp.topology.order_created_dead_letter_queue,
+        &amqp.topology.order_processed_dead_letter_queue,
     ] {
-        let letters = shared::dead_letters::list(&broker, queue, usize::MAX)
+        let letters = service_kit::dead_letters::list(&broker, queue, usize::MAX)
             .await
             .unwrap();
         let copies: u32 = letters.iter().map(|letter| letter.copies).sum();
@@ -438,7 +437,7 @@ async fn thousands_of_hostile_messages_never_stop_the_pipeline() {
                 "seed {seed}: a dead letter without a reason in {queue}: {letter:?}"
             );
         }
-        if queue == &amqp.order_created_dead_letter_queue {
+        if queue == &amqp.topology.order_created_dead_letter_queue {
             // The fuzzer does not stop at decoding: many orders were decided by the rules.
             assert!(
                 (copies as usize) < count * 85 / 100,

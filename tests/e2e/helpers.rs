@@ -3,7 +3,7 @@ use std::time::Duration;
 use order_service::configuration::Settings as OrderSettings;
 use processor_service::configuration::Settings as ProcessorSettings;
 use serde_json::{Value, json};
-use shared::testing::{self, BrokerProbe, Cleanup};
+use test_support::{BrokerProbe, Cleanup};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -69,24 +69,24 @@ pub async fn spawn_pipeline(max_order_total: &str) -> Pipeline {
 pub async fn spawn_pipeline_with(
     customize: impl FnOnce(&mut OrderSettings, &mut ProcessorSettings),
 ) -> Pipeline {
-    shared::telemetry::init_test_subscriber("e2e");
-    let id = testing::unique_id();
-    let amqp = testing::amqp_settings(&id);
+    service_kit::telemetry::init_test_subscriber("e2e");
+    let id = test_support::unique_id();
+    let amqp = test_support::amqp_settings(&id);
 
     let mut order_settings = OrderSettings::default();
     order_settings.http.host = "127.0.0.1".into();
     order_settings.http.port = 0;
-    order_settings.database = testing::database_settings(&format!("orders_{id}"));
+    order_settings.database = test_support::database_settings(&format!("orders_{id}"));
     order_settings.amqp = amqp.clone();
-    order_settings.shutdown.grace_seconds = 5;
+    order_settings.shutdown.grace = std::time::Duration::from_secs(5);
 
     let mut processor_settings = ProcessorSettings::default();
     processor_settings.http.host = "127.0.0.1".into();
     processor_settings.http.port = 0;
-    processor_settings.database = testing::database_settings(&format!("processor_{id}"));
+    processor_settings.database = test_support::database_settings(&format!("processor_{id}"));
     processor_settings.amqp = amqp.clone();
-    processor_settings.shutdown.grace_seconds = 5;
-    processor_settings.admin.token = Some(shared::configuration::Secret::new(ADMIN_TOKEN));
+    processor_settings.shutdown.grace = std::time::Duration::from_secs(5);
+    processor_settings.admin.token = Some(service_kit::configuration::Secret::new(ADMIN_TOKEN));
     customize(&mut order_settings, &mut processor_settings);
 
     let cleanup = Cleanup {
@@ -94,7 +94,7 @@ pub async fn spawn_pipeline_with(
             order_settings.database.url.expose().to_owned(),
             processor_settings.database.url.expose().to_owned(),
         ],
-        topology: Some(order_settings.amqp.topology()),
+        topology: Some(order_settings.amqp.topology.clone()),
         queues: [
             processor_settings.retry_tiers().queues(),
             order_settings.retry_tiers().queues(),
@@ -103,7 +103,7 @@ pub async fn spawn_pipeline_with(
     };
     // As customised: the probe declares the topology first, so it must declare what the services
     // will (the kind of the queues, for one).
-    let probe = BrokerProbe::connect(order_settings.amqp.topology()).await;
+    let probe = BrokerProbe::connect(order_settings.amqp.topology.clone()).await;
     let orders = start_orders(order_settings.clone()).await;
 
     let processor = start_processor(processor_settings.clone()).await;
@@ -119,7 +119,7 @@ pub async fn spawn_pipeline_with(
 }
 
 async fn start_orders(settings: OrderSettings) -> Service {
-    let app = order_service::startup::Application::build(settings)
+    let app = order_service::startup::build(settings)
         .await
         .expect("build order_service");
     let port = app.port();
@@ -127,7 +127,7 @@ async fn start_orders(settings: OrderSettings) -> Service {
 }
 
 async fn start_processor(settings: ProcessorSettings) -> Service {
-    let app = processor_service::startup::Application::build(settings)
+    let app = processor_service::startup::build(settings)
         .await
         .expect("build processor_service");
     let port = app.port();
@@ -149,11 +149,12 @@ pub async fn assert_agreement(
         response.json::<Value>().await.unwrap()
     };
     for id in ids {
-        let order = testing::wait_until(&format!("order {id} to be final"), DEADLINE, || async {
-            let order = get(format!("{orders}/orders/{id}")).await;
-            (order["status"] != "pending").then_some(order)
-        })
-        .await;
+        let order =
+            test_support::wait_until(&format!("order {id} to be final"), DEADLINE, || async {
+                let order = get(format!("{orders}/orders/{id}")).await;
+                (order["status"] != "pending").then_some(order)
+            })
+            .await;
         let record = get(format!("{processor}/processed/{id}")).await;
         assert_eq!(
             order["status"], record["decision"],
@@ -250,7 +251,7 @@ impl Pipeline {
 
     /// Waits until the order's status satisfies `done`, and returns the order.
     pub async fn wait_for_order(&self, id: &str, what: &str, done: impl Fn(&str) -> bool) -> Value {
-        testing::wait_until(&format!("order {id} to be {what}"), DEADLINE, || async {
+        test_support::wait_until(&format!("order {id} to be {what}"), DEADLINE, || async {
             let order = self.get(self.orders_url(&format!("/orders/{id}"))).await;
             done(order["status"].as_str().unwrap_or("")).then_some(order)
         })

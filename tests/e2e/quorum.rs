@@ -4,15 +4,15 @@
 use futures_util::future::join_all;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
+use messaging::topology::QueueType;
 use serde_json::{Value, json};
-use shared::topology::QueueType;
 
 use crate::helpers::{DEADLINE, order, spawn_pipeline_with};
 
 /// Declares `queue` as a classic durable queue with `arguments`; the broker's refusal, if any.
 async fn declare_as_classic(queue: &str, arguments: FieldTable) -> Option<String> {
     let connection = lapin::Connection::connect(
-        &shared::testing::amqp_url(),
+        &test_support::amqp_url(),
         lapin::ConnectionProperties::default(),
     )
     .await
@@ -35,10 +35,10 @@ async fn declare_as_classic(queue: &str, arguments: FieldTable) -> Option<String
 #[tokio::test]
 async fn on_quorum_queues_orders_fail_into_the_dead_letter_queue_and_complete_after_a_replay() {
     let mut pipeline = spawn_pipeline_with(|orders, processor| {
-        orders.amqp.queue_type = QueueType::Quorum;
-        processor.amqp.queue_type = QueueType::Quorum;
-        processor.retry.initial_delay_ms = 20;
-        processor.retry.max_delay_ms = 200;
+        orders.amqp.topology.queue_type = QueueType::Quorum;
+        processor.amqp.topology.queue_type = QueueType::Quorum;
+        processor.retry.initial_delay = std::time::Duration::from_millis(20);
+        processor.retry.max_delay = std::time::Duration::from_millis(200);
         processor.faults.transient_failure_rate = 1.0;
         processor.retry.immediate_attempts = 1;
         processor.retry.max_attempts = 2;
@@ -52,7 +52,9 @@ async fn on_quorum_queues_orders_fail_into_the_dead_letter_queue_and_complete_af
     // (which needs reject-publish overflow) and the delivery limit.
     with_dead_letter_exchange.insert(
         "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(LongString::from(amqp.dead_letter_exchange.as_bytes())),
+        AMQPValue::LongString(LongString::from(
+            amqp.topology.dead_letter_exchange.as_bytes(),
+        )),
     );
     with_dead_letter_exchange.insert(
         "x-dead-letter-strategy".into(),
@@ -64,17 +66,23 @@ async fn on_quorum_queues_orders_fail_into_the_dead_letter_queue_and_complete_af
     );
     with_dead_letter_exchange.insert(
         "x-delivery-limit".into(),
-        AMQPValue::LongLongInt(i64::from(amqp.delivery_limit)),
+        AMQPValue::LongLongInt(i64::from(amqp.topology.delivery_limit)),
     );
     for (queue, arguments) in [
-        (&amqp.order_created_queue, with_dead_letter_exchange.clone()),
         (
-            &amqp.order_processed_queue,
+            &amqp.topology.order_created_queue,
             with_dead_letter_exchange.clone(),
         ),
-        (&amqp.order_created_dead_letter_queue, FieldTable::default()),
         (
-            &amqp.order_processed_dead_letter_queue,
+            &amqp.topology.order_processed_queue,
+            with_dead_letter_exchange.clone(),
+        ),
+        (
+            &amqp.topology.order_created_dead_letter_queue,
+            FieldTable::default(),
+        ),
+        (
+            &amqp.topology.order_processed_dead_letter_queue,
             FieldTable::default(),
         ),
     ] {
@@ -114,8 +122,8 @@ async fn on_quorum_queues_orders_fail_into_the_dead_letter_queue_and_complete_af
         let failed = pipeline.wait_until_final(id).await;
         assert_eq!(failed["status"], "failed", "{failed}");
     }
-    let dlq = amqp.order_created_dead_letter_queue.clone();
-    shared::testing::wait_until("every order in the dead-letter queue", DEADLINE, || async {
+    let dlq = amqp.topology.order_created_dead_letter_queue.clone();
+    test_support::wait_until("every order in the dead-letter queue", DEADLINE, || async {
         (pipeline.probe.message_count(&dlq).await == 5).then_some(())
     })
     .await;
@@ -144,34 +152,34 @@ async fn on_quorum_queues_orders_fail_into_the_dead_letter_queue_and_complete_af
 #[tokio::test]
 async fn a_message_the_broker_dead_letters_at_its_delivery_limit_is_listed_and_replayed() {
     let mut pipeline = spawn_pipeline_with(|orders, processor| {
-        orders.amqp.queue_type = QueueType::Quorum;
-        processor.amqp.queue_type = QueueType::Quorum;
-        orders.amqp.delivery_limit = 2;
-        processor.amqp.delivery_limit = 2;
+        orders.amqp.topology.queue_type = QueueType::Quorum;
+        processor.amqp.topology.queue_type = QueueType::Quorum;
+        orders.amqp.topology.delivery_limit = 2;
+        processor.amqp.topology.delivery_limit = 2;
     })
     .await;
     pipeline.stop_processor().await;
     let placed = pipeline.place(&order("limit", 1, "5.00")).await;
     let id = placed["id"].as_str().unwrap().to_owned();
     let amqp = pipeline.processor_settings.amqp.clone();
-    shared::testing::wait_until("the order.created in the work queue", DEADLINE, || async {
+    test_support::wait_until("the order.created in the work queue", DEADLINE, || async {
         (pipeline
             .probe
-            .message_count(&amqp.order_created_queue)
+            .message_count(&amqp.topology.order_created_queue)
             .await
             == 1)
             .then_some(())
     })
     .await;
     // Returned until the broker gives up on it.
-    shared::testing::wait_until("the broker to dead-letter it", DEADLINE, || async {
+    test_support::wait_until("the broker to dead-letter it", DEADLINE, || async {
         pipeline
             .probe
-            .take_and_return(&amqp.order_created_queue)
+            .take_and_return(&amqp.topology.order_created_queue)
             .await;
         (pipeline
             .probe
-            .message_count(&amqp.order_created_dead_letter_queue)
+            .message_count(&amqp.topology.order_created_dead_letter_queue)
             .await
             == 1)
             .then_some(())

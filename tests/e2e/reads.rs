@@ -67,7 +67,7 @@ async fn read_until(pipeline: &Pipeline, stop: &AtomicBool, pages: &AtomicUsize)
 async fn worst_case_reads_over_200k_orders_leave_the_pipeline_alone() {
     let pipeline = spawn_pipeline_with(|orders, _| {
         orders.database.read_max_connections = 4;
-        orders.database.read_statement_timeout_ms = 2000;
+        orders.database.read_statement_timeout = std::time::Duration::from_millis(2000);
     })
     .await;
     store_old_orders(&pipeline).await;
@@ -112,7 +112,7 @@ async fn worst_case_reads_over_200k_orders_leave_the_pipeline_alone() {
 #[tokio::test]
 async fn a_read_past_its_timeout_is_a_503_problem() {
     let pipeline = spawn_pipeline_with(|orders, _| {
-        orders.database.read_statement_timeout_ms = 200;
+        orders.database.read_statement_timeout = std::time::Duration::from_millis(200);
     })
     .await;
     let placed = pipeline.place(&order("c", 1, "5.00")).await;

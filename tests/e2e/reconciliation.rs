@@ -3,7 +3,6 @@
 //! the processor decides it, or announces its decision again if it had decided it already.
 
 use futures_util::future::join_all;
-use shared::testing;
 
 use crate::helpers::{DEADLINE, Pipeline, order, spawn_pipeline_with};
 
@@ -11,9 +10,9 @@ const ORDERS: usize = 10;
 
 async fn spawn() -> Pipeline {
     spawn_pipeline_with(|orders, _| {
-        orders.reconcile.pending_after_seconds = 1;
-        orders.reconcile.max_backoff_seconds = 2;
-        orders.reconcile.interval_ms = 200;
+        orders.reconcile.pending_after = std::time::Duration::from_secs(1);
+        orders.reconcile.max_backoff = std::time::Duration::from_secs(2);
+        orders.reconcile.interval = std::time::Duration::from_millis(200);
     })
     .await
 }
@@ -35,8 +34,13 @@ async fn place_while_the_processor_is_stopped(pipeline: &mut Pipeline) -> Vec<St
         .iter()
         .map(|o| o["id"].as_str().unwrap().to_owned())
         .collect();
-    let queue = pipeline.processor_settings.amqp.order_created_queue.clone();
-    testing::wait_until(
+    let queue = pipeline
+        .processor_settings
+        .amqp
+        .topology
+        .order_created_queue
+        .clone();
+    test_support::wait_until(
         "every order.created in the work queue",
         DEADLINE,
         || async { (pipeline.probe.message_count(&queue).await == ORDERS as u32).then_some(()) },
@@ -59,7 +63,12 @@ async fn assert_each_final_with_its_rule(pipeline: &Pipeline, ids: &[String]) {
 async fn orders_whose_order_created_was_purged_end_final_once() {
     let mut pipeline = spawn().await;
     let ids = place_while_the_processor_is_stopped(&mut pipeline).await;
-    let queue = pipeline.processor_settings.amqp.order_created_queue.clone();
+    let queue = pipeline
+        .processor_settings
+        .amqp
+        .topology
+        .order_created_queue
+        .clone();
     assert_eq!(pipeline.probe.purge(&queue).await, ORDERS as u32);
     pipeline.start_processor().await;
     assert_each_final_with_its_rule(&pipeline, &ids).await;
@@ -69,7 +78,12 @@ async fn orders_whose_order_created_was_purged_end_final_once() {
 async fn orders_whose_work_queue_was_deleted_and_declared_again_end_final_once() {
     let mut pipeline = spawn().await;
     let ids = place_while_the_processor_is_stopped(&mut pipeline).await;
-    let queue = pipeline.processor_settings.amqp.order_created_queue.clone();
+    let queue = pipeline
+        .processor_settings
+        .amqp
+        .topology
+        .order_created_queue
+        .clone();
     assert_eq!(pipeline.probe.delete_queue(&queue).await, ORDERS as u32);
     // The processor declares its topology again when it connects.
     pipeline.start_processor().await;
@@ -84,8 +98,13 @@ async fn orders_whose_order_processed_was_purged_end_final_once() {
     // service's queue, and are purged.
     pipeline.stop_orders().await;
     pipeline.start_processor().await;
-    let queue = pipeline.order_settings.amqp.order_processed_queue.clone();
-    testing::wait_until("every verdict in the queue", DEADLINE, || async {
+    let queue = pipeline
+        .order_settings
+        .amqp
+        .topology
+        .order_processed_queue
+        .clone();
+    test_support::wait_until("every verdict in the queue", DEADLINE, || async {
         (pipeline.probe.message_count(&queue).await == ORDERS as u32).then_some(())
     })
     .await;

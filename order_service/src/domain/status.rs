@@ -1,7 +1,7 @@
+use contracts::events::ProcessingStatus;
 use sea_orm::entity::prelude::StringLen;
 use sea_orm::{DeriveActiveEnum, EnumIter};
 use serde::{Deserialize, Serialize};
-use shared::events::ProcessingStatus;
 use utoipa::ToSchema;
 
 /// Where an order stands. `pending` until the processor decides; then `completed`, `rejected` or

@@ -1,11 +1,11 @@
 use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
+use contracts::events::OrderLine;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use shared::events::OrderLine;
-use shared::http::{FieldError, Object, Problem, read_json};
+use service_kit::http::{FieldError, Object, Problem, read_json};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -215,7 +215,7 @@ impl From<StoreError> for Problem {
                 }],
                 ..Problem::new(
                     actix_web::http::StatusCode::CONFLICT,
-                    shared::http::problem_type::CONFLICT,
+                    service_kit::http::problem_type::CONFLICT,
                     "Conflict",
                     format!("{}: {message}", IdempotencyKey::HEADER),
                 )

@@ -43,6 +43,30 @@ fn an_unknown_queue_type_fails_start_up_naming_the_variable() {
 }
 
 #[test]
+fn a_bad_delivery_limit_fails_start_up_naming_the_variable() {
+    for value in ["x", "-1", "4294967296"] {
+        let (ok, stderr) = start_with("ORDER_SERVICE__AMQP__DELIVERY_LIMIT", value);
+        assert!(!ok);
+        assert!(
+            stderr.contains("ORDER_SERVICE__AMQP__DELIVERY_LIMIT"),
+            "{value}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_misspelt_setting_fails_start_up_naming_the_variable() {
+    for variable in [
+        "ORDER_SERVICE__AMQP__EXCHNAGE",
+        "ORDER_SERVICE__OUTBOX__POLL_INTERVAL",
+    ] {
+        let (ok, stderr) = start_with(variable, "1");
+        assert!(!ok);
+        assert!(stderr.contains(variable), "{variable}: {stderr}");
+    }
+}
+
+#[test]
 fn a_runtime_without_worker_threads_fails_start_up_naming_the_variable() {
     for value in ["0", "many"] {
         let (ok, stderr) = start_with("ORDER_SERVICE__RUNTIME__WORKER_THREADS", value);
@@ -69,7 +93,7 @@ fn a_database_that_refuses_the_configured_user_fails_start_up_naming_the_variabl
     // The server answers, and refuses the session: role "nobody_here" does not exist.
     let url = format!(
         "{}/orders_nobody",
-        shared::testing::database_server().replace("postgres@", "nobody_here@")
+        test_support::database_server().replace("postgres@", "nobody_here@")
     );
     let output = Command::new(env!("CARGO_BIN_EXE_order_service"))
         .env("ORDER_SERVICE__DATABASE__URL", &url)
@@ -83,7 +107,7 @@ fn a_database_that_refuses_the_configured_user_fails_start_up_naming_the_variabl
 
 #[test]
 fn sigterm_stops_the_service_cleanly_with_exit_code_0() {
-    shared::testing::assert_sigterm_exits_cleanly(
+    test_support::assert_sigterm_exits_cleanly(
         env!("CARGO_BIN_EXE_order_service"),
         "ORDER_SERVICE",
         "orders",

@@ -6,11 +6,10 @@
 use std::process::Command;
 
 use chrono::Utc;
+use contracts::events::{Envelope, OrderProcessed, ProcessingStatus};
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
-use shared::configuration::Secret;
-use shared::events::{Envelope, OrderProcessed, ProcessingStatus};
-use shared::testing;
+use service_kit::configuration::Secret;
 use uuid::Uuid;
 
 use crate::helpers::{DEADLINE, TestApp, spawn_app_with, valid_order};
@@ -21,8 +20,8 @@ async fn spawn() -> TestApp {
     spawn_app_with(|settings| {
         settings.admin.token = Some(Secret::new(TOKEN));
         settings.retry.max_attempts = 2;
-        settings.retry.initial_delay_ms = 50;
-        settings.retry.max_delay_ms = 50;
+        settings.retry.initial_delay = std::time::Duration::from_millis(50);
+        settings.retry.max_delay = std::time::Duration::from_millis(50);
     })
     .await
 }
@@ -53,8 +52,13 @@ async fn refuse_updates_of(app: &TestApp, order_id: Uuid) {
 }
 
 async fn wait_for_dead_letters(app: &TestApp, count: u32) {
-    let queue = app.settings.amqp.order_processed_dead_letter_queue.clone();
-    testing::wait_until("the dead-letter queue", DEADLINE, || async {
+    let queue = app
+        .settings
+        .amqp
+        .topology
+        .order_processed_dead_letter_queue
+        .clone();
+    test_support::wait_until("the dead-letter queue", DEADLINE, || async {
         (app.probe.message_count(&queue).await == count).then_some(())
     })
     .await;
@@ -63,7 +67,7 @@ async fn wait_for_dead_letters(app: &TestApp, count: u32) {
 fn cli(app: &TestApp, args: &[&str]) -> Value {
     let output = Command::new(env!("CARGO_BIN_EXE_order_service"))
         .args(args)
-        .envs(testing::service_env(
+        .envs(test_support::service_env(
             "ORDER_SERVICE",
             0,
             app.settings.database.url.expose(),

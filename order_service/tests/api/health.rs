@@ -1,5 +1,5 @@
-use order_service::startup::Application;
-use shared::topology::QueueType;
+use messaging::topology::QueueType;
+use order_service::startup;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{DEADLINE, spawn_app};
@@ -16,7 +16,7 @@ async fn health_answers_200_with_the_checks() {
 #[tokio::test]
 async fn ready_answers_200_once_database_and_broker_are_reachable() {
     let app = spawn_app().await;
-    let body = shared::testing::wait_until("readiness", crate::helpers::DEADLINE, || async {
+    let body = test_support::wait_until("readiness", crate::helpers::DEADLINE, || async {
         let response = app.get("/ready").await;
         if response.status() == 200 {
             Some(response.json::<serde_json::Value>().await.unwrap())
@@ -35,7 +35,7 @@ async fn ready_answers_503_naming_the_broker_when_it_is_unreachable() {
     let app = crate::helpers::spawn_app_with(|settings| {
         // Nothing listens on port 1.
         settings.amqp.url =
-            shared::configuration::Secret::new("amqp://guest:guest@127.0.0.1:1/%2f");
+            service_kit::configuration::Secret::new("amqp://guest:guest@127.0.0.1:1/%2f");
     })
     .await;
     let response = app.get("/ready").await;
@@ -45,7 +45,7 @@ async fn ready_answers_503_naming_the_broker_when_it_is_unreachable() {
     assert_eq!(body["checks"]["database"], "ok");
     assert_ne!(body["checks"]["broker"], "ok");
     // Once it has tried, the check says why.
-    shared::testing::wait_until("the broker check to give a reason", DEADLINE, || async {
+    test_support::wait_until("the broker check to give a reason", DEADLINE, || async {
         let body: serde_json::Value = app.get("/ready").await.json().await.unwrap();
         let broker = body["checks"]["broker"].as_str().unwrap().to_owned();
         broker.starts_with("error: not connected: ").then_some(())
@@ -79,12 +79,12 @@ async fn ready_names_the_brokers_refusal_when_the_queues_exist_with_another_kind
     let app = spawn_app().await;
     // ...and a second instance on the same names wants quorum queues.
     let mut settings = app.settings.clone();
-    settings.amqp.queue_type = QueueType::Quorum;
-    let other = Application::build(settings).await.unwrap();
+    settings.amqp.topology.queue_type = QueueType::Quorum;
+    let other = startup::build(settings).await.unwrap();
     let address = format!("http://127.0.0.1:{}", other.port());
     let stop = CancellationToken::new();
     let running = tokio::spawn(other.run_until_stopped(stop.clone()));
-    let broker = shared::testing::wait_until("the refusal in /ready", DEADLINE, || async {
+    let broker = test_support::wait_until("the refusal in /ready", DEADLINE, || async {
         let response = app
             .client
             .get(format!("{address}/ready"))

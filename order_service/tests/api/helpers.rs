@@ -1,10 +1,10 @@
 use std::time::Duration;
 
 use order_service::configuration::Settings;
-use order_service::startup::Application;
+use order_service::startup;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use serde_json::{Value, json};
-use shared::testing::{self, BrokerProbe, Cleanup};
+use test_support::{BrokerProbe, Cleanup};
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -35,19 +35,19 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the service on a free port, with its own database and broker names, after `customize`.
 pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
-    shared::telemetry::init_test_subscriber("order_service_test");
-    let id = testing::unique_id();
+    service_kit::telemetry::init_test_subscriber("order_service_test");
+    let id = test_support::unique_id();
     let mut settings = Settings::default();
     settings.http.host = "127.0.0.1".into();
     settings.http.port = 0;
-    settings.database = testing::database_settings(&format!("orders_{id}"));
-    settings.amqp = testing::amqp_settings(&id);
-    settings.outbox.poll_interval_ms = 200;
-    settings.shutdown.grace_seconds = 5;
+    settings.database = test_support::database_settings(&format!("orders_{id}"));
+    settings.amqp = test_support::amqp_settings(&id);
+    settings.outbox.poll_interval = std::time::Duration::from_millis(200);
+    settings.shutdown.grace = std::time::Duration::from_secs(5);
     customize(&mut settings);
     let cleanup = Cleanup {
         databases: vec![settings.database.url.expose().to_owned()],
-        topology: Some(settings.amqp.topology()),
+        topology: Some(settings.amqp.topology.clone()),
         queues: settings.retry_tiers().queues(),
     };
     start(settings, cleanup).await
@@ -55,8 +55,8 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
 
 async fn start(settings: Settings, cleanup: Cleanup) -> TestApp {
     settings.validate().expect("valid test settings");
-    let probe = BrokerProbe::connect(settings.amqp.topology()).await;
-    let application = Application::build(settings.clone())
+    let probe = BrokerProbe::connect(settings.amqp.topology.clone()).await;
+    let application = startup::build(settings.clone())
         .await
         .expect("build the application");
     let address = format!("http://127.0.0.1:{}", application.port());
@@ -117,7 +117,7 @@ impl TestApp {
 
     /// Waits until the order has `status`, and returns it.
     pub async fn wait_for_status(&self, id: &str, status: &str) -> Value {
-        testing::wait_until(&format!("order {id} to be {status}"), DEADLINE, || async {
+        test_support::wait_until(&format!("order {id} to be {status}"), DEADLINE, || async {
             let order = self.get_json(&format!("/orders/{id}")).await;
             (order["status"] == status).then_some(order)
         })

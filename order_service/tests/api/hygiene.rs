@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use shared::configuration::Secret;
+use service_kit::configuration::Secret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -78,7 +78,10 @@ fn get(path: &str) -> String {
 
 #[tokio::test]
 async fn a_body_that_does_not_arrive_in_time_is_408_and_closes_the_connection() {
-    let app = spawn_app_with(|settings| settings.http.body_timeout_ms = 500).await;
+    let app = spawn_app_with(|settings| {
+        settings.http.body_timeout = std::time::Duration::from_millis(500)
+    })
+    .await;
     let mut stream = connect(&app).await;
     stream
         .write_all(
@@ -178,7 +181,7 @@ async fn ready_says_why_without_credentials_or_host_names() {
         settings.amqp.url = Secret::new("amqp://ops-user:hunter2@localhost:1/%2f");
     })
     .await;
-    let body = shared::testing::wait_until("a reason in /ready", DEADLINE, || async {
+    let body = test_support::wait_until("a reason in /ready", DEADLINE, || async {
         let response = app.get("/ready").await;
         assert_eq!(response.status(), 503);
         let body = response.text().await.unwrap();
@@ -206,7 +209,7 @@ async fn a_wrong_token_is_refused_before_the_body_is_read() {
     let app = spawn_app_with(|settings| {
         settings.admin.token = Some(Secret::new(TOKEN));
         // Reading a body would wait far longer than the test does.
-        settings.http.body_timeout_ms = 600_000;
+        settings.http.body_timeout = std::time::Duration::from_millis(600_000);
     })
     .await;
     let mut stream = connect(&app).await;
@@ -268,7 +271,7 @@ async fn the_operator_endpoints_are_rate_limited_per_client() {
         .unwrap();
     assert_eq!(right.status(), 429);
     // Once the rate allows again, the right token is served.
-    shared::testing::wait_until("the rate to allow a request", DEADLINE, || async {
+    test_support::wait_until("the rate to allow a request", DEADLINE, || async {
         let response = app
             .client
             .get(format!("{}/dead-letters", app.address))

@@ -2,10 +2,10 @@
 //! and once announced, whatever the timing of the retries.
 
 use chrono::Utc;
+use contracts::events::{Envelope, OrderCreated, OrderProcessed, ProcessingStatus};
 use futures_util::future::join_all;
+use messaging::topology::routing_keys;
 use serde_json::{Value, json};
-use shared::events::{Envelope, OrderCreated, OrderProcessed, ProcessingStatus};
-use shared::topology::routing_keys;
 
 use crate::helpers::{DEADLINE, TestApp, spawn_app, valid_order};
 

@@ -103,10 +103,10 @@ async fn the_openapi_document_is_valid_and_complete() {
 #[tokio::test]
 async fn schemathesis_finds_nothing_in_any_operation() {
     let app = crate::helpers::spawn_app_with(|settings| {
-        settings.admin = shared::testing::schemathesis::admin_settings();
+        settings.admin = test_support::schemathesis::admin_settings();
     })
     .await;
-    shared::testing::schemathesis::fuzz_service(&app.address, 800).await;
+    test_support::schemathesis::fuzz_service(&app.address, 800).await;
 }
 
 #[tokio::test]

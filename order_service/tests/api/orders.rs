@@ -1,7 +1,6 @@
+use contracts::events::OrderCreated;
+use messaging::topology::routing_keys;
 use serde_json::{Value, json};
-use shared::events::OrderCreated;
-use shared::testing;
-use shared::topology::routing_keys;
 
 use crate::helpers::{DEADLINE, spawn_app, valid_order};
 
@@ -133,7 +132,7 @@ async fn orders_are_refused_with_503_not_500_when_the_database_ends_the_sessions
     assert!(ended > 0, "the service had no session to end");
 
     let statuses = std::sync::Mutex::new(Vec::new());
-    testing::wait_until("five orders accepted in a row", DEADLINE, || async {
+    test_support::wait_until("five orders accepted in a row", DEADLINE, || async {
         let status = app.post_order(&valid_order()).await.status().as_u16();
         let mut statuses = statuses.lock().unwrap();
         statuses.push(status);

@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use contracts::events::{Envelope, OrderProcessed, ProcessingStatus};
 use serde_json::Value;
-use shared::events::{Envelope, OrderProcessed, ProcessingStatus};
-use shared::testing::outage::{DatabaseOutage, TestRole};
-use shared::testing::{self, unique_id};
+use test_support::outage::{DatabaseOutage, TestRole};
+use test_support::unique_id;
 use uuid::Uuid;
 
 use crate::helpers::{DEADLINE, TestApp, spawn_app_with, valid_order};
@@ -20,12 +20,12 @@ async fn spawn_as(role: &TestRole) -> (TestApp, String) {
     let database = format!("orders_{}", role.name);
     let mut settings = role.database_settings(&database);
     // A refused session fails a request within this, not the default 3 s.
-    settings.acquire_timeout_ms = 500;
+    settings.acquire_timeout = std::time::Duration::from_millis(500);
     let app = spawn_app_with(move |s| {
         s.database = settings;
         s.retry.max_attempts = 2;
-        s.retry.initial_delay_ms = 50;
-        s.retry.max_delay_ms = 200;
+        s.retry.initial_delay = std::time::Duration::from_millis(50);
+        s.retry.max_delay = std::time::Duration::from_millis(200);
     })
     .await;
     (app, database)
@@ -71,8 +71,8 @@ async fn outage_is_503_and_parks(outage: impl FnOnce(&TestRole) -> DatabaseOutag
     for id in &ids {
         app.probe.publish(&completed(*id)).await;
     }
-    let queue = app.settings.amqp.order_processed_queue.clone();
-    testing::wait_until("the consumer to park", DEADLINE, || async {
+    let queue = app.settings.amqp.topology.order_processed_queue.clone();
+    test_support::wait_until("the consumer to park", DEADLINE, || async {
         (app.probe.queue_state(&queue).await == (ORDERS as u32, 0)).then_some(())
     })
     .await;
@@ -83,7 +83,7 @@ async fn outage_is_503_and_parks(outage: impl FnOnce(&TestRole) -> DatabaseOutag
         }
         assert_refused_with_503(&app).await;
         // /ready says the database is the matter, without naming the role or the database.
-        let body = testing::wait_until("/ready to name the database", DEADLINE, || async {
+        let body = test_support::wait_until("/ready to name the database", DEADLINE, || async {
             let response = app.get("/ready").await;
             let body = response.text().await.ok()?;
             let report: Value = serde_json::from_str(&body).ok()?;
@@ -107,7 +107,7 @@ async fn outage_is_503_and_parks(outage: impl FnOnce(&TestRole) -> DatabaseOutag
             .collect();
         assert_eq!(statuses, ["pending", "completed"]);
     }
-    let dead_letters = &app.settings.amqp.order_processed_dead_letter_queue;
+    let dead_letters = &app.settings.amqp.topology.order_processed_dead_letter_queue;
     assert_eq!(app.probe.message_count(dead_letters).await, 0);
     app.create_order(&valid_order()).await;
 }

@@ -1,8 +1,8 @@
 //! The outbox: an order committed but not yet published is published after a restart.
 
+use contracts::events::OrderCreated;
+use messaging::topology::routing_keys;
 use sea_orm::ConnectionTrait;
-use shared::events::OrderCreated;
-use shared::topology::routing_keys;
 
 use crate::helpers::{DEADLINE, spawn_app_with, valid_order};
 
@@ -29,7 +29,7 @@ async fn an_order_committed_before_a_stop_is_published_after_the_restart() {
         event.payload.order_id.to_string(),
         order["id"].as_str().unwrap()
     );
-    shared::testing::wait_until("the outbox row to be marked sent", DEADLINE, || async {
+    test_support::wait_until("the outbox row to be marked sent", DEADLINE, || async {
         (app.count("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
             .await
             == 0)
@@ -43,7 +43,9 @@ async fn an_order_committed_before_a_stop_is_published_after_the_restart() {
 async fn an_order_is_published_on_commit_while_its_row_is_leased_and_then_marked_sent() {
     // A lease far longer than the test: only the publish on commit can send the event in time,
     // not the relay's claim (which leaves a leased row alone).
-    let app = spawn_app_with(|settings| settings.outbox.lease_seconds = 3600).await;
+    let app =
+        spawn_app_with(|settings| settings.outbox.lease = std::time::Duration::from_secs(3600))
+            .await;
     let mut tap = app.probe.tap(routing_keys::ORDER_CREATED).await;
     let order = app.create_order(&valid_order()).await;
 
@@ -52,7 +54,7 @@ async fn an_order_is_published_on_commit_while_its_row_is_leased_and_then_marked
         event.payload.order_id.to_string(),
         order["id"].as_str().unwrap()
     );
-    shared::testing::wait_until("the outbox row to be marked sent", DEADLINE, || async {
+    test_support::wait_until("the outbox row to be marked sent", DEADLINE, || async {
         (app.count("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL")
             .await
             == 1)
@@ -72,7 +74,10 @@ async fn an_order_is_published_on_commit_while_its_row_is_leased_and_then_marked
 
 #[tokio::test]
 async fn the_relay_leaves_a_leased_row_alone_until_its_lease_runs_out() {
-    let app = spawn_app_with(|settings| settings.outbox.poll_interval_ms = 100).await;
+    let app = spawn_app_with(|settings| {
+        settings.outbox.poll_interval = std::time::Duration::from_millis(100)
+    })
+    .await;
     let row = |label: &str, lease: &str| {
         format!(
             "INSERT INTO outbox (event_id, event_type, routing_key, body, leased_until) \
@@ -100,7 +105,7 @@ async fn the_relay_leaves_a_leased_row_alone_until_its_lease_runs_out() {
         }
     };
 
-    shared::testing::wait_until("the row without a lease to be sent", DEADLINE, || async {
+    test_support::wait_until("the row without a lease to be sent", DEADLINE, || async {
         sent("free").await.then_some(())
     })
     .await;
@@ -114,7 +119,7 @@ async fn the_relay_leaves_a_leased_row_alone_until_its_lease_runs_out() {
         )
         .await
         .expect("end the lease");
-    shared::testing::wait_until("the formerly leased row to be sent", DEADLINE, || async {
+    test_support::wait_until("the formerly leased row to be sent", DEADLINE, || async {
         sent("leased").await.then_some(())
     })
     .await;
@@ -146,11 +151,14 @@ async fn many_orders_are_each_published_once() {
 
 #[tokio::test]
 async fn an_unroutable_event_is_never_marked_sent_and_goes_out_once_it_can_be_routed() {
-    let app = spawn_app_with(|settings| settings.outbox.poll_interval_ms = 100).await;
+    let app = spawn_app_with(|settings| {
+        settings.outbox.poll_interval = std::time::Duration::from_millis(100)
+    })
+    .await;
     let probe = &app.probe;
-    let queue = app.settings.amqp.order_created_queue.clone();
+    let queue = app.settings.amqp.topology.order_created_queue.clone();
     // Once the service has connected (and declared its topology)...
-    shared::testing::wait_until("readiness", DEADLINE, || async {
+    test_support::wait_until("readiness", DEADLINE, || async {
         (app.get("/ready").await.status() == 200).then_some(())
     })
     .await;
@@ -161,7 +169,7 @@ async fn an_unroutable_event_is_never_marked_sent_and_goes_out_once_it_can_be_ro
     app.create_order(&valid_order()).await;
 
     let error: String =
-        shared::testing::wait_until("a failed publishing attempt", DEADLINE, || async {
+        test_support::wait_until("a failed publishing attempt", DEADLINE, || async {
             use sea_orm::ConnectionTrait;
             let row = app
                 .db
@@ -184,11 +192,11 @@ async fn an_unroutable_event_is_never_marked_sent_and_goes_out_once_it_can_be_ro
     probe
         .set_binding(&queue, routing_keys::ORDER_CREATED, true)
         .await;
-    shared::testing::wait_until("the event to be published", DEADLINE, || async {
+    test_support::wait_until("the event to be published", DEADLINE, || async {
         (probe.message_count(&queue).await == 1).then_some(())
     })
     .await;
-    shared::testing::wait_until("the row to be marked sent", DEADLINE, || async {
+    test_support::wait_until("the row to be marked sent", DEADLINE, || async {
         (app.count("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL")
             .await
             == 1)
@@ -223,7 +231,7 @@ async fn the_purge_deletes_only_rows_sent_before_the_retention_window() {
             .expect("insert an outbox row");
     }
 
-    let purged = shared::outbox::purge_sent(&app.db, 24)
+    let purged = messaging::outbox::purge_sent(&app.db, std::time::Duration::from_secs(24 * 3600))
         .await
         .expect("purge");
 
@@ -242,26 +250,26 @@ async fn the_purge_deletes_only_rows_sent_before_the_retention_window() {
 /// polls as a plain list (it switches to an ordered stream above 30).
 #[tokio::test]
 async fn a_batch_published_together_is_confirmed_and_arrives_in_order() {
-    let id = shared::testing::unique_id();
-    let topology = shared::topology::Topology::with_prefix(&id);
-    let _cleanup = shared::testing::Cleanup {
+    let id = test_support::unique_id();
+    let topology = messaging::topology::Topology::with_prefix(&id);
+    let _cleanup = test_support::Cleanup {
         databases: Vec::new(),
         topology: Some(topology.clone()),
         queues: Vec::new(),
     };
-    let probe = shared::testing::BrokerProbe::connect(topology.clone()).await;
+    let probe = test_support::BrokerProbe::connect(topology.clone()).await;
     let mut tap = probe.tap(routing_keys::ORDER_CREATED).await;
-    let broker = shared::broker::Broker::new(
-        shared::configuration::Secret::new(shared::testing::amqp_url()),
+    let broker = messaging::broker::Broker::new(
+        service_kit::configuration::Secret::new(test_support::amqp_url()),
         topology,
         "publish-all-test",
         10,
     );
-    let publisher = shared::broker::Publisher::open(&broker, std::time::Duration::from_secs(10))
+    let publisher = messaging::broker::Publisher::open(&broker, std::time::Duration::from_secs(10))
         .await
         .expect("open a publisher");
-    let messages: Vec<shared::broker::OutgoingMessage> = (0..300)
-        .map(|n| shared::broker::OutgoingMessage {
+    let messages: Vec<messaging::broker::OutgoingMessage> = (0..300)
+        .map(|n| messaging::broker::OutgoingMessage {
             event_id: uuid::Uuid::new_v4(),
             event_type: "order.created".into(),
             routing_key: routing_keys::ORDER_CREATED.into(),
@@ -279,7 +287,7 @@ async fn a_batch_published_together_is_confirmed_and_arrives_in_order() {
     for (n, message) in messages.iter().enumerate() {
         let delivery = tap.next(DEADLINE).await;
         assert_eq!(
-            shared::consumer::message_id(&delivery),
+            messaging::consumer::message_id(&delivery),
             Some(message.event_id.to_string()),
             "message {n} out of order"
         );

@@ -5,7 +5,6 @@
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use sea_orm::{ConnectionTrait, TransactionTrait};
-use shared::testing;
 
 use crate::helpers::{DEADLINE, TestApp, spawn_app_with, valid_order};
 
@@ -30,7 +29,7 @@ async fn orders_beyond_the_waiting_limit_are_refused_at_once_and_the_others_stor
         .await
         .unwrap();
     let first = post(&app);
-    testing::wait_until(
+    test_support::wait_until(
         "the first insert to wait for the lock",
         DEADLINE,
         || async {

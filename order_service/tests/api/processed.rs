@@ -1,8 +1,8 @@
 //! Applying `order.processed`: idempotent and monotonic.
 
 use chrono::Utc;
+use contracts::events::{Envelope, OrderProcessed, ProcessingStatus};
 use serde_json::Value;
-use shared::events::{Envelope, OrderProcessed, ProcessingStatus};
 use uuid::Uuid;
 
 use crate::helpers::{DEADLINE, TestApp, spawn_app, valid_order};
@@ -42,8 +42,8 @@ async fn history(app: &TestApp, id: Uuid) -> Vec<Value> {
 /// Waits until the consumer has emptied its queue and holds no unacknowledged message, so
 /// everything published before has been applied (or deliberately ignored).
 async fn wait_for_consumer_to_drain(app: &TestApp) {
-    let queue = app.settings.amqp.order_processed_queue.clone();
-    shared::testing::wait_until("the order.processed queue to drain", DEADLINE, || async {
+    let queue = app.settings.amqp.topology.order_processed_queue.clone();
+    test_support::wait_until("the order.processed queue to drain", DEADLINE, || async {
         (app.probe.message_count(&queue).await == 0 && app.count("SELECT 0::bigint").await == 0)
             .then_some(())
     })
@@ -119,7 +119,7 @@ async fn duplicate_and_late_verdicts_change_nothing_and_write_nothing() {
     );
     assert_eq!(
         app.probe
-            .message_count(&app.settings.amqp.order_processed_dead_letter_queue)
+            .message_count(&app.settings.amqp.topology.order_processed_dead_letter_queue)
             .await,
         0,
         "duplicates are not failures"
@@ -132,8 +132,13 @@ async fn a_verdict_about_an_unknown_order_is_dead_lettered_and_consuming_goes_on
     app.probe
         .publish(&verdict(Uuid::new_v4(), ProcessingStatus::Completed, None))
         .await;
-    let dlq = app.settings.amqp.order_processed_dead_letter_queue.clone();
-    shared::testing::wait_until("the verdict in the dead-letter queue", DEADLINE, || async {
+    let dlq = app
+        .settings
+        .amqp
+        .topology
+        .order_processed_dead_letter_queue
+        .clone();
+    test_support::wait_until("the verdict in the dead-letter queue", DEADLINE, || async {
         (app.probe.message_count(&dlq).await == 1).then_some(())
     })
     .await;
@@ -149,13 +154,18 @@ async fn a_message_that_is_not_an_event_is_dead_lettered_and_consuming_goes_on()
     let app = spawn_app().await;
     app.probe
         .publish_raw(
-            shared::topology::routing_keys::ORDER_PROCESSED,
+            messaging::topology::routing_keys::ORDER_PROCESSED,
             b"not json",
             lapin::BasicProperties::default().with_message_id("m-1".into()),
         )
         .await;
-    let dlq = app.settings.amqp.order_processed_dead_letter_queue.clone();
-    shared::testing::wait_until(
+    let dlq = app
+        .settings
+        .amqp
+        .topology
+        .order_processed_dead_letter_queue
+        .clone();
+    test_support::wait_until(
         "the poison message in the dead-letter queue",
         DEADLINE,
         || async { (app.probe.message_count(&dlq).await == 1).then_some(()) },

@@ -2,25 +2,26 @@
 //! sweep, and that two instances sweeping at once publish each order once.
 
 use chrono::Utc;
+use contracts::events::{Envelope, OrderProcessed, ProcessingStatus};
+use messaging::broker::Broker;
+use messaging::outbox::Relay;
 use order_service::configuration::ReconcileSettings;
 use order_service::reconcile::Reconciler;
 use sea_orm::ConnectionTrait;
-use shared::broker::Broker;
-use shared::events::{Envelope, OrderProcessed, ProcessingStatus};
-use shared::outbox::Relay;
+use std::time::Duration;
 use uuid::Uuid;
 
 use crate::helpers::{TestApp, spawn_app_with, valid_order};
 
 /// The app's own sweeper waits an hour: the test sweeps by hand.
 async fn spawn() -> TestApp {
-    spawn_app_with(|settings| settings.reconcile.interval_ms = 3_600_000).await
+    spawn_app_with(|settings| settings.reconcile.interval = Duration::from_secs(3600)).await
 }
 
 fn reconciler(app: &TestApp, max_per_sweep: u32) -> Reconciler {
     let broker = Broker::new(
         app.settings.amqp.url.clone(),
-        app.settings.amqp.topology(),
+        app.settings.amqp.topology.clone(),
         "reconcile-test",
         10,
     );
@@ -29,9 +30,9 @@ fn reconciler(app: &TestApp, max_per_sweep: u32) -> Reconciler {
         app.db.clone(),
         relay.handoff(),
         ReconcileSettings {
-            pending_after_seconds: 60,
-            max_backoff_seconds: 600,
-            interval_ms: 3_600_000,
+            pending_after: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(600),
+            interval: Duration::from_secs(3600),
             max_per_sweep,
         },
     )

@@ -1,15 +1,13 @@
-//! HTTP routes of the processor.
+//! HTTP routes of the processor (besides `/health`, `/ready` and the dead-letter endpoints every
+//! service has).
 
 pub mod processed;
 
 use actix_web::web;
-use shared::http::resource;
+use service_kit::http::resource;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/health", "GET").route(web::get().to(shared::http::health)))
-        .service(resource("/ready", "GET").route(web::get().to(shared::http::ready)))
-        .service(
-            resource("/processed/{order_id}", "GET").route(web::get().to(processed::get_processed)),
-        )
-        .configure(shared::dead_letters::http::configure);
+    cfg.service(
+        resource("/processed/{order_id}", "GET").route(web::get().to(processed::get_processed)),
+    );
 }

@@ -1,8 +1,8 @@
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
+use contracts::events::ProcessingStatus;
 use serde::Serialize;
-use shared::events::ProcessingStatus;
-use shared::http::Problem;
+use service_kit::http::Problem;
 use utoipa::ToSchema;
 use uuid::Uuid;
 

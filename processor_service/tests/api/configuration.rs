@@ -42,7 +42,7 @@ fn bad_values_fail_start_up_naming_the_variable() {
 
 #[test]
 fn sigterm_stops_the_service_cleanly_with_exit_code_0() {
-    shared::testing::assert_sigterm_exits_cleanly(
+    test_support::assert_sigterm_exits_cleanly(
         env!("CARGO_BIN_EXE_processor_service"),
         "PROCESSOR_SERVICE",
         "processor",

@@ -2,10 +2,10 @@
 
 use std::process::Command;
 
+use contracts::events::{OrderProcessed, ProcessingStatus};
+use messaging::headers::{self, Headers};
+use messaging::topology::routing_keys;
 use serde_json::{Value, json};
-use shared::events::{OrderProcessed, ProcessingStatus};
-use shared::headers::{self, Headers};
-use shared::topology::routing_keys;
 
 use crate::helpers::{ADMIN_TOKEN, DEADLINE, TestApp, order_created, spawn_app, spawn_app_with};
 
@@ -20,8 +20,13 @@ async fn poison(app: &TestApp, body: &[u8]) {
 }
 
 async fn wait_for_dead_letters(app: &TestApp, count: u32) {
-    let dlq = app.settings.amqp.order_created_dead_letter_queue.clone();
-    shared::testing::wait_until("the dead-letter queue", DEADLINE, || async {
+    let dlq = app
+        .settings
+        .amqp
+        .topology
+        .order_created_dead_letter_queue
+        .clone();
+    test_support::wait_until("the dead-letter queue", DEADLINE, || async {
         (app.probe.message_count(&dlq).await == count).then_some(())
     })
     .await;
@@ -144,26 +149,26 @@ async fn the_command_line_lists_and_replays_dead_letters() {
         let output = Command::new(env!("CARGO_BIN_EXE_processor_service"))
             .args(args)
             .env("PROCESSOR_SERVICE__AMQP__URL", amqp.url.expose())
-            .env("PROCESSOR_SERVICE__AMQP__EXCHANGE", &amqp.exchange)
+            .env("PROCESSOR_SERVICE__AMQP__EXCHANGE", &amqp.topology.exchange)
             .env(
                 "PROCESSOR_SERVICE__AMQP__DEAD_LETTER_EXCHANGE",
-                &amqp.dead_letter_exchange,
+                &amqp.topology.dead_letter_exchange,
             )
             .env(
                 "PROCESSOR_SERVICE__AMQP__ORDER_CREATED_QUEUE",
-                &amqp.order_created_queue,
+                &amqp.topology.order_created_queue,
             )
             .env(
                 "PROCESSOR_SERVICE__AMQP__ORDER_PROCESSED_QUEUE",
-                &amqp.order_processed_queue,
+                &amqp.topology.order_processed_queue,
             )
             .env(
                 "PROCESSOR_SERVICE__AMQP__ORDER_CREATED_DEAD_LETTER_QUEUE",
-                &amqp.order_created_dead_letter_queue,
+                &amqp.topology.order_created_dead_letter_queue,
             )
             .env(
                 "PROCESSOR_SERVICE__AMQP__ORDER_PROCESSED_DEAD_LETTER_QUEUE",
-                &amqp.order_processed_dead_letter_queue,
+                &amqp.topology.order_processed_dead_letter_queue,
             )
             .output()
             .expect("run processor_service");
@@ -199,8 +204,13 @@ async fn the_command_line_lists_and_replays_dead_letters() {
     );
     // Still failing every attempt: it comes back to the dead-letter queue, marked replayed and
     // with its new failure...
-    let dlq = app.settings.amqp.order_created_dead_letter_queue.clone();
-    let returned = shared::testing::wait_until("the replayed letter back", DEADLINE, || async {
+    let dlq = app
+        .settings
+        .amqp
+        .topology
+        .order_created_dead_letter_queue
+        .clone();
+    let returned = test_support::wait_until("the replayed letter back", DEADLINE, || async {
         let message = app.probe.peek(&dlq).await?;
         let h = Headers::from_table(message.properties.headers().as_ref());
         h.str(headers::REPLAYED_AT).is_some().then_some(h)
@@ -236,14 +246,17 @@ async fn the_command_line_lists_and_replays_dead_letters() {
 /// Every attempt fails, and the processor "crashes" once at `point` (the delivery left unsettled,
 /// its channel closed, as a killed process leaves it). Returns the app and the order, once the
 /// order's failure is recorded and its dead letter is in the queue `copies` times.
-async fn crash_once_at(point: shared::consumer::CrashPoint, copies: u32) -> (TestApp, uuid::Uuid) {
+async fn crash_once_at(
+    point: messaging::consumer::CrashPoint,
+    copies: u32,
+) -> (TestApp, uuid::Uuid) {
     let app = spawn_app_with(|settings| {
         settings.faults.transient_failure_rate = 1.0;
         settings.faults.crash_once_at = Some(point);
         settings.retry.max_attempts = 2;
         settings.retry.immediate_attempts = 1;
-        settings.retry.initial_delay_ms = 50;
-        settings.retry.max_delay_ms = 50;
+        settings.retry.initial_delay = std::time::Duration::from_millis(50);
+        settings.retry.max_delay = std::time::Duration::from_millis(50);
     })
     .await;
     let mut tap = app.probe.tap(routing_keys::ORDER_PROCESSED).await;
@@ -265,8 +278,8 @@ async fn crash_once_at(point: shared::consumer::CrashPoint, copies: u32) -> (Tes
     let verdict = tap.next_event::<OrderProcessed>(DEADLINE).await;
     assert_eq!(verdict.payload.status, ProcessingStatus::Failed);
     while let Some(again) = tap.try_next(std::time::Duration::from_millis(300)).await {
-        let again: shared::events::Envelope<OrderProcessed> =
-            shared::events::Envelope::decode(&again.data).unwrap();
+        let again: contracts::events::Envelope<OrderProcessed> =
+            contracts::events::Envelope::decode(&again.data).unwrap();
         assert_eq!(again.payload.status, ProcessingStatus::Failed);
         assert_eq!(again.payload.order_id, order_id);
     }
@@ -288,7 +301,7 @@ async fn list(app: &TestApp) -> Value {
 #[tokio::test]
 async fn a_crash_between_recording_the_failure_and_dead_lettering_still_dead_letters_it() {
     let (app, order_id) =
-        crash_once_at(shared::consumer::CrashPoint::AfterFailureRecorded, 1).await;
+        crash_once_at(messaging::consumer::CrashPoint::AfterFailureRecorded, 1).await;
     let listed = list(&app).await;
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     assert_eq!(listed[0]["order_id"], order_id.to_string());
@@ -296,7 +309,7 @@ async fn a_crash_between_recording_the_failure_and_dead_lettering_still_dead_let
     // Nothing else is waiting: the redelivered copy was dead-lettered, not retried again.
     assert_eq!(
         app.probe
-            .message_count(&app.settings.amqp.order_created_queue)
+            .message_count(&app.settings.amqp.topology.order_created_queue)
             .await,
         0
     );
@@ -304,7 +317,8 @@ async fn a_crash_between_recording_the_failure_and_dead_lettering_still_dead_let
 
 #[tokio::test]
 async fn copies_of_a_dead_letter_are_listed_and_replayed_once() {
-    let (app, order_id) = crash_once_at(shared::consumer::CrashPoint::AfterDeadLettered, 2).await;
+    let (app, order_id) =
+        crash_once_at(messaging::consumer::CrashPoint::AfterDeadLettered, 2).await;
     let listed = list(&app).await;
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     assert_eq!(listed[0]["order_id"], order_id.to_string());

@@ -1,13 +1,13 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use contracts::events::{Envelope, OrderCreated, OrderLine};
 use processor_service::configuration::Settings;
-use processor_service::startup::Application;
+use processor_service::startup;
 use rust_decimal::Decimal;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use serde_json::Value;
-use shared::events::{Envelope, OrderCreated, OrderLine};
-use shared::testing::{self, BrokerProbe, Cleanup};
+use test_support::{BrokerProbe, Cleanup};
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
@@ -32,24 +32,24 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
-    shared::telemetry::init_test_subscriber("processor_service_test");
-    let id = testing::unique_id();
+    service_kit::telemetry::init_test_subscriber("processor_service_test");
+    let id = test_support::unique_id();
     let mut settings = Settings::default();
     settings.http.host = "127.0.0.1".into();
     settings.http.port = 0;
-    settings.database = testing::database_settings(&format!("processor_{id}"));
-    settings.amqp = testing::amqp_settings(&id);
-    settings.shutdown.grace_seconds = 5;
-    settings.admin.token = Some(shared::configuration::Secret::new(ADMIN_TOKEN));
+    settings.database = test_support::database_settings(&format!("processor_{id}"));
+    settings.amqp = test_support::amqp_settings(&id);
+    settings.shutdown.grace = std::time::Duration::from_secs(5);
+    settings.admin.token = Some(service_kit::configuration::Secret::new(ADMIN_TOKEN));
     customize(&mut settings);
     settings.validate().expect("valid test settings");
     let cleanup = Cleanup {
         databases: vec![settings.database.url.expose().to_owned()],
-        topology: Some(settings.amqp.topology()),
+        topology: Some(settings.amqp.topology.clone()),
         queues: settings.retry_tiers().queues(),
     };
-    let probe = BrokerProbe::connect(settings.amqp.topology()).await;
-    let application = Application::build(settings.clone())
+    let probe = BrokerProbe::connect(settings.amqp.topology.clone()).await;
+    let application = startup::build(settings.clone())
         .await
         .expect("build the application");
     let address = format!("http://127.0.0.1:{}", application.port());
@@ -101,7 +101,7 @@ impl TestApp {
 
     /// Waits until the order's processing record satisfies `done`, and returns it.
     pub async fn wait_for_record(&self, order_id: Uuid, done: impl Fn(&Value) -> bool) -> Value {
-        testing::wait_until(&format!("the record of {order_id}"), DEADLINE, || async {
+        test_support::wait_until(&format!("the record of {order_id}"), DEADLINE, || async {
             let response = self.get(&format!("/processed/{order_id}")).await;
             if response.status() != 200 {
                 return None;

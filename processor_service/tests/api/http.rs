@@ -23,7 +23,7 @@ async fn an_unknown_order_has_no_record_404_and_a_bad_id_is_400() {
 async fn health_and_readiness_report_the_dependencies() {
     let app = spawn_app().await;
     assert_eq!(app.get("/health").await.status(), 200);
-    let body = shared::testing::wait_until("readiness", crate::helpers::DEADLINE, || async {
+    let body = test_support::wait_until("readiness", crate::helpers::DEADLINE, || async {
         let response = app.get("/ready").await;
         (response.status() == 200).then_some(response.json::<Value>().await.unwrap())
     })
@@ -67,8 +67,8 @@ async fn the_openapi_document_is_valid_and_complete() {
 #[tokio::test]
 async fn schemathesis_finds_nothing_in_any_operation() {
     let app = crate::helpers::spawn_app_with(|settings| {
-        settings.admin = shared::testing::schemathesis::admin_settings();
+        settings.admin = test_support::schemathesis::admin_settings();
     })
     .await;
-    shared::testing::schemathesis::fuzz_service(&app.address, 300).await;
+    test_support::schemathesis::fuzz_service(&app.address, 300).await;
 }

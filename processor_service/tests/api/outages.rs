@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use shared::testing::outage::{DatabaseOutage, TestRole};
-use shared::testing::{self, unique_id};
+use test_support::outage::{DatabaseOutage, TestRole};
+use test_support::unique_id;
 
 use crate::helpers::{DEADLINE, TestApp, order_created, spawn_app_with};
 
@@ -16,8 +16,8 @@ const ORDERS: usize = 20;
 fn small_retries(settings: &mut processor_service::configuration::Settings) {
     settings.retry.max_attempts = 2;
     settings.retry.immediate_attempts = 1;
-    settings.retry.initial_delay_ms = 50;
-    settings.retry.max_delay_ms = 200;
+    settings.retry.initial_delay = std::time::Duration::from_millis(50);
+    settings.retry.max_delay = std::time::Duration::from_millis(200);
 }
 
 async fn spawn_as(role: &TestRole) -> (TestApp, String) {
@@ -33,8 +33,8 @@ async fn spawn_as(role: &TestRole) -> (TestApp, String) {
 
 /// Waits until the work queue holds `count` messages and nobody consumes it: parked.
 async fn wait_parked(app: &TestApp, count: u32) {
-    let queue = app.settings.amqp.order_created_queue.clone();
-    testing::wait_until("the consumer to park", DEADLINE, || async {
+    let queue = app.settings.amqp.topology.order_created_queue.clone();
+    test_support::wait_until("the consumer to park", DEADLINE, || async {
         (app.probe.queue_state(&queue).await == (count, 0)).then_some(())
     })
     .await;
@@ -74,7 +74,7 @@ async fn outage_costs_no_attempt(
     }
     if expected == WhileItLasts::StaysParked {
         // Parked, it probes without taking messages: nobody consumes while the outage lasts.
-        let queue = &app.settings.amqp.order_created_queue;
+        let queue = &app.settings.amqp.topology.order_created_queue;
         for _ in 0..20 {
             assert_eq!(
                 app.probe.queue_state(queue).await,
@@ -93,7 +93,7 @@ async fn outage_costs_no_attempt(
         assert_eq!(record["decision"], "completed", "{record}");
         assert_eq!(record["attempts"], 1, "{record}");
     }
-    let dead_letters = &app.settings.amqp.order_created_dead_letter_queue;
+    let dead_letters = &app.settings.amqp.topology.order_created_dead_letter_queue;
     assert_eq!(app.probe.message_count(dead_letters).await, 0);
     for queue in app.settings.retry_tiers().queues() {
         assert_eq!(app.probe.message_count(&queue).await, 0, "{queue}");

@@ -1,6 +1,6 @@
+use contracts::events::{OrderProcessed, ProcessingStatus};
+use messaging::topology::routing_keys;
 use serde_json::Value;
-use shared::events::{OrderProcessed, ProcessingStatus};
-use shared::topology::routing_keys;
 
 use crate::helpers::{DEADLINE, order_created, spawn_app, spawn_app_with};
 
@@ -86,7 +86,7 @@ async fn a_duplicated_order_created_is_processed_once() {
         assert_eq!(again.payload.processed_at, first.payload.processed_at);
         assert_ne!(again.event_id, first.event_id);
     }
-    shared::testing::wait_until("the outbox to be relayed", DEADLINE, || async {
+    test_support::wait_until("the outbox to be relayed", DEADLINE, || async {
         (app.count("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
             .await
             == 0)
@@ -134,8 +134,13 @@ async fn poison_messages_are_dead_lettered_and_consuming_goes_on() {
             .publish_raw(routing_keys::ORDER_CREATED, &body, properties)
             .await;
     }
-    let dlq = app.settings.amqp.order_created_dead_letter_queue.clone();
-    shared::testing::wait_until(
+    let dlq = app
+        .settings
+        .amqp
+        .topology
+        .order_created_dead_letter_queue
+        .clone();
+    test_support::wait_until(
         "every poison message in the dead-letter queue",
         DEADLINE,
         || async { (app.probe.message_count(&dlq).await == count).then_some(()) },
@@ -261,16 +266,21 @@ async fn a_panic_in_one_delivery_fails_that_order_and_nothing_else() {
             .await;
         assert_eq!(record["decision"], "completed");
     }
-    let dlq = app.settings.amqp.order_created_dead_letter_queue.clone();
-    shared::testing::wait_until("the dead letter", DEADLINE, || async {
+    let dlq = app
+        .settings
+        .amqp
+        .topology
+        .order_created_dead_letter_queue
+        .clone();
+    test_support::wait_until("the dead letter", DEADLINE, || async {
         (app.probe.message_count(&dlq).await == 1).then_some(())
     })
     .await;
     let letter = app.probe.peek(&dlq).await.unwrap();
-    let headers = shared::headers::Headers::from_table(letter.properties.headers().as_ref());
+    let headers = messaging::headers::Headers::from_table(letter.properties.headers().as_ref());
     assert!(
         headers
-            .str(shared::headers::FAILURE_REASON)
+            .str(messaging::headers::FAILURE_REASON)
             .unwrap()
             .contains("handling panicked: injected panic"),
         "{headers:?}"

@@ -1,0 +1,388 @@
+//! The broker connection, re-established on demand, and publishing with publisher confirms.
+//!
+//! Nothing here gives up on the broker: [`Broker::connection`] connects (and declares the topology)
+//! when there is no live connection, and the consumer loop and the outbox relay call it again, with
+//! backoff, whenever theirs breaks. A service therefore starts, serves HTTP and reports not-ready
+//! while RabbitMQ is away, and resumes by itself when it returns.
+//!
+//! A broker that stops answering without closing its connection (a frozen node, a partition) is
+//! noticed by heartbeats (`AMQP__HEARTBEAT_SECONDS`): lapin closes the connection after two missed
+//! ones, and the next caller connects again. One that blocks its publishers (a memory or disk
+//! alarm: `connection.blocked`) is remembered until it unblocks them, for readiness to say so;
+//! publishers wait for confirms no longer than their timeout.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use uuid::Uuid;
+
+use crate::settings::Secret;
+use crate::topology::Topology;
+
+/// Longest wait for a TCP + AMQP handshake.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// AMQP delivery mode 2: the broker writes the message to disk.
+const PERSISTENT: u8 = 2;
+
+pub struct Broker {
+    url: Secret,
+    topology: Topology,
+    connection_name: String,
+    current: Mutex<Option<Arc<Connection>>>,
+    connecting: tokio::sync::Mutex<()>,
+    /// Why the last attempt to connect failed, as [`crate::disclose::broker`] tells it; cleared by
+    /// the next that succeeds.
+    last_error: Mutex<Option<String>>,
+    /// Heartbeat interval asked of the broker; 0: none.
+    heartbeat_seconds: u16,
+    /// Why the broker blocks this connection's publishers, while it does.
+    blocked: Arc<Mutex<Option<String>>>,
+}
+
+impl Broker {
+    pub fn new(
+        url: Secret,
+        topology: Topology,
+        connection_name: impl Into<String>,
+        heartbeat_seconds: u16,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            url,
+            topology,
+            connection_name: connection_name.into(),
+            current: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            last_error: Mutex::new(None),
+            heartbeat_seconds,
+            blocked: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    fn live(&self) -> Option<Arc<Connection>> {
+        let current = self.current.lock().ok()?;
+        current
+            .as_ref()
+            .filter(|connection| connection.status().connected())
+            .cloned()
+    }
+
+    /// The live connection; connects and declares the topology first if there is none.
+    pub async fn connection(&self) -> Result<Arc<Connection>, lapin::Error> {
+        if let Some(connection) = self.live() {
+            return Ok(connection);
+        }
+        // One connection attempt at a time; whoever waited here reuses the winner's connection.
+        let _connecting = self.connecting.lock().await;
+        if let Some(connection) = self.live() {
+            return Ok(connection);
+        }
+        let connected = self.connect().await;
+        if let Ok(mut last_error) = self.last_error.lock() {
+            *last_error = connected
+                .as_ref()
+                .err()
+                .map(|error| crate::disclose::broker(error, self.url.expose()));
+        }
+        connected
+    }
+
+    /// A new connection, with the topology declared on it.
+    async fn connect(&self) -> Result<Arc<Connection>, lapin::Error> {
+        let properties = ConnectionProperties::default()
+            .with_connection_name(LongString::from(self.connection_name.as_bytes()));
+        let mut uri: lapin::uri::AMQPUri = self
+            .url
+            .expose()
+            .parse()
+            .map_err(|error: String| lapin::Error::from(std::io::Error::other(error)))?;
+        uri.query.heartbeat = Some(self.heartbeat_seconds);
+        // An unreachable host would otherwise hold every caller for the TCP timeout.
+        let connection =
+            tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, properties))
+                .await
+                .map_err(|_| {
+                    lapin::Error::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connecting to RabbitMQ timed out",
+                    ))
+                })??;
+        self.watch_blocked(&connection);
+        let channel = connection.create_channel().await?;
+        self.topology.declare(&channel).await?;
+        channel.close(200, "OK".into()).await?;
+        tracing::info!(connection = %self.connection_name, "connected to RabbitMQ, topology declared");
+        let connection = Arc::new(connection);
+        if let Ok(mut current) = self.current.lock() {
+            *current = Some(connection.clone());
+        }
+        Ok(connection)
+    }
+
+    /// Remembers `connection.blocked` and forgets it at `connection.unblocked` (or when the
+    /// connection goes).
+    fn watch_blocked(&self, connection: &Connection) {
+        let blocked = self.blocked.clone();
+        if let Ok(mut reason) = blocked.lock() {
+            *reason = None;
+        }
+        let mut events = connection.events_listener();
+        let name = self.connection_name.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                let update = match event {
+                    lapin::Event::ConnectionBlocked(reason) => {
+                        tracing::warn!(connection = %name, %reason, "the broker blocks publishing (connection.blocked)");
+                        Some(Some(reason))
+                    }
+                    lapin::Event::ConnectionUnblocked => {
+                        tracing::info!(connection = %name, "the broker unblocked publishing");
+                        Some(None)
+                    }
+                    _ => None,
+                };
+                if let (Some(update), Ok(mut reason)) = (update, blocked.lock()) {
+                    *reason = update;
+                }
+            }
+        });
+    }
+
+    /// Why the broker blocks publishing on this connection (a resource alarm), while it does.
+    pub fn blocked(&self) -> Option<String> {
+        self.live()?;
+        self.blocked.lock().ok().and_then(|reason| reason.clone())
+    }
+
+    /// For readiness: the broker answers now (a channel opened and closed on the live connection
+    /// within `timeout`: a round trip, which a frozen broker does not make) and does not block
+    /// publishing. Never connects. The error says what is wrong.
+    pub async fn probe(&self, timeout: Duration) -> Result<(), String> {
+        let Some(connection) = self.live() else {
+            return Err(match self.last_error() {
+                Some(error) => format!("not connected: {error}"),
+                None => "not connected".to_owned(),
+            });
+        };
+        if let Some(reason) = self.blocked() {
+            let reason = crate::disclose::scrub(&reason, self.url.expose());
+            return Err(format!("connection.blocked: {reason}"));
+        }
+        let answered = tokio::time::timeout(timeout, async {
+            let channel = connection.create_channel().await?;
+            channel.close(200, "OK".into()).await
+        })
+        .await;
+        match answered {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "the broker refused a channel to the readiness probe");
+                Err(crate::disclose::broker(&error, self.url.expose()))
+            }
+            Err(_) => Err(format!(
+                "no answer within {} ms (connected, but the broker does not respond)",
+                timeout.as_millis()
+            )),
+        }
+    }
+
+    /// Why the last attempt to connect (or to declare the topology) failed, if it did, without
+    /// credentials or host names ([`crate::disclose`]).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|error| error.clone())
+    }
+
+    /// Closes the connection (at shutdown).
+    pub async fn close(&self) {
+        let connection = self.current.lock().ok().and_then(|mut c| c.take());
+        if let Some(connection) = connection
+            && connection.status().connected()
+            && let Err(error) = connection.close(200, "shutting down".into()).await
+        {
+            tracing::warn!(%error, "closing the broker connection failed");
+        }
+    }
+}
+
+/// A message ready for the wire: the body is encoded once, when the event is written.
+#[derive(Clone, Debug)]
+pub struct OutgoingMessage {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub routing_key: String,
+    pub correlation_id: Option<Uuid>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    #[error("the broker returned the message as unroutable: {0}")]
+    Returned(String),
+    #[error("no confirm within {0} ms")]
+    TimedOut(u128),
+    #[error(transparent)]
+    Channel(#[from] lapin::Error),
+}
+
+/// A channel in confirm mode publishing to the topology's exchange, `mandatory` so that an
+/// unroutable message comes back instead of vanishing.
+pub struct Publisher {
+    channel: Channel,
+    exchange: ShortString,
+    confirm_timeout: Duration,
+    /// A batch timed out: confirms may still be outstanding on the channel, so it is not reused.
+    timed_out: std::sync::atomic::AtomicBool,
+}
+
+impl Publisher {
+    /// A publisher whose batches wait for their confirms `confirm_timeout` at most.
+    pub async fn open(broker: &Broker, confirm_timeout: Duration) -> Result<Self, lapin::Error> {
+        let connection = broker.connection().await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Self {
+            channel,
+            exchange: broker.topology().exchange.as_str().into(),
+            confirm_timeout,
+            timed_out: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the channel can still publish; a broken one is replaced by the caller.
+    pub fn is_open(&self) -> bool {
+        self.channel.status().connected()
+            && !self.timed_out.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Publishes every message with its confirm in flight together, then waits for all confirms.
+    /// The result at index i says whether message i is safely with the broker.
+    ///
+    /// lapin's `basic_publish` returns once its I/O thread has written the message, so awaiting
+    /// them one by one would cost a hand-off to that thread and back, a `write` and a TCP segment
+    /// per message. Polled together, every message's frames are queued (in order: each takes its
+    /// delivery tag and queues its frames on its first poll, and `join_all` polls them in order)
+    /// before the thread wakes, and it writes the whole batch at once.
+    ///
+    /// The whole batch waits `confirm_timeout` at most: past it, every message counts as not
+    /// confirmed (the broker may have some of them: they go out again, consumers are idempotent),
+    /// and this publisher is not used again.
+    pub async fn publish_all(&self, messages: &[OutgoingMessage]) -> Vec<Result<(), PublishError>> {
+        match tokio::time::timeout(self.confirm_timeout, self.publish_all_unbounded(messages)).await
+        {
+            Ok(results) => results,
+            Err(_) => {
+                self.timed_out
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                let millis = self.confirm_timeout.as_millis();
+                messages
+                    .iter()
+                    .map(|_| Err(PublishError::TimedOut(millis)))
+                    .collect()
+            }
+        }
+    }
+
+    async fn publish_all_unbounded(
+        &self,
+        messages: &[OutgoingMessage],
+    ) -> Vec<Result<(), PublishError>> {
+        let sent = join_all(messages.iter().map(|message| {
+            self.channel.basic_publish(
+                self.exchange.clone(),
+                message.routing_key.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &message.body,
+                properties(message),
+            )
+        }))
+        .await;
+        join_all(
+            sent.into_iter()
+                .map(|confirm| async move { accepted(confirm?.await?) }),
+        )
+        .await
+    }
+
+    pub async fn close(self) {
+        if self.channel.status().connected() {
+            let _ = self.channel.close(200, "OK".into()).await;
+        }
+    }
+}
+
+/// Whether the broker took a message: neither refused (nack) nor returned as unroutable.
+fn accepted(confirmation: lapin::Confirmation) -> Result<(), PublishError> {
+    if confirmation.is_nack() {
+        return Err(PublishError::Nacked);
+    }
+    match confirmation.take_message() {
+        Some(returned) => Err(PublishError::Returned(returned.reply_text.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// Publishes a copy of `delivery` (its body and properties, with `headers` instead of its own)
+/// to `exchange` with `routing_key`, persistent and `mandatory`, on `channel` (in confirm mode),
+/// and waits for the broker's confirm `timeout` at most. How retries, dead letters and replays
+/// move a message.
+pub async fn republish(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    delivery: &lapin::message::Delivery,
+    headers: lapin::types::FieldTable,
+    timeout: Duration,
+) -> Result<(), PublishError> {
+    let properties = delivery
+        .properties
+        .clone()
+        .with_headers(headers)
+        .with_delivery_mode(PERSISTENT);
+    let confirmation = tokio::time::timeout(timeout, async {
+        channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &delivery.data,
+                properties,
+            )
+            .await?
+            .await
+    })
+    .await
+    .map_err(|_| PublishError::TimedOut(timeout.as_millis()))??;
+    accepted(confirmation)
+}
+
+fn properties(message: &OutgoingMessage) -> BasicProperties {
+    let properties = BasicProperties::default()
+        .with_delivery_mode(PERSISTENT)
+        .with_content_type("application/json".into())
+        .with_message_id(message.event_id.to_string().into())
+        .with_type(message.event_type.as_str().into())
+        .with_timestamp(chrono::Utc::now().timestamp().max(0) as u64);
+    match message.correlation_id {
+        Some(id) => properties.with_correlation_id(id.to_string().into()),
+        None => properties,
+    }
+}

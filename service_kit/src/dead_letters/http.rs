@@ -1,0 +1,237 @@
+//! Operator endpoints of a service's dead-letter queue: `GET /dead-letters` and
+//! `POST /dead-letters/replay`. They require `Authorization: Bearer <{PREFIX}__ADMIN__TOKEN>`;
+//! without the setting they are disabled. Each client address may make `ADMIN__REQUESTS_PER_SECOND`
+//! requests a second (`ADMIN__BURST` at once); beyond, 429. A request is refused before its body
+//! is read: first by the rate, then by the token.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use utoipa::IntoParams;
+
+use super::{DeadLetter, ReplayRequest, ReplayResult};
+use crate::configuration::{AdminSettings, Secret};
+use crate::http::{Problem, problem_type};
+use messaging::broker::Broker;
+
+/// Client addresses remembered by the rate limit before the idle ones are forgotten.
+const REMEMBERED_CLIENTS: usize = 10_000;
+
+/// What the admin endpoints need.
+#[derive(Clone)]
+pub struct DeadLetterAdmin {
+    token: Option<Secret>,
+    /// The variable that sets the token, for the message of a disabled endpoint.
+    token_variable: String,
+    limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    broker: Arc<Broker>,
+    dead_letter_queue: String,
+    work_queue: String,
+}
+
+/// Adds the two routes; `admin` must be in the app data.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    use crate::http::resource;
+    cfg.service(resource("/dead-letters", "GET").route(web::get().to(list_dead_letters)))
+        .service(
+            resource("/dead-letters/replay", "POST").route(web::post().to(replay_dead_letters)),
+        );
+}
+
+impl DeadLetterAdmin {
+    /// `prefix` is the service's variable prefix (`ORDER_SERVICE`), for messages.
+    pub fn new(
+        settings: &AdminSettings,
+        prefix: &str,
+        broker: Arc<Broker>,
+        dead_letter_queue: String,
+        work_queue: String,
+    ) -> Self {
+        let quota = Quota::per_second(
+            NonZeroU32::new(settings.requests_per_second).unwrap_or(NonZeroU32::MIN),
+        )
+        .allow_burst(NonZeroU32::new(settings.burst).unwrap_or(NonZeroU32::MIN));
+        Self {
+            token: settings.token().cloned(),
+            token_variable: format!("{prefix}__ADMIN__TOKEN"),
+            limiter: Arc::new(RateLimiter::keyed(quota)),
+            broker,
+            dead_letter_queue,
+            work_queue,
+        }
+    }
+
+    /// The rate limit, then the token: both from the request's head alone.
+    fn admit(&self, request: &HttpRequest) -> Result<(), Problem> {
+        self.limit(request)?;
+        self.authorize(request)
+    }
+
+    fn limit(&self, request: &HttpRequest) -> Result<(), Problem> {
+        let Some(client) = request.peer_addr().map(|address| address.ip()) else {
+            return Ok(());
+        };
+        if self.limiter.len() > REMEMBERED_CLIENTS {
+            self.limiter.retain_recent();
+        }
+        self.limiter.check_key(&client).map_err(|not_until| {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            Problem::too_many_requests(wait)
+        })
+    }
+
+    fn authorize(&self, request: &HttpRequest) -> Result<(), Problem> {
+        let Some(token) = &self.token else {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                problem_type::FORBIDDEN,
+                "Forbidden",
+                format!(
+                    "operator endpoints are disabled: set {}",
+                    self.token_variable
+                ),
+            ));
+        };
+        let presented = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if bool::from(presented.as_bytes().ct_eq(token.expose().as_bytes())) {
+            Ok(())
+        } else {
+            Err(Problem::new(
+                StatusCode::UNAUTHORIZED,
+                problem_type::UNAUTHORIZED,
+                "Unauthorized",
+                "a valid `Authorization: Bearer <token>` header is required",
+            ))
+        }
+    }
+}
+
+fn broker_problem(error: lapin::Error) -> Problem {
+    Problem::from_failure(&error, "the broker")
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// At most this many, 1 to 10,000 (default 1000).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
+    pub limit: Option<String>,
+}
+
+/// Most dead letters listed by one request.
+pub const MAX_LIST: usize = 10_000;
+
+impl ListQuery {
+    fn limit(&self) -> Result<usize, Problem> {
+        match self.limit.as_deref() {
+            None => Ok(1000),
+            Some(text) => match text.parse::<usize>() {
+                Ok(limit) if (1..=MAX_LIST).contains(&limit) => Ok(limit),
+                _ => Err(Problem::validation(vec![crate::http::FieldError {
+                    field: "limit".into(),
+                    message: format!("must be an integer from 1 to {MAX_LIST}"),
+                }])),
+            },
+        }
+    }
+}
+
+/// List dead-lettered messages without consuming them.
+#[utoipa::path(
+    get,
+    path = "/dead-letters",
+    tag = "operations",
+    params(ListQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The dead letters, oldest first", body = [DeadLetter]),
+        (status = 400, description = "A malformed query string (a parameter given twice); `field` is `query`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`limit` out of range", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Operator endpoints disabled (no token configured)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this address; `Retry-After` says when to try again", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Broker unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(name = "list dead letters", skip_all)]
+pub async fn list_dead_letters(
+    request: HttpRequest,
+    query: web::Query<ListQuery>,
+    admin: web::Data<DeadLetterAdmin>,
+) -> Result<HttpResponse, Problem> {
+    admin.admit(&request)?;
+    let letters = super::list(&admin.broker, &admin.dead_letter_queue, query.limit()?)
+        .await
+        .map_err(broker_problem)?;
+    Ok(HttpResponse::Ok().json(letters))
+}
+
+/// Move dead letters back to the work queue with a fresh attempt count.
+///
+/// An empty body or `{}` replays all but poison messages; `{"order_ids": [...]}` only those orders;
+/// `{"include_poison": true}` poison messages too.
+#[utoipa::path(
+    post,
+    path = "/dead-letters/replay",
+    tag = "operations",
+    request_body(content = Option<ReplayRequest>, description = "Which dead letters; all when empty"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "How many were replayed", body = ReplayResult),
+        (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Operator endpoints disabled (no token configured)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this address; `Retry-After` says when to try again", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Broker unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(name = "replay dead letters", skip_all)]
+pub async fn replay_dead_letters(
+    request: HttpRequest,
+    payload: web::Payload,
+    admin: web::Data<DeadLetterAdmin>,
+) -> Result<HttpResponse, Problem> {
+    admin.admit(&request)?;
+    let body = crate::http::read_body(&request, payload).await?;
+    // An empty body, `null` and `{}` all select every dead letter but poison messages; anything
+    // else must be JSON (white space alone is not).
+    let selection: ReplayRequest = if body.is_empty() {
+        ReplayRequest::default()
+    } else {
+        // An object or null, never the array form serde would also take for a struct.
+        let value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|error| Problem::bad_field("body", error.to_string()))?;
+        match value {
+            serde_json::Value::Null => ReplayRequest::default(),
+            serde_json::Value::Object(_) => serde_json::from_value(value)
+                .map_err(|error| Problem::bad_field("body", error.to_string()))?,
+            _ => return Err(Problem::bad_field("body", "must be a JSON object or null")),
+        }
+    };
+    let replayed = super::replay(
+        &admin.broker,
+        &admin.dead_letter_queue,
+        &admin.work_queue,
+        &selection,
+    )
+    .await
+    .map_err(broker_problem)?;
+    Ok(HttpResponse::Ok().json(ReplayResult { replayed }))
+}
