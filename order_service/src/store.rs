@@ -177,7 +177,7 @@ impl GroupWrite for NewOrderWriter {
         } else {
             INSERT_ORDERS
         };
-        let events: Vec<(i64, Uuid)> = sqlx::query_as(sql)
+        let events: Vec<OutboxIdRow> = sqlx::query_as(sql)
             .bind(column(rows, |r| r.id))
             .bind(column(rows, |r| r.customer_id.as_str()))
             .bind(column(rows, |r| &r.items))
@@ -197,7 +197,7 @@ impl GroupWrite for NewOrderWriter {
         // Committed: publish the events now.
         let ids: std::collections::HashMap<Uuid, i64> = events
             .into_iter()
-            .map(|(id, event_id)| (event_id, id))
+            .map(|row| (row.event_id, row.id))
             .collect();
         let committed = rows
             .iter()
@@ -452,8 +452,22 @@ pub struct Verdict {
     at: DateTime<Utc>,
 }
 
-/// Applies verdicts in groups: one statement ([`APPLY_VERDICTS`]) updates the orders and writes
-/// the history rows of those it moved.
+/// An outbox row a statement wrote: its id, and the event it carries.
+struct OutboxIdRow {
+    id: i64,
+    event_id: Uuid,
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for OutboxIdRow {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        Ok(Self {
+            id: row.try_get("id")?,
+            event_id: row.try_get("event_id")?,
+        })
+    }
+}
+
 /// What [`APPLY_VERDICTS`] answers for one verdict.
 struct VerdictRow {
     id: Uuid,
@@ -474,6 +488,8 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for VerdictRow {
     }
 }
 
+/// Applies verdicts in groups: one statement ([`APPLY_VERDICTS`]) updates the orders and writes
+/// the history rows of those it moved.
 pub struct VerdictWriter {
     db: DatabaseConnection,
 }

@@ -107,22 +107,19 @@ impl GroupWrite for RecordWriter {
             .fetch_all(self.db.get_postgres_connection_pool())
             .await
             .map_err(messaging::database::from_sqlx)?;
-        let mut rows: std::collections::HashMap<_, _> = rows
-            .into_iter()
-            .map(
-                |(order_id, attempts, decision, reason, decided_at, outbox_id)| {
-                    (
-                        order_id,
-                        (attempts, decision, reason, decided_at, outbox_id),
-                    )
-                },
-            )
-            .collect();
+        let mut rows: std::collections::HashMap<Uuid, RecordRow> =
+            rows.into_iter().map(|row| (row.order_id, row)).collect();
         let mut by_order = std::collections::HashMap::with_capacity(rows.len());
         let mut announced = std::collections::HashMap::new();
         for request in requests {
-            let Some((attempts, decision, reason, decided_at, outbox_id)) =
-                rows.remove(&request.order_id)
+            let Some(RecordRow {
+                attempts,
+                decision,
+                reason,
+                decided_at,
+                outbox_id,
+                ..
+            }) = rows.remove(&request.order_id)
             else {
                 continue;
             };
@@ -166,16 +163,30 @@ impl GroupWrite for RecordWriter {
     }
 }
 
-/// A row of [`RECORD`]: order, attempts, decision, reason, when decided, and the outbox id of the event if this
-/// statement announced it.
-type RecordRow = (
-    Uuid,
-    i32,
-    Option<String>,
-    Option<String>,
-    Option<chrono::DateTime<chrono::Utc>>,
-    Option<i64>,
-);
+/// A row of [`RECORD`]: what one order's processing record holds after the statement.
+struct RecordRow {
+    order_id: Uuid,
+    attempts: i32,
+    decision: Option<String>,
+    reason: Option<String>,
+    decided_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The outbox id of the order's `order.processed`, if this statement announced it.
+    outbox_id: Option<i64>,
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for RecordRow {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        Ok(Self {
+            order_id: row.try_get("order_id")?,
+            attempts: row.try_get("attempts")?,
+            decision: row.try_get("decision")?,
+            reason: row.try_get("reason")?,
+            decided_at: row.try_get("decided_at")?,
+            outbox_id: row.try_get("outbox_id")?,
+        })
+    }
+}
 
 /// Records deliveries, one array per column: inserts each order's processing record or counts
 /// one more attempt on it (the row lock serialises concurrent duplicates); decides an undecided
