@@ -43,6 +43,8 @@ pub struct Broker {
     heartbeat_seconds: u16,
     /// Why the broker blocks this connection's publishers, while it does.
     blocked: Arc<Mutex<Option<String>>>,
+    /// Connections made so far (the first, then each reconnection).
+    connections_made: std::sync::atomic::AtomicU64,
 }
 
 impl Broker {
@@ -61,6 +63,7 @@ impl Broker {
             last_error: Mutex::new(None),
             heartbeat_seconds,
             blocked: Arc::new(Mutex::new(None)),
+            connections_made: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -122,6 +125,8 @@ impl Broker {
         channel.close(200, "OK".into()).await?;
         tracing::info!(connection = %self.connection_name, "connected to RabbitMQ, topology declared");
         let connection = Arc::new(connection);
+        self.connections_made
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Ok(mut current) = self.current.lock() {
             *current = Some(connection.clone());
         }
@@ -155,6 +160,17 @@ impl Broker {
                 }
             }
         });
+    }
+
+    /// Whether the service holds a live connection now (never connects).
+    pub fn is_connected(&self) -> bool {
+        self.live().is_some()
+    }
+
+    /// Connections made so far, with their topology declared: the first, then each reconnection.
+    pub fn connections_made(&self) -> u64 {
+        self.connections_made
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Why the broker blocks publishing on this connection (a resource alarm), while it does.

@@ -42,6 +42,7 @@ use crate::broker::Broker;
 use crate::events::{DecodeError, Envelope, Event};
 use crate::failure::{Classify, FailureClass};
 use crate::headers::{self, Headers};
+use crate::meter::{ConsumerMetrics, Fate};
 use crate::shutdown::{reconnect_backoff, sleep_unless_cancelled};
 use crate::topology::RetryTiers;
 
@@ -174,6 +175,8 @@ pub struct ConsumerSettings {
     pub confirm_timeout: Duration,
     /// A crash to inject (tests); none by default.
     pub crash: CrashFault,
+    /// Where the consumer counts its deliveries.
+    pub metrics: ConsumerMetrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -339,8 +342,22 @@ async fn settle<H: Handler>(
         attempt,
         redelivered = delivery.redelivered,
     );
-    async {
+    let started = std::time::Instant::now();
+    let mut fate = Fate::Returned;
+    let fate_ref = &mut fate;
+    let result = async {
         let (outcome, envelope) = decide(handler, &delivery, &headers, attempt).await;
+        *fate_ref = match (&outcome, &envelope) {
+            (Outcome::Ack, _) => Fate::Acknowledged,
+            (Outcome::DeadLetter { .. }, None) => Fate::Poison,
+            (Outcome::Retry { .. }, Some(_)) if attempt < settings.retry.max_attempts => {
+                Fate::Retried
+            }
+            (Outcome::DeadLetter { .. } | Outcome::Retry { .. } | Outcome::Panicked { .. }, Some(_)) => {
+                Fate::DeadLettered
+            }
+            _ => Fate::Returned,
+        };
         let result = match outcome {
             Outcome::Ack => {
                 // Acknowledged in a batch, with `multiple`, by the acker.
@@ -428,7 +445,15 @@ async fn settle<H: Handler>(
         Ok(())
     }
     .instrument(span)
-    .await
+    .await;
+    // A delivery that parked the consumer went back to the queue, whatever it was headed for.
+    let fate = if result.is_err() {
+        Fate::Returned
+    } else {
+        fate
+    };
+    settings.metrics.finished(fate, started.elapsed());
+    result
 }
 
 /// The AMQP `message_id` of a delivery (the event id).

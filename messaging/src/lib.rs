@@ -11,6 +11,7 @@ pub mod database;
 pub mod disclose;
 pub mod failure;
 pub mod headers;
+pub mod meter;
 pub mod outbox;
 pub mod settings;
 pub mod shutdown;

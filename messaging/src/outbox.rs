@@ -35,6 +35,7 @@ use crate::batch::column;
 use crate::broker::{Broker, OutgoingMessage, PublishError, Publisher};
 use crate::database;
 use crate::events::{Envelope, Event};
+use crate::meter::OutboxMetrics;
 use crate::settings::OutboxSettings;
 use crate::shutdown::{reconnect_backoff, sleep_unless_cancelled};
 
@@ -255,8 +256,27 @@ impl Handoff {
     }
 }
 
-/// `(id, event_id, event_type, routing_key, correlation_id, body)` of a claimed row.
-type ClaimedRow = (i64, uuid::Uuid, String, String, Option<uuid::Uuid>, Vec<u8>);
+/// A row [`CLAIM`] took.
+struct ClaimedRow {
+    id: i64,
+    message: OutgoingMessage,
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for ClaimedRow {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        Ok(Self {
+            id: row.try_get("id")?,
+            message: OutgoingMessage {
+                event_id: row.try_get("event_id")?,
+                event_type: row.try_get("event_type")?,
+                routing_key: row.try_get("routing_key")?,
+                correlation_id: row.try_get("correlation_id")?,
+                body: row.try_get("body")?,
+            },
+        })
+    }
+}
 
 pub struct Relay {
     db: DatabaseConnection,
@@ -265,6 +285,7 @@ pub struct Relay {
     wake: Arc<Notify>,
     handoff: Handoff,
     committed: Option<mpsc::Receiver<Vec<Committed>>>,
+    metrics: OutboxMetrics,
 }
 
 impl Relay {
@@ -289,7 +310,14 @@ impl Relay {
             wake,
             handoff,
             committed,
+            metrics: OutboxMetrics::disabled(),
         }
+    }
+
+    /// Counts what the relay publishes with `metrics`.
+    pub fn with_metrics(mut self, metrics: OutboxMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// For the writers of outbox rows: how to lease them and where to hand them once committed.
@@ -312,11 +340,14 @@ impl Relay {
             let marker = tokio::spawn(mark_sent(self.db.clone(), marked));
             let publisher = tokio::spawn(publish_committed(
                 committed,
-                self.broker.clone(),
-                self.db.clone(),
+                Outlet {
+                    broker: self.broker.clone(),
+                    db: self.db.clone(),
+                    wake: self.wake.clone(),
+                    confirm_timeout: self.settings.confirm_timeout,
+                    metrics: self.metrics.clone(),
+                },
                 marks,
-                self.wake.clone(),
-                self.settings.confirm_timeout,
                 shutdown.clone(),
             ));
             (publisher, marker)
@@ -395,24 +426,12 @@ impl Relay {
             return Ok(0);
         }
         // In the order they were written (RETURNING has no order).
-        rows.sort_unstable_by_key(|row| row.0);
+        rows.sort_unstable_by_key(|row| row.id);
         let total = rows.len();
-        let (ids, messages): (Vec<i64>, Vec<OutgoingMessage>) = rows
-            .into_iter()
-            .map(
-                |(id, event_id, event_type, routing_key, correlation_id, body)| {
-                    let message = OutgoingMessage {
-                        event_id,
-                        event_type,
-                        routing_key,
-                        correlation_id,
-                        body,
-                    };
-                    (id, message)
-                },
-            )
-            .unzip();
+        let (ids, messages): (Vec<i64>, Vec<OutgoingMessage>) =
+            rows.into_iter().map(|row| (row.id, row.message)).unzip();
         let results = publisher.publish_all(&messages).await;
+        self.metrics.batch_size.record(total as f64);
         let mut failures = Vec::new();
         let mut failed_ids = Vec::new();
         for ((id, message), result) in ids.into_iter().zip(&messages).zip(results) {
@@ -433,6 +452,8 @@ impl Relay {
         txn.commit().await.map_err(database::from_sqlx)?;
         tracing::debug!(published = total - failures.len(), "outbox batch relayed");
         let failed = failures.len();
+        self.metrics.published.increment((total - failed) as u64);
+        self.metrics.publish_failures.increment(failed as u64);
         match failures.into_iter().next() {
             None => Ok(total),
             Some(first) => Err(RelayError::Publish {
@@ -489,19 +510,33 @@ async fn finish(name: &str, task: JoinHandle<()>) {
     }
 }
 
+/// What the publisher of committed events publishes with, and where it releases what failed.
+struct Outlet {
+    broker: Arc<Broker>,
+    db: DatabaseConnection,
+    /// Wakes the relay's claim for released rows.
+    wake: Arc<Notify>,
+    confirm_timeout: Duration,
+    metrics: OutboxMetrics,
+}
+
 /// Publishes the events handed over after their commit, all that wait together with their
 /// confirms in flight, and hands the confirmed ids to the marker. A row the broker did not
 /// confirm is released (with its error) to the relay's claim, which retries with backoff. At
 /// shutdown it stops taking new events and publishes those already handed over.
 async fn publish_committed(
     mut committed: mpsc::Receiver<Vec<Committed>>,
-    broker: Arc<Broker>,
-    db: DatabaseConnection,
+    outlet: Outlet,
     marks: mpsc::UnboundedSender<Vec<i64>>,
-    wake: Arc<Notify>,
-    confirm_timeout: Duration,
     shutdown: CancellationToken,
 ) {
+    let Outlet {
+        broker,
+        db,
+        wake,
+        confirm_timeout,
+        metrics,
+    } = outlet;
     let mut publisher: Option<Publisher> = None;
     let mut batches = Vec::with_capacity(HANDOFF_BATCHES);
     loop {
@@ -538,6 +573,7 @@ async fn publish_committed(
                     .collect()
             }
         };
+        metrics.batch_size.record(ids.len() as f64);
         let mut confirmed = Vec::with_capacity(ids.len());
         let (mut failed_ids, mut errors) = (Vec::new(), Vec::new());
         for ((id, message), result) in ids.into_iter().zip(&messages).zip(results) {
@@ -550,6 +586,8 @@ async fn publish_committed(
                 }
             }
         }
+        metrics.published.increment(confirmed.len() as u64);
+        metrics.publish_failures.increment(failed_ids.len() as u64);
         if !failed_ids.is_empty() {
             if let Err(error) = sqlx::query(RELEASE_FAILED)
                 .bind(&failed_ids)
@@ -619,6 +657,31 @@ async fn mark_sent(db: DatabaseConnection, mut marked: mpsc::UnboundedReceiver<V
             }
         }
     }
+}
+
+/// What waits in an outbox.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Backlog {
+    /// Rows not yet confirmed by the broker.
+    pub unsent: i64,
+    /// Age of the oldest of them (zero when none waits).
+    pub oldest_age: Duration,
+}
+
+/// Reads the outbox's [`Backlog`]: both through the partial index on unsent rows.
+pub async fn backlog(db: &DatabaseConnection) -> Result<Backlog, DbErr> {
+    let row: (i64, f64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM outbox WHERE sent_at IS NULL), \
+                COALESCE((SELECT EXTRACT(EPOCH FROM now() - created_at)::float8 FROM outbox \
+                          WHERE sent_at IS NULL ORDER BY id LIMIT 1), 0)",
+    )
+    .fetch_one(db.get_postgres_connection_pool())
+    .await
+    .map_err(database::from_sqlx)?;
+    Ok(Backlog {
+        unsent: row.0,
+        oldest_age: Duration::try_from_secs_f64(row.1.max(0.0)).unwrap_or_default(),
+    })
 }
 
 /// Deletes the rows sent more than `retention` ago; unsent rows stay whatever their age.

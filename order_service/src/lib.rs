@@ -8,6 +8,7 @@ pub mod configuration;
 pub mod domain;
 pub mod entities;
 pub mod messaging;
+pub mod metrics;
 pub mod reconcile;
 pub mod routes;
 pub mod startup;

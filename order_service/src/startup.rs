@@ -11,6 +11,7 @@ use utoipa::OpenApi;
 use crate::api_doc::ApiDoc;
 use crate::configuration::{ENV_PREFIX, Settings};
 use crate::messaging::OrderProcessedHandler;
+use crate::metrics::OrderMetrics;
 use crate::reconcile::Reconciler;
 use crate::routes;
 use crate::store::OrderStore;
@@ -30,6 +31,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Service> {
         service.handoff(),
         settings.intake.max_waiting,
         settings.amqp.group_linger,
+        OrderMetrics::new(&service.meter()),
     );
     let reconciler = Reconciler::new(
         service.db().clone(),

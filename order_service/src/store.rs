@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::domain::{IdempotencyKey, NewOrder, OrderStatus};
 use crate::entities::{order, order_status_history as history};
+use crate::metrics::OrderMetrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -157,6 +158,7 @@ pub struct NewOrderRow {
 pub struct NewOrderWriter {
     db: DatabaseConnection,
     outbox: Handoff,
+    metrics: OrderMetrics,
 }
 
 impl GroupWrite for NewOrderWriter {
@@ -199,6 +201,7 @@ impl GroupWrite for NewOrderWriter {
             .into_iter()
             .map(|row| (row.event_id, row.id))
             .collect();
+        self.metrics.created(ids.len());
         let committed = rows
             .iter()
             .filter_map(|row| {
@@ -235,16 +238,21 @@ impl OrderStore {
         outbox: Handoff,
         max_waiting: usize,
         verdict_linger: Duration,
+        metrics: OrderMetrics,
     ) -> Self {
         let new_orders = GroupWriter::start(
             NewOrderWriter {
                 db: db.clone(),
                 outbox,
+                metrics: metrics.clone(),
             },
             Grouping::new(MAX_GROUP, WRITERS).queue(max_waiting),
         );
         let verdicts = GroupWriter::start(
-            VerdictWriter { db: db.clone() },
+            VerdictWriter {
+                db: db.clone(),
+                metrics,
+            },
             Grouping::new(MAX_GROUP, WRITERS).linger(verdict_linger),
         );
         Self {
@@ -475,6 +483,8 @@ struct VerdictRow {
     previous: Option<String>,
     /// Whether the statement moved it.
     moved: bool,
+    /// When the order was placed; `None`: no such order.
+    created_at: Option<DateTime<Utc>>,
 }
 
 impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for VerdictRow {
@@ -484,6 +494,7 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for VerdictRow {
             id: row.try_get("id")?,
             previous: row.try_get("previous")?,
             moved: row.try_get("moved")?,
+            created_at: row.try_get("created_at")?,
         })
     }
 }
@@ -492,6 +503,7 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for VerdictRow {
 /// the history rows of those it moved.
 pub struct VerdictWriter {
     db: DatabaseConnection,
+    metrics: OrderMetrics,
 }
 
 impl GroupWrite for VerdictWriter {
@@ -522,8 +534,18 @@ impl GroupWrite for VerdictWriter {
             .fetch_all(self.db.get_postgres_connection_pool())
             .await
             .map_err(messaging::database::from_sqlx)?;
+        let targets: std::collections::HashMap<Uuid, (OrderStatus, DateTime<Utc>)> = verdicts
+            .iter()
+            .map(|v| (v.order_id, (v.target, v.at)))
+            .collect();
         let mut by_order = std::collections::HashMap::with_capacity(rows.len());
         for row in rows {
+            if let (true, Some(created_at), Some((target, at))) =
+                (row.moved, row.created_at, targets.get(&row.id))
+            {
+                let elapsed = (*at - created_at).to_std().unwrap_or_default();
+                self.metrics.finalized(*target, elapsed);
+            }
             let applied = match (row.previous, row.moved) {
                 (None, _) => Applied::UnknownOrder,
                 (Some(previous), true) => Applied::Moved {
@@ -614,7 +636,7 @@ WITH input AS (
     INSERT INTO order_status_history (order_id, status, reason, at)
     SELECT i.id, i.status, i.reason, i.at FROM input i JOIN moved m ON m.id = i.id
 )
-SELECT i.id, o.status AS previous, m.id IS NOT NULL AS moved
+SELECT i.id, o.status AS previous, o.created_at, m.id IS NOT NULL AS moved
 FROM input i LEFT JOIN orders o ON o.id = i.id LEFT JOIN moved m ON m.id = i.id
 "#;
 

@@ -23,6 +23,8 @@ pub struct ProcessingSettings {
     pub transient_failure_rate: f64,
     /// Panic on any order of this customer (fault injection).
     pub panic_for_customer: Option<String>,
+    /// Counts the tries repeated in process.
+    pub in_process_retries: messaging::meter::Counter,
 }
 
 pub struct OrderCreatedHandler {
@@ -135,6 +137,7 @@ impl Handler for OrderCreatedHandler {
                     .with_jitter(),
             )
             .notify(|error, delay| {
+                self.settings.in_process_retries.increment(1);
                 tracing::info!(
                     order_id = %order.order_id,
                     event_id = %envelope.event_id,

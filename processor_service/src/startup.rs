@@ -4,6 +4,7 @@
 
 use actix_web::web;
 use messaging::consumer::CrashFault;
+use messaging::meter::in_process_retries;
 use migration::ProcessorMigrator;
 use service_kit::service::{Blueprint, Builder, Service};
 use utoipa::OpenApi;
@@ -36,6 +37,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Service> {
             immediate_attempts: settings.retry.immediate_attempts,
             transient_failure_rate: settings.faults.transient_failure_rate,
             panic_for_customer: settings.faults.panic_for_customer.clone(),
+            in_process_retries: in_process_retries(&service.meter(), &topology.order_created_queue),
         },
     );
     let state = web::Data::new(store);

@@ -548,12 +548,14 @@ impl tracing_actix_web::RootSpanBuilder for QuietRootSpan {
     }
 }
 
-/// The operations routes every service has: `/health`, `/ready` and the dead-letter endpoints.
-/// The database pool, the broker and the [`DeadLetterAdmin`](crate::dead_letters::http::DeadLetterAdmin)
-/// must be in the app data.
+/// The operations routes every service has: `/health`, `/ready`, `/metrics` and the dead-letter
+/// endpoints. The database pool, the broker, the
+/// [`DeadLetterAdmin`](crate::dead_letters::http::DeadLetterAdmin) and the
+/// [`Scrape`](crate::prometheus::Scrape) must be in the app data.
 pub fn operations(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/health", "GET").route(web::get().to(health)))
         .service(resource("/ready", "GET").route(web::get().to(ready)))
+        .service(resource("/metrics", "GET").route(web::get().to(crate::prometheus::metrics)))
         .configure(crate::dead_letters::http::configure);
 }
 
@@ -565,6 +567,7 @@ pub fn serve<F>(
     http: &HttpSettings,
     grace: Duration,
     openapi: utoipa::openapi::OpenApi,
+    metrics: crate::prometheus::HttpMetrics,
     configure: F,
 ) -> std::io::Result<actix_web::dev::Server>
 where
@@ -572,10 +575,16 @@ where
 {
     use actix_web::{App, HttpServer};
     let body_timeout = BodyTimeout(http.body_timeout);
+    let metrics = web::Data::new(metrics);
     Ok(HttpServer::new(move || {
         App::new()
             .wrap(actix_web::middleware::from_fn(limit_headers))
             .wrap(tracing_actix_web::TracingLogger::<QuietRootSpan>::new())
+            // Outermost: every answer is counted, those of the layers above included.
+            .wrap(actix_web::middleware::from_fn(
+                crate::prometheus::record_requests,
+            ))
+            .app_data(metrics.clone())
             .app_data(body_timeout)
             .app_data(query_config())
             .app_data(path_config())

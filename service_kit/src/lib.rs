@@ -6,6 +6,7 @@
 pub mod configuration;
 pub mod dead_letters;
 pub mod http;
+pub mod prometheus;
 pub mod service;
 pub mod signals;
 pub mod telemetry;

@@ -16,6 +16,7 @@ use anyhow::Context;
 use contracts::events::Event;
 use messaging::broker::Broker;
 use messaging::consumer::{self, ConsumerSettings, CrashFault, Handler, RetryPolicy};
+use messaging::meter::{ConsumerMetrics, Meter, OutboxMetrics};
 use messaging::outbox::{Handoff, Relay};
 use sea_orm::DatabaseConnection;
 use tokio::task::JoinSet;
@@ -26,6 +27,7 @@ use crate::configuration::{
     RedeliverySettings, ShutdownSettings,
 };
 use crate::dead_letters::http::DeadLetterAdmin;
+use crate::prometheus::{Exporter, HttpMetrics, Scrape};
 
 /// Background work; it must return when the shutdown token trips.
 pub type Worker = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -68,6 +70,8 @@ pub struct Builder {
     workers: Vec<(String, Start)>,
     /// The dead-letter queue the operator endpoints serve, and the work queue they replay to.
     dead_letters: Option<(String, String)>,
+    exporter: Exporter,
+    database: DatabaseSettings,
 }
 
 impl Builder {
@@ -109,7 +113,9 @@ impl Builder {
             name,
             amqp.heartbeat_seconds(),
         );
-        let relay = Relay::new(db.clone(), broker.clone(), outbox.clone());
+        let exporter = Exporter::new()?;
+        let relay = Relay::new(db.clone(), broker.clone(), outbox.clone())
+            .with_metrics(OutboxMetrics::new(&exporter.meter()));
         let listener = std::net::TcpListener::bind((http.host.as_str(), http.port))
             .with_context(|| format!("binding {}:{}", http.host, http.port))?;
         let port = listener.local_addr()?.port();
@@ -130,7 +136,14 @@ impl Builder {
             port,
             workers: Vec::new(),
             dead_letters: None,
+            exporter,
+            database: database.clone(),
         })
+    }
+
+    /// Where the service's own parts register their metrics.
+    pub fn meter(&self) -> Meter {
+        self.exporter.meter()
     }
 
     /// The read-write pool.
@@ -167,6 +180,7 @@ impl Builder {
             },
             confirm_timeout: self.outbox.confirm_timeout,
             crash,
+            metrics: ConsumerMetrics::new(&self.exporter.meter(), queue),
         };
         self.dead_letters
             .get_or_insert_with(|| (dead_letter_queue.to_owned(), queue.to_owned()));
@@ -197,13 +211,49 @@ impl Builder {
     where
         F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
     {
+        let meter = self.exporter.meter();
         let (dead_letter_queue, work_queue) = self.dead_letters.unwrap_or_default();
-        let admin = web::Data::new(DeadLetterAdmin::new(
-            &self.admin,
-            self.env_prefix,
+        let mut workers = self.workers;
+        if !dead_letter_queue.is_empty() {
+            let (meter, broker, queue) = (
+                meter.clone(),
+                self.broker.clone(),
+                dead_letter_queue.clone(),
+            );
+            workers.push((
+                "dead-letter sampler".to_owned(),
+                Box::new(move |shutdown| {
+                    Box::pin(Exporter::watch_dead_letters(meter, broker, queue, shutdown))
+                }),
+            ));
+        }
+        let handle = self.exporter.handle();
+        workers.push((
+            "metrics upkeep".to_owned(),
+            Box::new(move |shutdown| Box::pin(Exporter::keep_up(handle, shutdown))),
+        ));
+        let admin = web::Data::new(
+            DeadLetterAdmin::new(
+                &self.admin,
+                self.env_prefix,
+                self.broker.clone(),
+                dead_letter_queue,
+                work_queue,
+            )
+            .counting_replays(&meter),
+        );
+        let scrape = web::Data::new(Scrape::new(
+            &self.exporter,
             self.broker.clone(),
-            dead_letter_queue,
-            work_queue,
+            self.reads.clone(),
+            vec![
+                ("writes", self.db.clone(), self.database.max_connections),
+                (
+                    "reads",
+                    self.reads.clone(),
+                    self.database.read_max_connections,
+                ),
+            ],
         ));
         let db = web::Data::new(self.db.clone());
         let broker = web::Data::new(self.broker.clone());
@@ -212,15 +262,16 @@ impl Builder {
             &self.http,
             self.grace,
             openapi,
+            HttpMetrics::new(meter),
             move |cfg: &mut web::ServiceConfig| {
                 cfg.app_data(db.clone())
                     .app_data(broker.clone())
                     .app_data(admin.clone())
+                    .app_data(scrape.clone())
                     .configure(crate::http::operations)
                     .configure(routes.clone());
             },
         )?;
-        let mut workers = self.workers;
         if self.outbox.relay_enabled {
             let relay = self.relay;
             workers.push((

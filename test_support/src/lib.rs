@@ -21,6 +21,7 @@ use messaging::topology::Topology;
 use service_kit::configuration::{AmqpSettings, DatabaseSettings, Secret};
 
 pub mod outage;
+pub mod prometheus;
 pub mod rabbit_node;
 pub mod schemathesis;
 

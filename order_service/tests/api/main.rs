@@ -10,6 +10,7 @@ mod helpers;
 mod hygiene;
 mod idempotency;
 mod listing;
+mod metrics;
 mod openapi;
 mod orders;
 mod outages;

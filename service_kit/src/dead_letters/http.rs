@@ -21,6 +21,7 @@ use super::{DeadLetter, ReplayRequest, ReplayResult};
 use crate::configuration::{AdminSettings, Secret};
 use crate::http::{Problem, problem_type};
 use messaging::broker::Broker;
+use messaging::meter::{Counter, Meter};
 
 /// Client addresses remembered by the rate limit before the idle ones are forgotten.
 const REMEMBERED_CLIENTS: usize = 10_000;
@@ -35,6 +36,7 @@ pub struct DeadLetterAdmin {
     broker: Arc<Broker>,
     dead_letter_queue: String,
     work_queue: String,
+    replays: Counter,
 }
 
 /// Adds the two routes; `admin` must be in the app data.
@@ -66,7 +68,18 @@ impl DeadLetterAdmin {
             broker,
             dead_letter_queue,
             work_queue,
+            replays: Meter::disabled().counter("dead_letter_replays_total", "", &[]),
         }
+    }
+
+    /// Counts the messages replayed through these endpoints in `meter`.
+    pub fn counting_replays(mut self, meter: &Meter) -> Self {
+        self.replays = meter.counter(
+            "dead_letter_replays_total",
+            "Dead letters replayed to their work queue through POST /dead-letters/replay, by queue.",
+            &[("queue", self.dead_letter_queue.clone())],
+        );
+        self
     }
 
     /// The rate limit, then the token: both from the request's head alone.
@@ -233,5 +246,6 @@ pub async fn replay_dead_letters(
     )
     .await
     .map_err(broker_problem)?;
+    admin.replays.increment(replayed as u64);
     Ok(HttpResponse::Ok().json(ReplayResult { replayed }))
 }
