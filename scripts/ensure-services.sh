@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the local PostgreSQL and RabbitMQ run (starting them with this machine's commands if
-# not) and enables the RabbitMQ management UI when the plugin is available. Idempotent.
+# not), enables the RabbitMQ management UI when the plugin is available and RabbitMQ's Prometheus
+# endpoint. Idempotent.
 set -euo pipefail
 
 log() { printf '[ensure-services] %s\n' "$*" >&2; }
@@ -16,6 +17,13 @@ wait_for() { # name, seconds, command...
   log "$name did not come up within ${seconds}s"
   return 1
 }
+
+# promtool and prometheus (Debian's package) for the metrics tests.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  log "installing Debian's prometheus package (promtool, prometheus)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null \
+    || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null; }
+fi
 
 # PostgreSQL
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && ! port_open 5432; then
@@ -52,5 +60,15 @@ if [ "${ENABLE_MANAGEMENT:-1}" = 1 ] && command -v rabbitmq-plugins >/dev/null 2
     log "RabbitMQ management UI enabled on http://127.0.0.1:15672 (guest/guest)"
   else
     log "could not enable the RabbitMQ management UI (continuing without it)"
+  fi
+fi
+
+# RabbitMQ's own metrics on 15692 (rabbitmq_prometheus): the observability test scrapes them.
+if command -v rabbitmq-plugins >/dev/null 2>&1 && ! port_open 15692; then
+  if timeout 60 rabbitmq-plugins enable rabbitmq_prometheus >/dev/null 2>&1 \
+    && wait_for "RabbitMQ's metrics endpoint" 30 port_open 15692; then
+    log "RabbitMQ metrics on http://127.0.0.1:15692/metrics"
+  else
+    log "could not enable rabbitmq_prometheus: the observability test will fail"
   fi
 fi

@@ -279,6 +279,7 @@ async fn consume<H: Handler>(
         )
         .await?;
     tracing::info!(queue = %settings.queue, prefetch = settings.prefetch, "consuming");
+    settings.metrics.consuming.set(1.0);
     let side = &side;
     let (settled, acks) = mpsc::unbounded_channel();
     let acker = tokio::spawn(acknowledge_in_batches(channel.clone(), acks));
@@ -312,6 +313,7 @@ async fn consume<H: Handler>(
         Some(reason) => Err(Stop::Parked(reason)),
         None => result,
     };
+    settings.metrics.consuming.set(0.0);
     // What was settled is acknowledged before the channel closes.
     let _ = settled.send(Settled::Flush);
     let _ = acker.await;

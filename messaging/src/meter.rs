@@ -139,6 +139,8 @@ impl Fate {
 pub struct ConsumerMetrics {
     deliveries: [Counter; 5],
     handling: Histogram,
+    /// 1 while the consumer consumes, 0 while it reconnects or parks.
+    pub consuming: Gauge,
 }
 
 impl ConsumerMetrics {
@@ -155,6 +157,11 @@ impl ConsumerMetrics {
             handling: meter.histogram(
                 "consumer_handling_duration_seconds",
                 "Time from a delivery's arrival to its outcome, by queue.",
+                std::slice::from_ref(&queue),
+            ),
+            consuming: meter.gauge(
+                "consumer_consuming",
+                "1 while the consumer of a queue consumes; 0 while it reconnects, or parks because a dependency is unavailable.",
                 std::slice::from_ref(&queue),
             ),
         }

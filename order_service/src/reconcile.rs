@@ -15,6 +15,7 @@
 
 use chrono::{DateTime, Utc};
 use contracts::events::{OrderCreated, OrderLine};
+use messaging::meter::{Counter, Gauge, Meter};
 use messaging::outbox::{self, Handoff};
 use messaging::shutdown::sleep_unless_cancelled;
 use rust_decimal::Decimal;
@@ -92,10 +93,48 @@ pub struct Swept {
     pub republished: usize,
 }
 
+/// Orders pending past the threshold, and how old the oldest is: what the last sample found.
+const STUCK: &str = r#"
+SELECT count(*),
+       COALESCE(EXTRACT(EPOCH FROM now() - min(o.created_at))::float8, 0)
+FROM reconciliation r JOIN orders o ON o.id = r.order_id
+WHERE o.status = 'pending'
+"#;
+
+/// What the sweeps count, and what the sample after each finds.
+struct ReconcileMetrics {
+    republished: Counter,
+    stuck: Gauge,
+    oldest_stuck: Gauge,
+}
+
+impl ReconcileMetrics {
+    fn new(meter: &Meter) -> Self {
+        Self {
+            republished: meter.counter(
+                "orders_republished_total",
+                "order.created events the reconciliation published again for orders still pending.",
+                &[],
+            ),
+            stuck: meter.gauge(
+                "orders_stuck_pending",
+                "Orders still pending RECONCILE__PENDING_AFTER_SECONDS after they were placed, sampled after each sweep.",
+                &[],
+            ),
+            oldest_stuck: meter.gauge(
+                "orders_stuck_pending_oldest_age_seconds",
+                "Age of the oldest of those orders (0 when there is none).",
+                &[],
+            ),
+        }
+    }
+}
+
 pub struct Reconciler {
     db: DatabaseConnection,
     outbox: Handoff,
     settings: ReconcileSettings,
+    metrics: ReconcileMetrics,
 }
 
 impl Reconciler {
@@ -104,16 +143,42 @@ impl Reconciler {
             db,
             outbox,
             settings,
+            metrics: ReconcileMetrics::new(&Meter::disabled()),
         }
     }
 
-    /// Sweeps every `interval` until `shutdown` trips.
+    /// Counts what the sweeps do, and samples the stuck orders, in `meter`.
+    pub fn with_metrics(mut self, meter: &Meter) -> Self {
+        self.metrics = ReconcileMetrics::new(meter);
+        self
+    }
+
+    /// Sweeps every `interval` until `shutdown` trips, sampling the stuck orders after each.
     pub async fn run(self, shutdown: CancellationToken) {
         let interval = self.settings.interval;
+        self.sample().await;
         while sleep_unless_cancelled(interval, &shutdown).await {
-            if let Err(error) = self.sweep().await {
-                tracing::warn!(%error, "reconciliation sweep failed; trying again at the next");
+            match self.sweep().await {
+                Ok(swept) => self.metrics.republished.increment(swept.republished as u64),
+                Err(error) => {
+                    tracing::warn!(%error, "reconciliation sweep failed; trying again at the next");
+                }
             }
+            self.sample().await;
+        }
+    }
+
+    /// Samples the orders stuck in `pending` (every instance does: it only reads).
+    async fn sample(&self) {
+        let stuck: Result<(i64, f64), _> = sea_orm::sqlx::query_as(STUCK)
+            .fetch_one(self.db.get_postgres_connection_pool())
+            .await;
+        match stuck {
+            Ok((count, age)) => {
+                self.metrics.stuck.set(count as f64);
+                self.metrics.oldest_stuck.set(age);
+            }
+            Err(error) => tracing::debug!(%error, "could not sample the stuck orders"),
         }
     }
 

@@ -37,7 +37,8 @@ pub async fn build(settings: Settings) -> anyhow::Result<Service> {
         service.db().clone(),
         service.handoff(),
         settings.reconcile.clone(),
-    );
+    )
+    .with_metrics(&service.meter());
     let state = web::Data::new(store.clone());
     service
         .consume(

@@ -124,7 +124,9 @@ struct Pool {
 pub struct Scrape {
     handle: PrometheusHandle,
     broker: Arc<Broker>,
+    db: DatabaseConnection,
     reads: DatabaseConnection,
+    ready: Gauge,
     pools: Vec<Pool>,
     broker_connected: Gauge,
     broker_blocked: Gauge,
@@ -134,10 +136,12 @@ pub struct Scrape {
 }
 
 impl Scrape {
-    /// `pools`: the named pools with their maximum sizes; `reads` runs the outbox query.
+    /// `db` is checked for readiness; `reads` runs the outbox query; `pools` are the named pools
+    /// with their maximum sizes.
     pub fn new(
         exporter: &Exporter,
         broker: Arc<Broker>,
+        db: DatabaseConnection,
         reads: DatabaseConnection,
         pools: Vec<(&'static str, DatabaseConnection, u32)>,
     ) -> Self {
@@ -171,7 +175,13 @@ impl Scrape {
         Self {
             handle: exporter.handle(),
             broker,
+            db,
             reads,
+            ready: meter.gauge(
+                "service_ready",
+                "1 when the readiness checks (GET /ready) pass at the scrape, else 0.",
+                &[],
+            ),
             pools,
             broker_connected: meter.gauge(
                 "broker_connected",
@@ -219,6 +229,8 @@ impl Scrape {
         });
         self.broker_reconnections
             .absolute(self.broker.connections_made().saturating_sub(1));
+        let report = crate::http::check_dependencies(&self.db, &self.broker).await;
+        self.ready.set(if report.is_ready() { 1.0 } else { 0.0 });
         // A database that does not answer leaves the last values: the pool and broker gauges,
         // and `up`, still tell.
         match messaging::outbox::backlog(&self.reads).await {

@@ -245,6 +245,7 @@ impl Builder {
         let scrape = web::Data::new(Scrape::new(
             &self.exporter,
             self.broker.clone(),
+            self.db.clone(),
             self.reads.clone(),
             vec![
                 ("writes", self.db.clone(), self.database.max_connections),

@@ -8,6 +8,7 @@ mod chaos;
 mod failures;
 mod fuzz;
 mod helpers;
+mod observability;
 mod pipeline;
 mod quorum;
 mod reads;
