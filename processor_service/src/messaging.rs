@@ -88,27 +88,17 @@ impl OrderCreatedHandler {
     async fn already_decided(
         &self,
         delivery: &Delivered<OrderCreated>,
-        decision: String,
-        reason: Option<String>,
+        decision: Decision,
         decided_at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Outcome {
         let order_id = delivery.envelope.payload.order_id;
-        let Some(status) = ProcessingStatus::parse(&decision) else {
-            return Outcome::Retry {
-                reason: format!("the processing record of {order_id} holds {decision:?}"),
-            };
-        };
-        let recorded = Decision {
-            status,
-            reason: reason.clone(),
-        };
         let at = decided_at.unwrap_or_else(chrono::Utc::now);
-        if let Err(error) = self.store.announce_again(order_id, &recorded, at).await {
+        if let Err(error) = self.store.announce_again(order_id, &decision, at).await {
             return Outcome::from_failure(&error);
         }
-        if status == ProcessingStatus::Failed && !delivery.replayed {
+        if decision.status == ProcessingStatus::Failed && !delivery.replayed {
             return Outcome::DeadLetter {
-                reason: reason.unwrap_or_else(|| "the order failed".into()),
+                reason: decision.reason.unwrap_or_else(|| "the order failed".into()),
             };
         }
         Outcome::Ack
@@ -161,14 +151,10 @@ impl Handler for OrderCreatedHandler {
             (
                 Ok(Recorded::AlreadyDecided {
                     decision,
-                    reason,
                     decided_at,
                 }),
                 _,
-            ) => {
-                self.already_decided(delivery, decision, reason, decided_at)
-                    .await
-            }
+            ) => self.already_decided(delivery, decision, decided_at).await,
             (Ok(Recorded::Undecided { .. }), Err(error)) => Outcome::Retry {
                 reason: error.to_string(),
             },
@@ -198,7 +184,7 @@ impl Handler for OrderCreatedHandler {
                 tracing::info!(
                     order_id = %envelope.payload.order_id,
                     event_id = %envelope.event_id,
-                    %decision,
+                    decision = decision.map_or("undecided", ProcessingStatus::as_str),
                     "out of attempts, but another delivery decided the order; acknowledged"
                 );
                 Exhausted::DecidedOtherwise

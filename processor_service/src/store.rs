@@ -15,7 +15,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use crate::domain::Decision;
-use crate::entities::processing;
+use crate::entities::processing::{self, DecisionStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -41,8 +41,7 @@ pub enum Recorded {
     Decided,
     /// An earlier delivery had decided it, with this decision and reason.
     AlreadyDecided {
-        decision: String,
-        reason: Option<String>,
+        decision: Decision,
         decided_at: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// The attempt was counted; the order is still undecided.
@@ -123,7 +122,7 @@ impl GroupWrite for RecordWriter {
             else {
                 continue;
             };
-            let recorded = match (outbox_id, decision.as_deref()) {
+            let recorded = match (outbox_id, decision) {
                 (Some(outbox_id), _) => {
                     announced.insert(request.order_id, outbox_id);
                     Recorded::Decided
@@ -133,13 +132,12 @@ impl GroupWrite for RecordWriter {
                 (None, Some(decided))
                     if request.replayed
                         && request.decision.is_none()
-                        && decided == ProcessingStatus::Failed.as_str() =>
+                        && decided == ProcessingStatus::Failed =>
                 {
                     Recorded::Undecided { attempts }
                 }
-                (None, Some(decided)) => Recorded::AlreadyDecided {
-                    decision: decided.to_owned(),
-                    reason,
+                (None, Some(status)) => Recorded::AlreadyDecided {
+                    decision: Decision { status, reason },
                     decided_at,
                 },
                 (None, None) => Recorded::Undecided { attempts },
@@ -167,7 +165,7 @@ impl GroupWrite for RecordWriter {
 struct RecordRow {
     order_id: Uuid,
     attempts: i32,
-    decision: Option<String>,
+    decision: Option<ProcessingStatus>,
     reason: Option<String>,
     decided_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The outbox id of the order's `order.processed`, if this statement announced it.
@@ -180,7 +178,15 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for RecordRow {
         Ok(Self {
             order_id: row.try_get("order_id")?,
             attempts: row.try_get("attempts")?,
-            decision: row.try_get("decision")?,
+            decision: row
+                .try_get::<Option<&str>, _>("decision")?
+                .map(|name| {
+                    ProcessingStatus::parse(name).ok_or_else(|| sqlx::Error::ColumnDecode {
+                        index: "decision".into(),
+                        source: format!("no such decision: {name:?}").into(),
+                    })
+                })
+                .transpose()?,
             reason: row.try_get("reason")?,
             decided_at: row.try_get("decided_at")?,
             outbox_id: row.try_get("outbox_id")?,
@@ -251,8 +257,9 @@ RETURNING order_id
 pub enum FailureRecorded {
     /// The order's record says `failed` (and its `order.processed` is in the outbox).
     Failed,
-    /// Another delivery decided the order otherwise first.
-    DecidedOtherwise(String),
+    /// Another delivery decided the order otherwise first (`None`: the record was found
+    /// undecided, which a concurrent decision rules out).
+    DecidedOtherwise(Option<ProcessingStatus>),
 }
 
 #[derive(Clone)]
@@ -376,17 +383,15 @@ impl ProcessingStore {
                 [order_id.into()],
             ))
             .await?
-            .map(|row| row.try_get::<Option<String>>("", "decision"))
+            .map(|row| row.try_get::<Option<DecisionStatus>>("", "decision"))
             .transpose()?
-            .flatten();
+            .flatten()
+            .map(ProcessingStatus::from);
         txn.commit().await?;
         Ok(match current {
-            Some(decision) if decision == ProcessingStatus::Failed.as_str() => {
-                FailureRecorded::Failed
-            }
-            Some(decision) => FailureRecorded::DecidedOtherwise(decision),
-            // Not written by this statement, so another decided it: it cannot be undecided.
-            None => FailureRecorded::DecidedOtherwise("undecided".into()),
+            Some(ProcessingStatus::Failed) => FailureRecorded::Failed,
+            // Not written by this statement, so another decided it: `None` cannot be.
+            decision => FailureRecorded::DecidedOtherwise(decision),
         })
     }
 

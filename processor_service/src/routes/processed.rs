@@ -27,25 +27,16 @@ pub struct ProcessedResponse {
     pub decided_at: Option<DateTime<Utc>>,
 }
 
-impl TryFrom<processing::Model> for ProcessedResponse {
-    type Error = Problem;
-
-    fn try_from(model: processing::Model) -> Result<Self, Problem> {
-        let decision = match model.decision.as_deref() {
-            None => None,
-            Some(text) => Some(ProcessingStatus::parse(text).ok_or_else(|| {
-                tracing::error!(order_id = %model.order_id, decision = text, "stored decision unknown");
-                Problem::internal()
-            })?),
-        };
-        Ok(Self {
+impl From<processing::Model> for ProcessedResponse {
+    fn from(model: processing::Model) -> Self {
+        Self {
             order_id: model.order_id,
-            decision,
+            decision: model.decision.map(ProcessingStatus::from),
             reason: model.reason,
             attempts: model.attempts,
             first_seen_at: model.first_seen_at,
             decided_at: model.decided_at,
-        })
+        }
     }
 }
 
@@ -80,7 +71,7 @@ pub async fn get_processed(
         )
     })?;
     match store.get(order_id).await? {
-        Some(record) => Ok(HttpResponse::Ok().json(ProcessedResponse::try_from(record)?)),
+        Some(record) => Ok(HttpResponse::Ok().json(ProcessedResponse::from(record))),
         None => Err(Problem::not_found(format!(
             "no processing record for order {order_id}"
         ))),
