@@ -15,7 +15,9 @@ use std::sync::Arc;
 use sea_orm::DbErr;
 
 use crate::failure::Classify;
+use crate::trace::Batch;
 use std::time::Duration;
+use tracing::Instrument;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::time::Instant;
@@ -25,6 +27,9 @@ pub trait GroupWrite: Send + Sync + 'static {
     type Request: Send + 'static;
     type Response: Send + 'static;
     type Key: Ord + Hash + Send;
+
+    /// What a statement does, for its span (`insert orders`, `record deliveries`).
+    const NAME: &'static str;
 
     fn key(request: &Self::Request) -> Self::Key;
 
@@ -61,6 +66,8 @@ struct Pending<W: GroupWrite> {
     request: W::Request,
     /// When the request was handed over (the linger counts from the oldest).
     since: Instant,
+    /// The caller's span, linked with the statement's.
+    span: tracing::Span,
     done: oneshot::Sender<Result<W::Response, DbErr>>,
 }
 
@@ -69,6 +76,7 @@ impl<W: GroupWrite> Pending<W> {
         Self {
             request,
             since: Instant::now(),
+            span: tracing::Span::current(),
             done,
         }
     }
@@ -220,9 +228,34 @@ async fn run<W: GroupWrite>(
     }
 }
 
+/// The span of one statement: a trace of its own, linked with the span of each caller it serves.
+fn group_span<W: GroupWrite>(group: &[Pending<W>]) -> tracing::Span {
+    let batch = Batch::new(tracing::info_span!(
+        parent: None,
+        "group write",
+        otel.name = W::NAME,
+        requests = group.len(),
+    ));
+    for pending in group {
+        batch.link(&pending.span);
+    }
+    batch.span().clone()
+}
+
 async fn write_group<W: GroupWrite>(writer: &W, group: Vec<Pending<W>>) {
+    let span = group_span(&group);
     let (requests, answers): (Vec<_>, Vec<_>) =
         group.into_iter().map(|p| (p.request, p.done)).unzip();
+    write_requests(writer, requests, answers)
+        .instrument(span)
+        .await;
+}
+
+async fn write_requests<W: GroupWrite>(
+    writer: &W,
+    requests: Vec<W::Request>,
+    answers: Vec<oneshot::Sender<Result<W::Response, DbErr>>>,
+) {
     match writer.write(&requests).await {
         Ok(responses) if responses.len() == requests.len() => {
             for (done, response) in answers.into_iter().zip(responses) {
@@ -276,6 +309,7 @@ mod tests {
         type Request = u32;
         type Response = u32;
         type Key = u32;
+        const NAME: &'static str = "test";
 
         fn key(request: &u32) -> u32 {
             *request % 100
@@ -297,6 +331,7 @@ mod tests {
         type Request = u32;
         type Response = u32;
         type Key = u32;
+        const NAME: &'static str = "test";
 
         fn key(request: &u32) -> u32 {
             *request

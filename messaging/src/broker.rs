@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::settings::Secret;
 use crate::topology::Topology;
+use crate::trace::{self, Batch, TraceContext};
 
 /// Longest wait for a TCP + AMQP handshake.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -237,6 +238,8 @@ pub struct OutgoingMessage {
     pub routing_key: String,
     pub correlation_id: Option<Uuid>,
     pub body: Vec<u8>,
+    /// The context of the span that wrote the event, which its `publish` span continues.
+    pub trace: Option<TraceContext>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -315,7 +318,8 @@ impl Publisher {
         &self,
         messages: &[OutgoingMessage],
     ) -> Vec<Result<(), PublishError>> {
-        let sent = join_all(messages.iter().map(|message| {
+        let spans = PublishSpans::start(&self.exchange, messages);
+        let sent = join_all(messages.iter().enumerate().map(|(index, message)| {
             self.channel.basic_publish(
                 self.exchange.clone(),
                 message.routing_key.as_str().into(),
@@ -324,15 +328,17 @@ impl Publisher {
                     ..BasicPublishOptions::default()
                 },
                 &message.body,
-                properties(message),
+                properties(message, spans.context(index)),
             )
         }))
         .await;
-        join_all(
+        let results = join_all(
             sent.into_iter()
                 .map(|confirm| async move { accepted(confirm?.await?) }),
         )
-        .await
+        .await;
+        spans.finish(&results);
+        results
     }
 
     pub async fn close(self) {
@@ -390,15 +396,97 @@ pub async fn republish(
     accepted(confirmation)
 }
 
-fn properties(message: &OutgoingMessage) -> BasicProperties {
+fn properties(message: &OutgoingMessage, trace: Option<&TraceContext>) -> BasicProperties {
     let properties = BasicProperties::default()
         .with_delivery_mode(PERSISTENT)
         .with_content_type("application/json".into())
         .with_message_id(message.event_id.to_string().into())
         .with_type(message.event_type.as_str().into())
         .with_timestamp(chrono::Utc::now().timestamp().max(0) as u64);
+    let properties = match trace {
+        Some(trace) => {
+            let mut headers = crate::headers::Headers::default();
+            headers.set_str(trace::TRACEPARENT, trace.traceparent.as_str());
+            if !trace.tracestate.is_empty() {
+                headers.set_str(trace::TRACESTATE, trace.tracestate.as_str());
+            }
+            properties.with_headers(headers.into_table())
+        }
+        None => properties,
+    };
     match message.correlation_id {
         Some(id) => properties.with_correlation_id(id.to_string().into()),
         None => properties,
+    }
+}
+
+/// The spans of one [`Publisher::publish_all`]: a `publish` span per message that carries a
+/// trace, a child of the span that wrote the event, and a `publish batch` span for them all,
+/// linked both ways. Nothing when no message carries a trace.
+struct PublishSpans {
+    _batch: Option<Batch>,
+    /// Per message: its span and the context its headers carry.
+    messages: Vec<Option<(tracing::Span, TraceContext)>>,
+}
+
+impl PublishSpans {
+    fn start(exchange: &ShortString, messages: &[OutgoingMessage]) -> Self {
+        if messages.iter().all(|message| message.trace.is_none()) {
+            return Self {
+                _batch: None,
+                messages: Vec::new(),
+            };
+        }
+        let batch = Batch::new(tracing::info_span!(
+            parent: None,
+            "publish batch",
+            otel.kind = "producer",
+            messaging.system = "rabbitmq",
+            messaging.destination.name = %exchange,
+            messaging.batch.message_count = messages.len(),
+        ));
+        let messages = messages
+            .iter()
+            .map(|message| {
+                let parent = message.trace.as_ref()?;
+                let span = tracing::info_span!(
+                    parent: None,
+                    "publish",
+                    otel.name = %format_args!("{} publish", message.routing_key),
+                    otel.kind = "producer",
+                    otel.status_code = tracing::field::Empty,
+                    messaging.system = "rabbitmq",
+                    messaging.destination.name = %exchange,
+                    messaging.rabbitmq.destination.routing_key = %message.routing_key,
+                    messaging.message.id = %message.event_id,
+                    order_id = message.correlation_id.map(tracing::field::display),
+                );
+                trace::continue_from(&span, Some(parent));
+                batch.link(&span);
+                let context = TraceContext::of(&span)?;
+                Some((span, context))
+            })
+            .collect();
+        Self {
+            _batch: Some(batch),
+            messages,
+        }
+    }
+
+    fn context(&self, index: usize) -> Option<&TraceContext> {
+        self.messages
+            .get(index)
+            .and_then(Option::as_ref)
+            .map(|(_, context)| context)
+    }
+
+    /// Marks the spans of messages the broker did not take as failed; dropping ends them all.
+    fn finish(self, results: &[Result<(), PublishError>]) {
+        for (message, result) in self.messages.iter().zip(results) {
+            if let (Some((span, _)), Err(error)) = (message, result) {
+                span.record("otel.status_code", "ERROR");
+                tracing::debug!(parent: span, %error, "not confirmed");
+            }
+        }
     }
 }

@@ -45,6 +45,7 @@ use crate::headers::{self, Headers};
 use crate::meter::{ConsumerMetrics, Fate};
 use crate::shutdown::{reconnect_backoff, sleep_unless_cancelled};
 use crate::topology::RetryTiers;
+use crate::trace::{self, TraceContext};
 
 /// What becomes of a delivery.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -336,13 +337,27 @@ async fn settle<H: Handler>(
     let tag = delivery.delivery_tag;
     let headers = Headers::from_table(delivery.properties.headers().as_ref());
     let attempt = headers.attempt();
-    let span = tracing::debug_span!(
+    // The trace of the publisher's span, if the message carries a valid one.
+    let span = tracing::info_span!(
+        parent: None,
         "handle delivery",
+        otel.name = %format_args!("{} process", settings.queue),
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.destination.name = %settings.queue,
         queue = %settings.queue,
         event_id = tracing::field::Empty,
         order_id = tracing::field::Empty,
         attempt,
         redelivered = delivery.redelivered,
+    );
+    trace::continue_from(
+        &span,
+        TraceContext::parse(
+            headers.str(trace::TRACEPARENT),
+            headers.str(trace::TRACESTATE),
+        )
+        .as_ref(),
     );
     let started = std::time::Instant::now();
     let mut fate = Fate::Returned;

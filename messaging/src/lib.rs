@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod settings;
 pub mod shutdown;
 pub mod topology;
+pub mod trace;
 
 /// The event contracts (the `contracts` crate).
 pub use contracts::events;

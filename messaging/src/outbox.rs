@@ -38,6 +38,7 @@ use crate::events::{Envelope, Event};
 use crate::meter::OutboxMetrics;
 use crate::settings::OutboxSettings;
 use crate::shutdown::{reconnect_backoff, sleep_unless_cancelled};
+use crate::trace::TraceContext;
 
 /// The PostgreSQL channel the insert trigger notifies.
 pub const NOTIFY_CHANNEL: &str = "outbox";
@@ -60,6 +61,8 @@ pub mod entity {
         pub attempts: i32,
         pub last_error: Option<String>,
         pub leased_until: Option<DateTimeUtc>,
+        pub traceparent: Option<String>,
+        pub tracestate: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -85,9 +88,12 @@ pub struct OutboxRow {
     pub correlation_id: uuid::Uuid,
     pub body: Vec<u8>,
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// The context of the span the row is written in (`None` outside any trace).
+    pub trace: Option<TraceContext>,
 }
 
 impl OutboxRow {
+    /// The row of `event`, in the trace of the current span.
     pub fn new<P: Event>(event: &Envelope<P>) -> Result<Self, serde_json::Error> {
         Ok(Self {
             event_id: event.event_id,
@@ -96,7 +102,21 @@ impl OutboxRow {
             correlation_id: event.correlation_id,
             body: event.encode()?,
             created_at: event.occurred_at,
+            trace: TraceContext::current(),
         })
+    }
+
+    /// `traceparent`, for the column of that name.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.trace.as_ref().map(|trace| trace.traceparent.as_str())
+    }
+
+    /// `tracestate`, for the column of that name (null when empty).
+    pub fn tracestate(&self) -> Option<&str> {
+        self.trace
+            .as_ref()
+            .map(|trace| trace.tracestate.as_str())
+            .filter(|state| !state.is_empty())
     }
 
     /// The message this row goes out as.
@@ -107,6 +127,7 @@ impl OutboxRow {
             routing_key: self.routing_key.clone(),
             correlation_id: Some(self.correlation_id),
             body: self.body.clone(),
+            trace: self.trace.clone(),
         }
     }
 }
@@ -117,6 +138,10 @@ pub async fn enqueue<C: ConnectionTrait, P: Event>(
     event: &Envelope<P>,
 ) -> Result<(), OutboxError> {
     let row = OutboxRow::new(event)?;
+    let (traceparent, tracestate) = (
+        row.traceparent().map(str::to_owned),
+        row.tracestate().map(str::to_owned),
+    );
     let row = entity::ActiveModel {
         event_id: Set(row.event_id),
         event_type: Set(row.event_type),
@@ -129,6 +154,8 @@ pub async fn enqueue<C: ConnectionTrait, P: Event>(
         last_error: Set(None),
         // No lease: the relay takes it (woken by the caller's `Handoff::wake` or the NOTIFY).
         leased_until: Set(None),
+        traceparent: Set(traceparent),
+        tracestate: Set(tracestate),
         ..Default::default()
     };
     entity::Entity::insert(row)
@@ -161,7 +188,7 @@ WHERE id IN (
     WHERE sent_at IS NULL AND (leased_until IS NULL OR leased_until < now())
     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
 )
-RETURNING id, event_id, event_type, routing_key, correlation_id, body
+RETURNING id, event_id, event_type, routing_key, correlation_id, body, traceparent, tracestate
 "#;
 
 /// Puts claimed rows (`$1`) back unsent, counting the failed attempt and keeping each one's
@@ -273,6 +300,8 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for ClaimedRow {
                 routing_key: row.try_get("routing_key")?,
                 correlation_id: row.try_get("correlation_id")?,
                 body: row.try_get("body")?,
+                // A stored context that does not parse is dropped, not a failed claim.
+                trace: TraceContext::parse(row.try_get("traceparent")?, row.try_get("tracestate")?),
             },
         })
     }

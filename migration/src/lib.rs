@@ -19,6 +19,7 @@ mod m20261123_000006_processing_lean;
 mod m20261124_000007_outbox_lease;
 mod m20261202_000008_orders_idempotency_key;
 mod m20261202_000009_reconciliation;
+mod m20261205_000010_outbox_trace;
 
 /// Migrations of the order service's database.
 pub struct OrdersMigrator;
@@ -34,6 +35,7 @@ impl MigratorTrait for OrdersMigrator {
             Box::new(m20261124_000007_outbox_lease::Migration),
             Box::new(m20261202_000008_orders_idempotency_key::Migration),
             Box::new(m20261202_000009_reconciliation::Migration),
+            Box::new(m20261205_000010_outbox_trace::Migration),
         ]
     }
 }
@@ -50,6 +52,7 @@ impl MigratorTrait for ProcessorMigrator {
             Box::new(m20261123_000004_outbox_lean::Migration),
             Box::new(m20261123_000006_processing_lean::Migration),
             Box::new(m20261124_000007_outbox_lease::Migration),
+            Box::new(m20261205_000010_outbox_trace::Migration),
         ]
     }
 }

@@ -165,6 +165,7 @@ impl GroupWrite for NewOrderWriter {
     type Request = NewOrderRow;
     type Response = Stored;
     type Key = Uuid;
+    const NAME: &'static str = "insert orders";
 
     fn key(row: &NewOrderRow) -> Uuid {
         row.id
@@ -193,6 +194,8 @@ impl GroupWrite for NewOrderWriter {
             .bind(column(rows, |r| r.event.body.as_slice()))
             .bind(column(rows, |r| r.event.created_at))
             .bind(self.outbox.lease_seconds())
+            .bind(column(rows, |r| r.event.traceparent()))
+            .bind(column(rows, |r| r.event.tracestate()))
             .fetch_all(self.db.get_postgres_connection_pool())
             .await
             .map_err(messaging::database::from_sqlx)?;
@@ -271,7 +274,7 @@ impl OrderStore {
     /// an `idempotency_key` the customer already placed an order under, stores nothing and answers
     /// that order if it has the same items ([`Placed::Existing`]), or
     /// [`StoreError::KeyReused`].
-    #[tracing::instrument(level = "debug", name = "store new order", skip_all, fields(order_id = tracing::field::Empty, event_id = tracing::field::Empty))]
+    #[tracing::instrument(name = "store new order", skip_all, fields(order_id = tracing::field::Empty, event_id = tracing::field::Empty))]
     pub async fn create(
         &self,
         new_order: &NewOrder,
@@ -510,6 +513,7 @@ impl GroupWrite for VerdictWriter {
     type Request = Verdict;
     type Response = Applied;
     type Key = Uuid;
+    const NAME: &'static str = "apply verdicts";
 
     fn key(verdict: &Verdict) -> Uuid {
         verdict.order_id
@@ -568,9 +572,10 @@ macro_rules! insert_new_orders {
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::numeric[], $5::timestamptz[],
                          $6::text[], $7::uuid[], $8::text[], $9::text[], $10::uuid[], $11::bytea[],
-                         $12::timestamptz[])
+                         $12::timestamptz[], $14::text[], $15::text[])
         AS t (id, customer_id, items, total_amount, created_at, idempotency_key,
-              event_id, event_type, routing_key, correlation_id, body, event_created_at)
+              event_id, event_type, routing_key, correlation_id, body, event_created_at,
+              traceparent, tracestate)
 ), new_orders AS (
     INSERT INTO orders (id, customer_id, items, total_amount, status, error_message, created_at,
                         updated_at, idempotency_key)
@@ -590,9 +595,10 @@ const INSERT_ORDERS: &str = concat!(
     INSERT INTO order_status_history (order_id, status, reason, at)
     SELECT id, 'pending', NULL, created_at FROM input
 )
-INSERT INTO outbox (event_id, event_type, routing_key, correlation_id, body, created_at, leased_until)
+INSERT INTO outbox (event_id, event_type, routing_key, correlation_id, body, created_at, leased_until,
+                    traceparent, tracestate)
 SELECT event_id, event_type, routing_key, correlation_id, body, event_created_at,
-       now() + $13::float8 * interval '1 second'
+       now() + $13::float8 * interval '1 second', traceparent, tracestate
 FROM input
 RETURNING id, event_id
 "#
@@ -611,9 +617,10 @@ const INSERT_KEYED_ORDERS: &str = concat!(
     INSERT INTO order_status_history (order_id, status, reason, at)
     SELECT i.id, 'pending', NULL, i.created_at FROM input i JOIN new_orders n ON n.id = i.id
 )
-INSERT INTO outbox (event_id, event_type, routing_key, correlation_id, body, created_at, leased_until)
+INSERT INTO outbox (event_id, event_type, routing_key, correlation_id, body, created_at, leased_until,
+                    traceparent, tracestate)
 SELECT i.event_id, i.event_type, i.routing_key, i.correlation_id, i.body, i.event_created_at,
-       now() + $13::float8 * interval '1 second'
+       now() + $13::float8 * interval '1 second', i.traceparent, i.tracestate
 FROM input i JOIN new_orders n ON n.id = i.id
 RETURNING id, event_id
 "#

@@ -8,20 +8,21 @@ fn main() -> anyhow::Result<()> {
     let cli = processor_service::cli::parse();
     match cli.command {
         None => {
-            init_subscriber(get_subscriber(
-                "processor_service",
-                LogFormat::from_env(),
-                std::io::stdout,
-            ))?;
+            let tracing = service_kit::telemetry::init("processor_service", std::io::stdout)?;
             let settings = Settings::load()?;
             // Built from the settings, so not `#[tokio::main]`.
-            settings.runtime.build()?.block_on(async {
+            let stopped = settings.runtime.build()?.block_on(async {
                 // Before anything binds: a SIGTERM during start-up is a clean stop too.
                 let shutdown = CancellationToken::new();
                 service_kit::signals::cancel_on_signal(shutdown.clone());
                 let application = startup::build(settings).await?;
                 application.run_until_stopped(shutdown).await
-            })
+            });
+            // The last spans are exported before the process ends.
+            if let Some(tracing) = tracing {
+                tracing.shutdown();
+            }
+            stopped
         }
         Some(ServiceCommand::DeadLetters(command)) => {
             // Logs go to stderr: stdout is the command's JSON.
@@ -29,6 +30,7 @@ fn main() -> anyhow::Result<()> {
                 "processor_service",
                 LogFormat::from_env(),
                 std::io::stderr,
+                None,
             ))?;
             let settings = Settings::load()?;
             let output = settings

@@ -43,6 +43,7 @@ impl OrderCreatedHandler {
     }
 
     /// One try at the work: the (simulated) work itself, where a dependency could fail.
+    #[tracing::instrument(name = "decide", skip_all, fields(order_id = %order.order_id))]
     async fn process_once(&self, order: &OrderCreated) -> Result<Decision, TransientFailure> {
         if !self.settings.work_delay.is_zero() {
             tokio::time::sleep(self.settings.work_delay).await;

@@ -69,6 +69,7 @@ impl GroupWrite for RecordWriter {
     type Request = RecordRequest;
     type Response = Recorded;
     type Key = Uuid;
+    const NAME: &'static str = "record deliveries";
 
     fn key(request: &RecordRequest) -> Uuid {
         request.order_id
@@ -103,6 +104,12 @@ impl GroupWrite for RecordWriter {
                 r.outbox.as_ref().map(|e| e.created_at)
             }))
             .bind(self.outbox.lease_seconds())
+            .bind(column(requests, |r| {
+                r.outbox.as_ref().and_then(OutboxRow::traceparent)
+            }))
+            .bind(column(requests, |r| {
+                r.outbox.as_ref().and_then(OutboxRow::tracestate)
+            }))
             .fetch_all(self.db.get_postgres_connection_pool())
             .await
             .map_err(messaging::database::from_sqlx)?;
@@ -206,9 +213,10 @@ const RECORD: &str = r#"
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bool[], $4::timestamptz[], $5::text[],
                          $6::text[], $7::uuid[], $8::text[], $9::text[], $10::uuid[], $11::bytea[],
-                         $12::timestamptz[])
+                         $12::timestamptz[], $14::text[], $15::text[])
         AS t (order_id, event_id, replayed, now, decision, reason,
-              o_event_id, o_event_type, o_routing_key, o_correlation_id, o_body, o_created_at)
+              o_event_id, o_event_type, o_routing_key, o_correlation_id, o_body, o_created_at,
+              o_traceparent, o_tracestate)
 ), record AS (
     INSERT INTO processing (order_id, event_id, attempts, first_seen_at, decision, reason, decided_at)
     SELECT order_id, event_id, 1, now, decision, reason,
@@ -230,9 +238,10 @@ WITH input AS (
                           THEN EXCLUDED.decided_at ELSE processing.decided_at END
     RETURNING order_id, attempts, decision, reason, decided_at
 ), announced AS (
-    INSERT INTO outbox (event_id, event_type, routing_key, correlation_id, body, created_at, leased_until)
+    INSERT INTO outbox (event_id, event_type, routing_key, correlation_id, body, created_at,
+                        leased_until, traceparent, tracestate)
     SELECT i.o_event_id, i.o_event_type, i.o_routing_key, i.o_correlation_id, i.o_body, i.o_created_at,
-           now() + $13::float8 * interval '1 second'
+           now() + $13::float8 * interval '1 second', i.o_traceparent, i.o_tracestate
     FROM input i JOIN record r ON r.order_id = i.order_id
     WHERE i.decision IS NOT NULL AND r.decided_at = i.now
     RETURNING id, correlation_id

@@ -531,13 +531,28 @@ pub fn path_config() -> web::PathConfig {
         .error_handler(|error, _| Problem::bad_field("path", error.to_string()).into())
 }
 
-/// Request spans at DEBUG: at the default INFO level a request costs no log line of its own;
-/// what happens to an order is logged once, with its ids, where it happens. Errors still are.
-pub struct QuietRootSpan;
+/// The span of a request: the server span of its trace, a child of the caller's span when the
+/// request carries a valid W3C `traceparent` (and `tracestate`), the root of a new trace
+/// otherwise. It writes no log line of its own; what happens to an order is logged once, with
+/// its ids, where it happens. Errors still are.
+pub struct TracedRootSpan;
 
-impl tracing_actix_web::RootSpanBuilder for QuietRootSpan {
+impl tracing_actix_web::RootSpanBuilder for TracedRootSpan {
     fn on_request_start(request: &actix_web::dev::ServiceRequest) -> tracing::Span {
-        tracing_actix_web::root_span!(level = tracing_actix_web::Level::DEBUG, request)
+        let span = tracing_actix_web::root_span!(level = tracing_actix_web::Level::INFO, request);
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned)
+        };
+        let parent = messaging::trace::TraceContext::parse(
+            header(messaging::trace::TRACEPARENT),
+            header(messaging::trace::TRACESTATE),
+        );
+        messaging::trace::continue_from(&span, parent.as_ref());
+        span
     }
 
     fn on_request_end<B: actix_web::body::MessageBody>(
@@ -579,7 +594,7 @@ where
     Ok(HttpServer::new(move || {
         App::new()
             .wrap(actix_web::middleware::from_fn(limit_headers))
-            .wrap(tracing_actix_web::TracingLogger::<QuietRootSpan>::new())
+            .wrap(tracing_actix_web::TracingLogger::<TracedRootSpan>::new())
             // Outermost: every answer is counted, those of the layers above included.
             .wrap(actix_web::middleware::from_fn(
                 crate::prometheus::record_requests,

@@ -9,18 +9,16 @@
 //! order that got a 201 reaches a final status exactly once. Each leaves the servers running.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use test_support::Cleanup;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::Mutex;
 
 use crate::helpers::{Pipeline, order, spawn_pipeline_with};
+use crate::processes::wait_ready;
 
 const LONG: Duration = Duration::from_secs(180);
 
@@ -137,19 +135,6 @@ async fn run(program: &str, args: &[&str]) {
         .await
         .unwrap_or_else(|e| panic!("{program}: {e}"));
     assert!(status.success(), "{program} {args:?} failed");
-}
-
-async fn ready(client: &reqwest::Client, url: &str) -> bool {
-    matches!(client.get(format!("{url}/ready")).send().await, Ok(r) if r.status() == 200)
-}
-
-async fn wait_ready(client: &reqwest::Client, urls: &[&str]) {
-    for url in urls {
-        test_support::wait_until(&format!("{url} ready"), LONG, || async {
-            ready(client, url).await.then_some(())
-        })
-        .await;
-    }
 }
 
 #[tokio::test]
@@ -286,106 +271,24 @@ async fn postgresql_stopped_under_load_loses_and_duplicates_nothing() {
     .await;
 }
 
-/// A service binary run as a process of its own, so that it can be SIGKILLed.
-struct Process {
-    binary: PathBuf,
-    env: Vec<(String, String)>,
-    child: Child,
-}
-
-fn binary(name: &str) -> PathBuf {
-    // target/<profile>/deps/e2e-<hash> -> target/<profile>/<name>
-    let path = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run `cargo build --bins` first",
-        path.display()
-    );
-    path
-}
-
-impl Process {
-    fn start(binary: PathBuf, env: Vec<(String, String)>) -> Self {
-        let child = Command::new(&binary)
-            .envs(env.iter().cloned())
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start service");
-        Self { binary, env, child }
-    }
-
-    async fn kill_and_restart(&mut self) {
-        self.child.start_kill().expect("SIGKILL");
-        self.child.wait().await.expect("reap");
-        *self = Self::start(self.binary.clone(), self.env.clone());
-    }
-}
-
 #[tokio::test]
 #[ignore = "disruptive: SIGKILLs service processes; run with --ignored --test-threads=1"]
 async fn each_service_killed_during_a_burst_and_restarted_loses_and_duplicates_nothing() {
-    let id = test_support::unique_id();
-    let amqp = test_support::amqp_settings(&id);
-    let orders_db = test_support::database_settings(&format!("orders_{id}"));
-    let processor_db = test_support::database_settings(&format!("processor_{id}"));
-    let processor_defaults = processor_service::configuration::Settings::default();
-    let _cleanup = Cleanup {
-        databases: vec![
-            orders_db.url.expose().into(),
-            processor_db.url.expose().into(),
-        ],
-        topology: Some(amqp.topology.clone()),
-        queues: [
-            processor_defaults
-                .retry
-                .redelivery()
-                .tiers(&amqp.topology.order_created_queue, amqp.topology.queue_type)
-                .queues(),
-            service_kit::configuration::RedeliverySettings::default()
-                .tiers(
-                    &amqp.topology.order_processed_queue,
-                    amqp.topology.queue_type,
-                )
-                .queues(),
-        ]
-        .concat(),
-    };
-    let (orders_port, processor_port) = (test_support::free_port(), test_support::free_port());
-    let orders_url = format!("http://127.0.0.1:{orders_port}");
-    let processor_url = format!("http://127.0.0.1:{processor_port}");
-    let mut orders = Process::start(
-        binary("order_service"),
-        test_support::service_env("ORDER_SERVICE", orders_port, orders_db.url.expose(), &amqp),
-    );
-    let mut processor = Process::start(
-        binary("processor_service"),
-        test_support::service_env(
-            "PROCESSOR_SERVICE",
-            processor_port,
-            processor_db.url.expose(),
-            &amqp,
-        ),
+    let mut processes = crate::processes::start(&[], None).await;
+    let (orders_url, processor_url) = (
+        processes.orders_url.clone(),
+        processes.processor_url.clone(),
     );
     let client = reqwest::Client::new();
-    wait_ready(&client, &[&orders_url, &processor_url]).await;
-
     let burst = Burst::start(orders_url.clone(), 300, 4);
     burst.wait_for_attempts(60).await;
-    orders.kill_and_restart().await;
+    processes.orders.kill_and_restart().await;
     wait_ready(&client, &[&orders_url]).await;
     burst.wait_for_attempts(150).await;
-    processor.kill_and_restart().await;
+    processes.processor.kill_and_restart().await;
     wait_ready(&client, &[&processor_url]).await;
 
     let ids = burst.finish().await;
     // A killed processor's deliveries come again: attempts may grow, decisions may not.
     assert_all_final_once(&client, &orders_url, &processor_url, &ids, false).await;
-    drop(orders);
-    drop(processor);
 }

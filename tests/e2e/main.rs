@@ -10,6 +10,8 @@ mod fuzz;
 mod helpers;
 mod observability;
 mod pipeline;
+mod processes;
 mod quorum;
 mod reads;
 mod reconciliation;
+mod traces;

@@ -275,6 +275,7 @@ async fn a_batch_published_together_is_confirmed_and_arrives_in_order() {
             routing_key: routing_keys::ORDER_CREATED.into(),
             correlation_id: None,
             body: format!("{{\"n\":{n}}}").into_bytes(),
+            trace: None,
         })
         .collect();
 
