@@ -3,7 +3,8 @@
 # own, both services with default settings, then `loadgen bench` (extra arguments go to it, e.g.
 # `--orders 20000 --repeat 3`), or with `soak [SECONDS]` a run at half the maximum, or with
 # `overload [SECONDS]` a run at twice the maximum. Set
-# SEED=1000000 to bulk-load that many orders first.
+# SEED=1000000 to bulk-load that many orders first. The services inherit the environment, so
+# `OTEL_*` variables set tracing up (scripts/bench-observability.sh).
 # BENCH_POSTGRES (default postgres://postgres@127.0.0.1:5432) and BENCH_AMQP_URL (default
 # amqp://guest:guest@127.0.0.1:5672/%2f) point it at other servers (scripts/bench-in-memory.sh).
 set -euo pipefail
@@ -13,8 +14,13 @@ amqp=${BENCH_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
 if [ -z "${BENCH_POSTGRES:-}${BENCH_AMQP_URL:-}" ]; then
   ENABLE_MANAGEMENT=0 scripts/ensure-services.sh
 fi
-cargo build --release --bins
-bin=${CARGO_TARGET_DIR:-target}/release
+# BENCH_BIN names a folder of binaries built before (to alternate builds); else a release build.
+if [ -n "${BENCH_BIN:-}" ]; then
+  bin=$BENCH_BIN
+else
+  cargo build --release --bins
+  bin=${CARGO_TARGET_DIR:-target}/release
+fi
 mkdir -p .run
 
 psql -q "$postgres/postgres" -c 'DROP DATABASE IF EXISTS bench_orders WITH (FORCE)' \
