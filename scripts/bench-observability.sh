@@ -5,13 +5,15 @@
 #   exported  every order traced and exported over OTLP/HTTP to scripts/otlp-sink.py on
 #             127.0.0.1:4318, with a batch processor sized for the rate (no span dropped).
 # The sink's own CPU is printed after each exported run (it is not among the processes loadgen
-# counts). Output: one section per run, to stdout.
+# counts). BENCH_BIN: binaries built before (else a release build). Output: one section per run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pairs=${PAIRS:-3}
 [ $# -gt 0 ] || set -- --orders 20000
-cargo build --release --bins
-export BENCH_BIN=${CARGO_TARGET_DIR:-target}/release
+if [ -z "${BENCH_BIN:-}" ]; then
+  cargo build --release --bins
+  export BENCH_BIN=${CARGO_TARGET_DIR:-target}/release
+fi
 run() {
   local variant=$1 n=$2
   shift 2
