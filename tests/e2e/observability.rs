@@ -90,6 +90,20 @@ async fn prometheus_counts_every_order_and_every_panel_and_alert_reads_exported_
     for id in &ids {
         pipeline.wait_until_final(id).await;
     }
+    // Both expositions are well-formed, with everything recorded so far.
+    for service in [&pipeline.orders, &pipeline.processor] {
+        let text = pipeline
+            .client
+            .get(format!("{}/metrics", service.address))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        test_support::prometheus::promtool_check(&text)
+            .unwrap_or_else(|problem| panic!("{}: {problem}", service.address));
+    }
     let server = PrometheusServer::start(
         &[
             ("order_service", host_port(&pipeline.orders.address)),
