@@ -1,9 +1,12 @@
 //! Logs and traces.
 //!
 //! - **Logs**: JSON lines on stdout by default, a readable format with `LOG_FORMAT=pretty`. Each
-//!   line has `timestamp`, `level`, `target`, `service`, the event's message and fields, the fields
-//!   of the spans it is in, and, inside a traced span, `trace_id` and `span_id`. The filter comes
-//!   from `RUST_LOG` (default `info`, with sqlx and lapin kept at `warn`).
+//!   line has `timestamp`, `level`, `target`, `service`, the event's message and fields and,
+//!   inside a traced span, `trace_id` and `span_id`; a line about an order names it itself
+//!   (`order_id`, `event_id`), so spans add nothing else to it. The filter comes from `RUST_LOG`
+//!   (default `info`, with sqlx and lapin kept at `warn`).
+//! - **Spans** exist for the traces only: the log layers see events alone, so with tracing off
+//!   (`OTEL_SDK_DISABLED=true`) no layer wants a span and none is made.
 //! - **Traces**: OpenTelemetry with W3C trace context. Spans are exported over OTLP/HTTP (protobuf)
 //!   when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, and not
 //!   otherwise; the trace context is propagated and logged either way. The standard variables
@@ -17,8 +20,9 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Subscriber;
 use tracing::subscriber::set_global_default;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Layered, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
@@ -91,7 +95,7 @@ impl Tracing {
             .with_location(false)
             .with_tracked_inactivity(false)
             .with_context_activation(false)
-            .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
+            .with_filter(filter_fn(|metadata| {
                 metadata.is_span() || *metadata.level() <= tracing::Level::WARN
             }))
     }
@@ -117,25 +121,27 @@ where
 {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let otel = tracing.map(|tracing| tracing.layer(name));
-    match format {
-        LogFormat::Json => Box::new(
-            Registry::default()
-                .with(filter)
-                .with(otel)
-                .with(json_lines(name, sink)),
-        ),
+    let base = Registry::default().with(filter);
+    // Events only: what a span costs (its fields kept and formatted) is paid for traces alone.
+    let events = || filter_fn(|metadata| metadata.is_event());
+    let lines: Box<dyn Layer<Layered<EnvFilter, Registry>> + Send + Sync> = match format {
+        LogFormat::Json => Box::new(json_lines(name, sink).with_filter(events())),
         LogFormat::Pretty => Box::new(
-            Registry::default()
-                .with(filter)
-                .with(otel)
-                .with(tracing_subscriber::fmt::layer().with_writer(sink)),
+            tracing_subscriber::fmt::layer()
+                .with_writer(sink)
+                .with_filter(events()),
         ),
+    };
+    match tracing {
+        Some(tracing) => Box::new(base.with(lines).with(tracing.layer(name))),
+        // No layer wants a span, but the layer filter alone does not disable them: a global one
+        // does, at each callsite once.
+        None => Box::new(base.with(lines).with(events())),
     }
 }
 
-/// One JSON object a line: the event's message and fields and those of its spans at the top
-/// level, and the trace and span ids of the span it was written in.
+/// One JSON object a line: the event's message and fields at the top level, and the trace and
+/// span ids of the span it was written in.
 fn json_lines<S, Sink>(name: &str, sink: Sink) -> json_subscriber::JsonLayer<S, Sink>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -146,16 +152,14 @@ where
         .with_timer("timestamp", tracing_subscriber::fmt::time::SystemTime)
         .with_level("level")
         .with_target("target")
-        .with_top_level_flattened_span_list()
         .with_flattened_event();
     layer.add_static_field("service", serde_json::Value::String(name.to_owned()));
-    layer.add_multiple_dynamic_fields(|event, context, writer| {
-        let Some(span) = context.event_span(event) else {
-            return;
-        };
-        // The services install their subscriber globally, so this is it.
+    layer.add_multiple_dynamic_fields(|_event, _context, writer| {
+        // The layer sees no span (its filter), so the current one comes from the dispatcher: the
+        // services install their subscriber globally, so this is it.
         let otel = tracing::dispatcher::get_default(|dispatch| {
-            tracing_opentelemetry::get_otel_context(&span.id(), dispatch)
+            let current = dispatch.current_span();
+            tracing_opentelemetry::get_otel_context(current.id()?, dispatch)
         });
         let Some(otel) = otel else { return };
         let otel_span = otel.span();
@@ -203,4 +207,61 @@ pub fn init_test_subscriber(name: &str) {
         // Another test harness may have installed one already: keep it.
         let _ = set_global_default(subscriber);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("not poisoned").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Lines {
+        type Writer = Self;
+        fn make_writer(&'a self) -> Self {
+            self.clone()
+        }
+    }
+
+    impl Lines {
+        fn json(&self) -> Vec<serde_json::Value> {
+            let bytes = self.0.lock().expect("not poisoned").clone();
+            String::from_utf8(bytes)
+                .expect("utf-8")
+                .lines()
+                .map(|line| serde_json::from_str(line).expect("a JSON line"))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn with_tracing_off_no_span_is_made_and_lines_carry_no_ids() {
+        let lines = Lines::default();
+        let subscriber = get_subscriber("test", LogFormat::Json, lines.clone(), None);
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("handle delivery", queue = "q");
+            assert!(span.is_disabled(), "no layer wants spans");
+            let _entered = span.enter();
+            tracing::info!(order_id = "o-1", "order decided");
+        });
+        let lines = lines.json();
+        assert_eq!(lines.len(), 1);
+        let line = &lines[0];
+        assert_eq!(line["message"], "order decided");
+        assert_eq!(line["order_id"], "o-1");
+        assert_eq!(line["service"], "test");
+        assert!(line.get("trace_id").is_none(), "{line}");
+        assert!(line.get("queue").is_none(), "{line}");
+    }
 }
