@@ -1,5 +1,6 @@
 //! The log lines of a traced process: the subscriber installed globally, as the services do (a
 //! process of its own, so this file holds one test).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
 
