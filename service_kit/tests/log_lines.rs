@@ -2,32 +2,12 @@
 //! process of its own, so this file holds one test).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::{Arc, Mutex};
+mod lines;
 
+use lines::Lines;
 use opentelemetry::trace::TraceContextExt;
 use service_kit::telemetry::{LogFormat, Tracing, get_subscriber, init_subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::fmt::MakeWriter;
-
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("not poisoned").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Lines {
-    type Writer = Self;
-    fn make_writer(&'a self) -> Self {
-        self.clone()
-    }
-}
 
 #[test]
 fn inside_a_traced_span_a_line_carries_its_trace_and_span_ids_and_no_span_fields() {
@@ -50,12 +30,7 @@ fn inside_a_traced_span_a_line_carries_its_trace_and_span_ids_and_no_span_fields
     assert!(ids.is_valid());
     span.in_scope(|| tracing::info!(order_id = "o-1", "order decided"));
 
-    let bytes = lines.0.lock().expect("not poisoned").clone();
-    let lines: Vec<serde_json::Value> = String::from_utf8(bytes)
-        .expect("utf-8")
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("a JSON line"))
-        .collect();
+    let lines = lines.json();
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(lines[0].get("trace_id").is_none(), "{}", lines[0]);
     let line = &lines[1];
