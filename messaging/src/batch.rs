@@ -228,7 +228,7 @@ async fn run<W: GroupWrite>(
     }
 }
 
-/// The span of one statement: a trace of its own, linked with the span of each caller it serves.
+/// The span of one statement: a trace of its own, linked from the span of each caller it serves.
 fn group_span<W: GroupWrite>(group: &[Pending<W>]) -> tracing::Span {
     let batch = Batch::new(tracing::info_span!(
         parent: None,

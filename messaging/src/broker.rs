@@ -422,7 +422,7 @@ fn properties(message: &OutgoingMessage, trace: Option<&TraceContext>) -> BasicP
 
 /// The spans of one [`Publisher::publish_all`]: a `publish` span per message that carries a
 /// trace, a child of the span that wrote the event, and a `publish batch` span for them all,
-/// linked both ways. Nothing when no message carries a trace.
+/// linked from each message's span. Nothing when no message carries a trace.
 struct PublishSpans {
     _batch: Option<Batch>,
     /// Per message: its span and the context its headers carry.

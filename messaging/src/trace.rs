@@ -95,8 +95,10 @@ fn span_context(span: &tracing::Span) -> Option<SpanContext> {
 }
 
 /// A span that serves many orders (a group statement, a publish batch): the root of a trace of
-/// its own, linked from the span of each order it serves and linking back to each of them, so
-/// every order's trace still runs end to end and shows what it shared.
+/// its own, linked from the span of each order it serves, so every order's trace still runs end to
+/// end and shows what it shared. The links go one way, from the orders: a batch span holding one
+/// link per order would double what each order costs to export and tell nothing the orders' spans
+/// do not.
 pub struct Batch {
     span: tracing::Span,
     context: Option<SpanContext>,
@@ -109,20 +111,10 @@ impl Batch {
         Self { span, context }
     }
 
-    /// Links `member` (the span of one order it serves) and this batch both ways.
+    /// Links `member` (the span of one order it serves) to this batch.
     pub fn link(&self, member: &tracing::Span) {
-        let Some(batch) = &self.context else { return };
-        if let Some(member_context) = span_context(member) {
-            self.span.add_link(member_context);
+        if let Some(batch) = &self.context {
             member.add_link(batch.clone());
-        }
-    }
-
-    /// Links the span whose context `member` is (a stored context) to this batch, one way: the
-    /// member's span has ended, so it cannot link back.
-    pub fn link_context(&self, member: &TraceContext) {
-        if let Some(context) = member.to_context() {
-            self.span.add_link(context.span().span_context().clone());
         }
     }
 

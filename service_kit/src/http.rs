@@ -533,13 +533,31 @@ pub fn path_config() -> web::PathConfig {
 
 /// The span of a request: the server span of its trace, a child of the caller's span when the
 /// request carries a valid W3C `traceparent` (and `tracestate`), the root of a new trace
-/// otherwise. It writes no log line of its own; what happens to an order is logged once, with
-/// its ids, where it happens. Errors still are.
+/// otherwise. Its attributes are the OpenTelemetry HTTP server conventions' required ones
+/// (method, route template, status) and, for an error, its message: each attribute is paid for
+/// on every request, and the path, peer and user agent are in the access path of any proxy.
+/// It writes no log line of its own; what happens to an order is logged once, with its ids,
+/// where it happens. Errors still are.
 pub struct TracedRootSpan;
 
 impl tracing_actix_web::RootSpanBuilder for TracedRootSpan {
     fn on_request_start(request: &actix_web::dev::ServiceRequest) -> tracing::Span {
-        let span = tracing_actix_web::root_span!(level = tracing_actix_web::Level::INFO, request);
+        let method = request.method().as_str();
+        let route = request.match_pattern();
+        let route = route.as_deref().unwrap_or("default");
+        let span = tracing::info_span!(
+            "HTTP request",
+            otel.name = %format_args!("{method} {route}"),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = method,
+            http.route = route,
+            http.response.status_code = tracing::field::Empty,
+            exception.message = tracing::field::Empty,
+        );
+        if span.is_disabled() {
+            return span;
+        }
         let header = |name: &str| {
             request
                 .headers()
@@ -559,7 +577,27 @@ impl tracing_actix_web::RootSpanBuilder for TracedRootSpan {
         span: tracing::Span,
         outcome: &Result<actix_web::dev::ServiceResponse<B>, actix_web::Error>,
     ) {
-        tracing_actix_web::DefaultRootSpanBuilder::on_request_end(span, outcome);
+        let (status, error) = match outcome {
+            Ok(response) => (
+                response.status(),
+                response
+                    .response()
+                    .error()
+                    .map(|error| error.as_response_error().to_string()),
+            ),
+            Err(error) => (
+                error.as_response_error().status_code(),
+                Some(error.as_response_error().to_string()),
+            ),
+        };
+        span.record("http.response.status_code", status.as_u16());
+        // A client's mistake is not the server's error (the conventions' rule for server spans).
+        if status.is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
+        if let Some(message) = error {
+            span.record("exception.message", message);
+        }
     }
 }
 

@@ -186,7 +186,7 @@ async fn one_order_is_one_trace_from_its_post_through_both_services_and_the_brok
         ancestor = parent_of(ancestor);
     }
 
-    // Statements and batches that serve many orders are spans of their own, linked both ways.
+    // Statements and batches that serve many orders are spans of their own, linked from each order's span.
     let exported = test_support::wait_until("the linked spans to be exported", DEADLINE, || {
         let spans = receiver.spans();
         let linked: Vec<String> = [store, publish_created, consume_created, publish_processed]
@@ -211,13 +211,6 @@ async fn one_order_is_one_trace_from_its_post_through_both_services_and_the_brok
             .unwrap_or_else(|| panic!("{} links to its {name}", member.name));
         assert_eq!(batch.name, name);
         assert_ne!(batch.trace_id, trace_id, "a {name} is a trace of its own");
-        assert!(
-            batch
-                .links
-                .contains(&(member.trace_id.clone(), member.span_id.clone())),
-            "the {name} links back to {}",
-            member.name
-        );
     };
     linked(store, "insert orders");
     linked(publish_created, "publish batch");
