@@ -2,7 +2,8 @@
 # Reproduces BENCHMARKS.md on this machine: release build, fresh databases and broker names of its
 # own, both services with default settings, then `loadgen bench` (extra arguments go to it, e.g.
 # `--orders 20000 --repeat 3`), or with `soak [SECONDS]` a run at half the maximum, or with
-# `overload [SECONDS]` a run at twice the maximum. Set
+# `overload [SECONDS]` a run at twice the maximum, or with `open RATE [SECONDS]` one open loop at
+# RATE orders/s (default 30 s; to profile the services meanwhile, e.g. with `perf`). Set
 # SEED=1000000 to bulk-load that many orders first. The services inherit the environment, so
 # `OTEL_*` variables set tracing up (scripts/bench-observability.sh).
 # BENCH_POSTGRES (default postgres://postgres@127.0.0.1:5432) and BENCH_AMQP_URL (default
@@ -94,6 +95,19 @@ if [ "${1:-}" = soak ]; then
     kill -TERM $order_pid $processor_pid 2>/dev/null || true; wait 2>/dev/null || true' EXIT
   "$bin/loadgen" run --exchange bench.orders --amqp-url "$amqp" --rate "$rate" \
     --orders $((rate * seconds)) --deadline-seconds 120 "${pids[@]}" "$@"
+  exit
+fi
+if [ "${1:-}" = open ]; then
+  # `scripts/bench.sh open RATE [SECONDS] [LOADGEN ARGS...]`: 2,000 orders of warm-up, then one
+  # open loop at RATE orders/s for SECONDS (default 30).
+  rate=${2:?"bench.sh open RATE [SECONDS]"}
+  seconds=${3:-30}
+  shift $(( $# < 3 ? $# : 3 ))
+  "$bin/loadgen" run --exchange bench.orders --amqp-url "$amqp" --orders 2000 \
+    --concurrency 64 --quiet "${pids[@]}" > /dev/null
+  echo "open loop at $rate/s for $seconds s"
+  "$bin/loadgen" run --exchange bench.orders --amqp-url "$amqp" --rate "$rate" \
+    --orders $((rate * seconds)) "${pids[@]}" "$@"
   exit
 fi
 if [ "${1:-}" = overload ]; then

@@ -1,6 +1,9 @@
 //! Where a run's CPU went: the CPU time each program of the pipeline used during the run, per
-//! order, how busy the machine was, and how much of its time the hypervisor took away (steal),
-//! from Linux's `/proc` (the `procfs` crate).
+//! order, how busy the machine was, how much of its time the hypervisor took away (steal), and
+//! how often the kernel switched from one thread to another per order (the machine's and each
+//! single-process program's), from Linux's `/proc` (the `procfs` crate). A switch is a hand-off
+//! between threads or a wait: on two cores shared by every program they cost more than the work
+//! they carry, so they are the first thing to count when CPU per order grows at low rates.
 //!
 //! On this project's 2-core machine every program shares the same cores, so a run's latency
 //! depends on the CPU all of them spend per order: this is the profile that says which one to
@@ -37,6 +40,10 @@ pub struct Programs {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
     programs: BTreeMap<&'static str, u64>,
+    /// Context switches so far of each single-process program, all its live threads together.
+    switches: BTreeMap<&'static str, u64>,
+    /// Context switches of the whole machine since boot.
+    machine_switches: u64,
     machine_busy: u64,
     machine_steal: u64,
     machine_total: u64,
@@ -56,6 +63,12 @@ pub struct CpuReport {
     /// taken away for milliseconds at a time: every program waits, whatever it does, and the
     /// latency tails show it.
     pub machine_steal_percent: f64,
+    /// Context switches per final order of each single-process program (the services and
+    /// loadgen), voluntary (a wait: for a socket, a lock, a channel) and involuntary (preempted)
+    /// together, over the threads alive at the end of the run.
+    pub switches_per_order: BTreeMap<String, f64>,
+    /// Context switches per final order of the whole machine, every program's included.
+    pub machine_switches_per_order: f64,
 }
 
 impl Programs {
@@ -130,7 +143,17 @@ impl Programs {
             };
             programs.insert(*name, own + live_children);
         }
-        let (machine_busy, machine_steal, machine_total) = procfs::KernelStats::current()
+        let mut switches = BTreeMap::new();
+        for (name, count) in &self.programs {
+            if let Count::Process(pid) = *count
+                && let Some(n) = thread_switches(pid)
+            {
+                switches.insert(*name, n);
+            }
+        }
+        let stats = procfs::KernelStats::current().ok();
+        let machine_switches = stats.as_ref().map_or(0, |stats| stats.ctxt);
+        let (machine_busy, machine_steal, machine_total) = stats
             .map(|stats| {
                 let cpu = stats.total;
                 let idle = cpu.idle + cpu.iowait.unwrap_or(0);
@@ -147,11 +170,28 @@ impl Programs {
             .unwrap_or((0, 0, 0));
         Sample {
             programs,
+            switches,
+            machine_switches,
             machine_busy,
             machine_steal,
             machine_total,
         }
     }
+}
+
+/// The context switches of all live threads of `pid`; `None` if it cannot be read.
+fn thread_switches(pid: u32) -> Option<u64> {
+    let tasks = Process::new(pid as i32).ok()?.tasks().ok()?;
+    Some(
+        tasks
+            .flatten()
+            .filter_map(|task| task.status().ok())
+            .map(|status| {
+                status.voluntary_ctxt_switches.unwrap_or(0)
+                    + status.nonvoluntary_ctxt_switches.unwrap_or(0)
+            })
+            .sum(),
+    )
 }
 
 /// What happened between two samples, per order; `None` without orders.
@@ -174,6 +214,21 @@ pub fn per_order(
             Some(((*name).to_owned(), used / orders as f64))
         })
         .collect();
+    let switches_per_order = after
+        .switches
+        .iter()
+        .filter_map(|(name, &n)| {
+            let start = before.switches.get(name)?;
+            Some((
+                (*name).to_owned(),
+                n.saturating_sub(*start) as f64 / orders as f64,
+            ))
+        })
+        .collect();
+    let machine_switches_per_order = after
+        .machine_switches
+        .saturating_sub(before.machine_switches) as f64
+        / orders as f64;
     let total = after.machine_total.saturating_sub(before.machine_total);
     let busy = after.machine_busy.saturating_sub(before.machine_busy);
     let steal = after.machine_steal.saturating_sub(before.machine_steal);
@@ -189,6 +244,8 @@ pub fn per_order(
         per_order_us,
         machine_busy_percent: share(busy),
         machine_steal_percent: share(steal),
+        switches_per_order,
+        machine_switches_per_order,
     })
 }
 
@@ -205,11 +262,21 @@ pub fn median<'a>(reports: impl IntoIterator<Item = &'a CpuReport>) -> Option<Cp
         .keys()
         .map(|name| (name.clone(), of(&|r| r.per_order_us.get(name).copied())))
         .collect();
+    let switches_per_order = first
+        .switches_per_order
+        .keys()
+        .map(|name| {
+            let median = of(&|r| r.switches_per_order.get(name).copied());
+            (name.clone(), median)
+        })
+        .collect();
     Some(CpuReport {
         per_order_us,
         total_per_order_us: of(&|r| Some(r.total_per_order_us)),
         machine_busy_percent: of(&|r| Some(r.machine_busy_percent)),
         machine_steal_percent: of(&|r| Some(r.machine_steal_percent)),
+        switches_per_order,
+        machine_switches_per_order: of(&|r| Some(r.machine_switches_per_order)),
     })
 }
 
@@ -220,7 +287,8 @@ pub fn ticks_per_second() -> u64 {
 
 impl CpuReport {
     /// One line: `postgresql 650, rabbitmq 700, ... = 2250 µs per order; machine 82% busy (4.0%
-    /// stolen by the hypervisor)`.
+    /// stolen by the hypervisor); context switches per order: machine 40.0, order_service 9.5,
+    /// ...`.
     pub fn text(&self) -> String {
         let mut by_cost: Vec<(&String, &f64)> = self.per_order_us.iter().collect();
         by_cost.sort_by(|a, b| b.1.total_cmp(a.1));
@@ -228,12 +296,21 @@ impl CpuReport {
             .iter()
             .map(|(name, us)| format!("{name} {us:.0}"))
             .collect();
+        let switches: Vec<String> = std::iter::once(("machine", self.machine_switches_per_order))
+            .chain(
+                self.switches_per_order
+                    .iter()
+                    .map(|(name, n)| (name.as_str(), *n)),
+            )
+            .map(|(name, n)| format!("{name} {n:.1}"))
+            .collect();
         format!(
-            "{} = {:.0} µs per order; machine {:.0}% busy ({:.1}% stolen by the hypervisor)",
+            "{} = {:.0} µs per order; machine {:.0}% busy ({:.1}% stolen by the hypervisor); context switches per order: {}",
             programs.join(", "),
             self.total_per_order_us,
             self.machine_busy_percent,
-            self.machine_steal_percent
+            self.machine_steal_percent,
+            switches.join(", ")
         )
     }
 }
@@ -246,6 +323,8 @@ mod tests {
     fn sample(programs: &[(&'static str, u64)], busy: u64, steal: u64, total: u64) -> Sample {
         Sample {
             programs: programs.iter().copied().collect(),
+            switches: BTreeMap::new(),
+            machine_switches: 0,
             machine_busy: busy,
             machine_steal: steal,
             machine_total: total,
@@ -254,18 +333,22 @@ mod tests {
 
     #[test]
     fn cpu_per_order_is_the_difference_over_the_orders() {
-        let before = sample(
+        let mut before = sample(
             &[("postgresql", 1_000), ("loadgen", 10)],
             5_000,
             300,
             10_000,
         );
-        let after = sample(
+        before.switches = [("loadgen", 500)].into();
+        before.machine_switches = 90_000;
+        let mut after = sample(
             &[("postgresql", 1_130), ("loadgen", 30), ("rabbitmq", 99)],
             5_150,
             309,
             10_200,
         );
+        after.switches = [("loadgen", 3_000), ("order_service", 10)].into();
+        after.machine_switches = 130_000;
         // 100 ticks per second: a tick is 10 ms.
         let report = per_order(&before, &after, 1_000, 100).unwrap();
         assert_eq!(report.per_order_us["postgresql"], 1_300.0);
@@ -276,10 +359,13 @@ mod tests {
         assert_eq!(report.machine_busy_percent, 75.0);
         // 9 of the 200 ticks: what was stolen during the run, not since boot.
         assert_eq!(report.machine_steal_percent, 4.5);
+        assert_eq!(report.switches_per_order["loadgen"], 2.5);
+        assert!(!report.switches_per_order.contains_key("order_service"));
+        assert_eq!(report.machine_switches_per_order, 40.0);
         assert_eq!(
             report.text(),
             "postgresql 1300, loadgen 200 = 1500 µs per order; machine 75% busy \
-             (4.5% stolen by the hypervisor)"
+             (4.5% stolen by the hypervisor); context switches per order: machine 40.0, loadgen 2.5"
         );
         assert_eq!(per_order(&before, &after, 0, 100), None);
     }
@@ -291,6 +377,8 @@ mod tests {
             total_per_order_us: pg,
             machine_busy_percent: busy,
             machine_steal_percent: busy / 10.0,
+            switches_per_order: [("order_service".to_owned(), busy / 10.0)].into(),
+            machine_switches_per_order: busy,
         };
         let runs = [run(600.0, 80.0), run(700.0, 90.0), run(650.0, 70.0)];
         let median = median(&runs).unwrap();
@@ -298,7 +386,39 @@ mod tests {
         assert_eq!(median.total_per_order_us, 650.0);
         assert_eq!(median.machine_busy_percent, 80.0);
         assert_eq!(median.machine_steal_percent, 8.0);
+        assert_eq!(median.switches_per_order["order_service"], 8.0);
+        assert_eq!(median.machine_switches_per_order, 80.0);
         assert_eq!(super::median(&[]), None);
+    }
+
+    #[test]
+    fn the_switches_of_every_thread_of_a_process_are_counted() {
+        let programs = Programs {
+            programs: vec![("me", Count::Process(std::process::id()))],
+        };
+        let before = programs.sample();
+        // A thread of this process that waits 20 times: 20 voluntary switches at least.
+        std::thread::spawn(|| {
+            for _ in 0..20 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // Still alive when sampled below: the count is of live threads.
+            std::thread::park_timeout(Duration::from_secs(5));
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let after = programs.sample();
+            let switched = after.switches["me"] - before.switches["me"];
+            if switched >= 20 {
+                assert!(after.machine_switches >= before.machine_switches + switched);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {switched} switches counted"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     #[test]

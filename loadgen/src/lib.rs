@@ -8,7 +8,8 @@
 //! - `loadgen limits`: RabbitMQ persistent publish-with-confirms + consume-with-ack through a
 //!   durable queue, and PostgreSQL single-row insert commits with 8 connections.
 //! - `loadgen bench`: `limits`, then the maximum closed-loop throughput, then open loop at 25% and
-//!   50% of it, with the ratios to the limits.
+//!   50% of it, with the ratios to the limits and, at 25%, to the maximum's CPU per order and to
+//!   the latency floors (`ratios`).
 //! - `loadgen seed`: bulk-loads history into the order service's database.
 
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod follow;
 pub mod limits;
 pub mod orders;
 pub mod plot;
+pub mod ratios;
 pub mod report;
 pub mod rss;
 pub mod run;

@@ -154,6 +154,11 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     };
     let drift = limits_after.as_ref().map(|after| limits.drift(after));
     let bound = limits.broker_bound_orders_per_s();
+    let quarter = open
+        .iter()
+        .find(|(share, _)| *share == 0.25)
+        .map_or(&[][..], |(_, reports)| reports.as_slice());
+    let ratios = loadgen::ratios::Ratios::of(&limits, &closed, quarter);
     let summary = json!({
         "limits": limits,
         "limits_at_the_end": limits_after,
@@ -177,6 +182,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             "end_to_end_p99_ms": med(reports, |r| r.end_to_end_latency.p99_ms),
             "cpu": med_cpu(reports),
         })).collect::<Vec<_>>(),
+        "ratios": ratios,
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -209,6 +215,10 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             if let Some(cpu) = med_cpu(reports) {
                 println!("  CPU per order: {}", cpu.text());
             }
+        }
+        match &ratios {
+            Some(ratios) => println!("{}", ratios.text()),
+            None => println!("ratios at 25%: not measured without both services' PIDs"),
         }
         if let (Some(after), Some(drift)) = (&limits_after, drift) {
             println!(

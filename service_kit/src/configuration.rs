@@ -28,6 +28,8 @@ pub struct HttpSettings {
     /// The longest wait for a request's whole body; a slower client gets 408.
     #[serde(rename = "body_timeout_ms", with = "millis")]
     pub body_timeout: Duration,
+    /// Threads serving HTTP, each with its own event loop; 0: one per core.
+    pub workers: usize,
 }
 
 impl HttpSettings {
@@ -39,6 +41,7 @@ impl HttpSettings {
             keep_alive: Duration::from_secs(120),
             head_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(10),
+            workers: 0,
         }
     }
 
@@ -60,7 +63,8 @@ impl HttpSettings {
             "http.body_timeout_ms",
             self.body_timeout,
             100..=600_000,
-        )
+        )?;
+        check_range(prefix, "http.workers", self.workers, 0..=256)
     }
 }
 
@@ -287,6 +291,16 @@ mod tests {
         );
         let given = serde_json::json!({"amqp": {"exchange": "x"}, "token": "t"});
         assert_eq!(unknown_key(&given, &known), None);
+    }
+
+    #[test]
+    fn http_workers_are_bounded_and_zero_means_one_per_core() {
+        let mut http = HttpSettings::on("127.0.0.1", 0);
+        assert_eq!(http.workers, 0);
+        http.check("ORDER_SERVICE").unwrap();
+        http.workers = 257;
+        let error = http.check("ORDER_SERVICE").unwrap_err().to_string();
+        assert!(error.contains("ORDER_SERVICE__HTTP__WORKERS"), "{error}");
     }
 
     #[test]

@@ -629,7 +629,7 @@ where
     use actix_web::{App, HttpServer};
     let body_timeout = BodyTimeout(http.body_timeout);
     let metrics = web::Data::new(metrics);
-    Ok(HttpServer::new(move || {
+    let server = HttpServer::new(move || {
         App::new()
             .wrap(actix_web::middleware::from_fn(limit_headers))
             .wrap(tracing_actix_web::TracingLogger::<TracedRootSpan>::new())
@@ -655,13 +655,19 @@ where
                     .url("/api-docs/openapi.json", openapi.clone()),
             )
             .default_service(web::to(not_found))
-    })
-    .keep_alive(http.keep_alive)
-    .client_request_timeout(http.head_timeout)
-    .listen(listener)?
-    .disable_signals()
-    .shutdown_timeout(grace.as_secs())
-    .run())
+    });
+    let server = if http.workers == 0 {
+        server
+    } else {
+        server.workers(http.workers)
+    };
+    Ok(server
+        .keep_alive(http.keep_alive)
+        .client_request_timeout(http.head_timeout)
+        .listen(listener)?
+        .disable_signals()
+        .shutdown_timeout(grace.as_secs())
+        .run())
 }
 
 /// Declares the `bearer` security scheme of the operator endpoints in an OpenAPI document
