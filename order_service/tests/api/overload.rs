@@ -23,28 +23,32 @@ fn post(app: &TestApp) -> tokio::task::JoinHandle<reqwest::Response> {
 #[tokio::test]
 async fn orders_beyond_the_waiting_limit_are_refused_at_once_and_the_others_stored() {
     let app = spawn_app_with(|settings| settings.intake.max_waiting = 2).await;
-    // A stalled database: the writer's insert waits for this lock.
+    // A stalled database: each writer's insert waits for this lock.
     let lock = app.db.begin().await.unwrap();
     lock.execute_unprepared("LOCK TABLE orders IN SHARE MODE")
         .await
         .unwrap();
-    let first = post(&app);
-    test_support::wait_until(
-        "the first insert to wait for the lock",
-        DEADLINE,
-        || async {
-            (app.count(
-                "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .await
-                == 1)
-                .then_some(())
-        },
-    )
-    .await;
+    let writers = order_service::store::NEW_ORDER_WRITERS;
+    let mut first = Vec::new();
+    for n in 1..=writers {
+        first.push(post(&app));
+        test_support::wait_until(
+            "an insert of each writer to wait for the lock",
+            DEADLINE,
+            || async {
+                (app.count(
+                    "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .await
+                    == n as i64)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
 
-    // Two more may wait behind it; the other four are refused without waiting. (An accepted
+    // Two more may wait behind them; the other four are refused without waiting. (An accepted
     // order cannot be answered while the table is locked, so the first four answers are those.)
     let mut posts: FuturesUnordered<_> = (0..6).map(|_| post(&app)).collect();
     for _ in 0..4 {
@@ -64,9 +68,14 @@ async fn orders_beyond_the_waiting_limit_are_refused_at_once_and_the_others_stor
     }
 
     lock.rollback().await.unwrap();
-    assert_eq!(first.await.unwrap().status(), 201);
+    for post in first {
+        assert_eq!(post.await.unwrap().status(), 201);
+    }
     while let Some(response) = posts.next().await {
         assert_eq!(response.unwrap().status(), 201, "a queued order is stored");
     }
-    assert_eq!(app.count("SELECT count(*) FROM orders").await, 3);
+    assert_eq!(
+        app.count("SELECT count(*) FROM orders").await,
+        writers as i64 + 2
+    );
 }
