@@ -4,7 +4,7 @@
 //! publish of `order.processed` and the order service's delivery, each span the child of the one
 //! before, the messages carrying it in their headers and the log lines of both services naming it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use contracts::routing_keys;
 use lapin::message::Delivery;
@@ -131,13 +131,22 @@ async fn one_order_is_one_trace_from_its_post_through_both_services_and_the_brok
         assert_eq!(header(&message, "tracestate").as_deref(), Some("vendor=7"));
     }
 
-    // Both services' spans, as one trace, down to the order service applying the verdict.
+    // Both services' spans, as one trace, down to the order service applying the verdict. Each
+    // service exports on its own schedule, so a span may arrive before its parent from the other
+    // service: wait for every parent too (the caller's aside).
     let spans = test_support::wait_until("the whole trace to be exported", DEADLINE, || async {
         let spans = receiver.trace(&trace_id);
-        spans
-            .iter()
-            .any(|span| span.service == "order_service" && span.kind == CONSUMER)
-            .then_some(spans)
+        let complete = {
+            let ids: HashSet<&str> = spans.iter().map(|span| span.span_id.as_str()).collect();
+            let applied = spans
+                .iter()
+                .any(|span| span.service == "order_service" && span.kind == CONSUMER);
+            applied
+                && spans.iter().all(|span| {
+                    span.parent_span_id == caller || ids.contains(span.parent_span_id.as_str())
+                })
+        };
+        complete.then_some(spans)
     })
     .await;
     let by_id: HashMap<&str, &ReceivedSpan> = spans
