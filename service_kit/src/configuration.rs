@@ -235,6 +235,9 @@ impl Default for AdminSettings {
     }
 }
 
+/// The shortest operator token accepted: anything shorter is refused at start.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
 impl AdminSettings {
     pub fn check(&self, prefix: &str) -> Result<(), ConfigurationError> {
         check_range(
@@ -243,7 +246,20 @@ impl AdminSettings {
             self.requests_per_second,
             1..=10_000,
         )?;
-        check_range(prefix, "admin.burst", self.burst, 1..=10_000)
+        check_range(prefix, "admin.burst", self.burst, 1..=10_000)?;
+        match self.token() {
+            Some(token) if token.expose().chars().count() < MIN_ADMIN_TOKEN_CHARS => {
+                Err(ConfigurationError::new(
+                    prefix,
+                    "admin.token",
+                    format!(
+                        "must be at least {MIN_ADMIN_TOKEN_CHARS} characters (for example \
+                         `openssl rand -hex 32`); unset, the operator endpoints are disabled"
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The token, if one is set and not empty.
@@ -291,6 +307,28 @@ mod tests {
         );
         let given = serde_json::json!({"amqp": {"exchange": "x"}, "token": "t"});
         assert_eq!(unknown_key(&given, &known), None);
+    }
+
+    #[test]
+    fn a_short_operator_token_is_refused_naming_the_variable() {
+        let mut admin = AdminSettings {
+            token: Some(Secret::new("x".repeat(MIN_ADMIN_TOKEN_CHARS - 1))),
+            ..AdminSettings::default()
+        };
+        let error = admin.check("PROCESSOR_SERVICE").unwrap_err().to_string();
+        assert!(error.contains("PROCESSOR_SERVICE__ADMIN__TOKEN"), "{error}");
+        assert!(error.contains("at least 32 characters"), "{error}");
+        assert!(
+            !error.contains("xxxx"),
+            "the token itself is not printed: {error}"
+        );
+        admin.token = Some(Secret::new("x".repeat(MIN_ADMIN_TOKEN_CHARS)));
+        admin.check("PROCESSOR_SERVICE").unwrap();
+        // Unset or empty: the operator endpoints are disabled, nothing to refuse.
+        admin.token = Some(Secret::new(""));
+        admin.check("PROCESSOR_SERVICE").unwrap();
+        admin.token = None;
+        admin.check("PROCESSOR_SERVICE").unwrap();
     }
 
     #[test]

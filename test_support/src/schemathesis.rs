@@ -83,7 +83,7 @@ pub fn run(executable: &PathBuf, base_url: &str, token: &str, examples: u32) -> 
 
 /// The bearer token [`fuzz_service`] sends; the service under test must be configured with it
 /// ([`admin_settings`]).
-pub const TOKEN: &str = "schemathesis-token";
+pub const TOKEN: &str = "schemathesis-token-0123456789abcdef";
 
 /// Operator settings for a service under schemathesis: its token, and a rate limit no single
 /// fuzzing client reaches.

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::helpers::{DEADLINE, TestApp, spawn_app_with, valid_order};
 
-const TOKEN: &str = "order-admin-token";
+const TOKEN: &str = "order-admin-token-0123456789abcdef";
 
 async fn spawn() -> TestApp {
     spawn_app_with(|settings| {

@@ -202,7 +202,7 @@ async fn ready_says_why_without_credentials_or_host_names() {
     }
 }
 
-const TOKEN: &str = "hygiene-admin-token";
+const TOKEN: &str = "hygiene-admin-token-0123456789abcdef";
 
 #[tokio::test]
 async fn a_wrong_token_is_refused_before_the_body_is_read() {

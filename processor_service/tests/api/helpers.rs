@@ -13,7 +13,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 
 pub struct TestApp {
     /// Stops the service when the test ends; declared first so it is dropped first.
