@@ -3,6 +3,7 @@
 //! operator's dead-letter tools (HTTP and command line), signal handling, and the runner that
 //! builds a service from its settings and stops it gracefully.
 
+pub mod audit;
 pub mod configuration;
 pub mod dead_letters;
 pub mod http;

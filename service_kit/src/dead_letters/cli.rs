@@ -90,9 +90,16 @@ pub async fn run(
         queues.heartbeat_seconds,
     );
     let output = match command {
-        DeadLettersCommand::List { limit } => serde_json::to_string_pretty(
-            &super::list(&broker, queues.dead_letter_queue, limit).await?,
-        )?,
+        DeadLettersCommand::List { limit } => {
+            let letters = super::list(&broker, queues.dead_letter_queue, limit).await?;
+            crate::audit::operator_action(
+                crate::audit::COMMAND_LINE,
+                "list dead letters",
+                queues.dead_letter_queue,
+                letters.len(),
+            );
+            serde_json::to_string_pretty(&letters)?
+        }
         DeadLettersCommand::Replay {
             order_ids,
             include_poison,
@@ -108,6 +115,12 @@ pub async fn run(
                 &request,
             )
             .await?;
+            crate::audit::operator_action(
+                crate::audit::COMMAND_LINE,
+                "replay dead letters",
+                queues.dead_letter_queue,
+                replayed,
+            );
             serde_json::to_string(&ReplayResult { replayed })?
         }
     };

@@ -83,9 +83,16 @@ impl DeadLetterAdmin {
     }
 
     /// The rate limit, then the token: both from the request's head alone.
-    fn admit(&self, request: &HttpRequest) -> Result<(), Problem> {
+    /// Admits a request for `action` within the rate limit and with the token; answers who made
+    /// it (its audit subject). A refusal for the token is audited; one for the rate is not (it
+    /// would log as fast as a client can send).
+    fn admit(&self, request: &HttpRequest, action: &str) -> Result<&'static str, Problem> {
         self.limit(request)?;
-        self.authorize(request)
+        self.authorize(request).inspect_err(|problem| {
+            let client = request.peer_addr().map(|address| address.ip());
+            crate::audit::refused(action, client, problem.title);
+        })?;
+        Ok(crate::audit::STATIC_TOKEN)
     }
 
     fn limit(&self, request: &HttpRequest) -> Result<(), Problem> {
@@ -187,10 +194,12 @@ pub async fn list_dead_letters(
     query: web::Query<ListQuery>,
     admin: web::Data<DeadLetterAdmin>,
 ) -> Result<HttpResponse, Problem> {
-    admin.admit(&request)?;
+    const ACTION: &str = "list dead letters";
+    let subject = admin.admit(&request, ACTION)?;
     let letters = super::list(&admin.broker, &admin.dead_letter_queue, query.limit()?)
         .await
         .map_err(broker_problem)?;
+    crate::audit::operator_action(subject, ACTION, &admin.dead_letter_queue, letters.len());
     Ok(HttpResponse::Ok().json(letters))
 }
 
@@ -221,7 +230,8 @@ pub async fn replay_dead_letters(
     payload: web::Payload,
     admin: web::Data<DeadLetterAdmin>,
 ) -> Result<HttpResponse, Problem> {
-    admin.admit(&request)?;
+    const ACTION: &str = "replay dead letters";
+    let subject = admin.admit(&request, ACTION)?;
     let body = crate::http::read_body(&request, payload).await?;
     // An empty body, `null` and `{}` all select every dead letter but poison messages; anything
     // else must be JSON (white space alone is not).
@@ -247,5 +257,6 @@ pub async fn replay_dead_letters(
     .await
     .map_err(broker_problem)?;
     admin.replays.increment(replayed as u64);
+    crate::audit::operator_action(subject, ACTION, &admin.dead_letter_queue, replayed);
     Ok(HttpResponse::Ok().json(ReplayResult { replayed }))
 }

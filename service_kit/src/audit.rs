@@ -1,0 +1,38 @@
+//! Operator actions, one INFO line each under the target `audit`, with the same fields every
+//! time: `subject` (who: [`STATIC_TOKEN`] for the operator token, [`COMMAND_LINE`] for the
+//! services' `dead-letters` commands), `action`, `queue` and `count` (how many). A refused
+//! attempt is a WARN line of the same target with `outcome` `refused` and the client's address.
+//! Find them all with `grep '"target":"audit"'` or a log query on `target = audit`.
+
+use std::net::IpAddr;
+
+/// The subject of a request carrying the configured operator token.
+pub const STATIC_TOKEN: &str = "static-token";
+/// The subject of an operator command run on the service's host.
+pub const COMMAND_LINE: &str = "command-line";
+
+/// `subject` did `action` on `queue`, to `count` messages.
+pub fn operator_action(subject: &str, action: &str, queue: &str, count: usize) {
+    tracing::info!(
+        target: "audit",
+        subject,
+        action,
+        queue,
+        count,
+        outcome = "done",
+        "operator action"
+    );
+}
+
+/// A request for `action` was refused before it did anything (`reason`: no or a wrong token,
+/// operator endpoints disabled).
+pub fn refused(action: &str, client: Option<IpAddr>, reason: &str) {
+    tracing::warn!(
+        target: "audit",
+        action,
+        client = client.map(|ip| ip.to_string()),
+        outcome = "refused",
+        reason,
+        "operator action refused"
+    );
+}

@@ -1,0 +1,81 @@
+//! Operator actions leave an audit line in the service's log: who, what, on which queue and how
+//! many; a refused attempt leaves one too, with the client's address and never the token.
+
+use serde_json::Value;
+
+use crate::helpers::DEADLINE;
+use crate::processes;
+
+const TOKEN: &str = "audit-operator-token-0123456789abcdef";
+
+/// The JSON log lines of `file` written under the `audit` target.
+fn audit_lines(file: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["target"] == "audit")
+        .collect()
+}
+
+#[tokio::test]
+async fn operator_actions_and_refused_attempts_are_audited_in_the_log() {
+    let logs = std::env::temp_dir().join(format!("audit-{}", test_support::unique_id()));
+    std::fs::create_dir_all(&logs).unwrap();
+    let processes = processes::start(
+        &[("PROCESSOR_SERVICE__ADMIN__TOKEN", TOKEN.into())],
+        Some(&logs),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let url = &processes.processor_url;
+    let listed = client
+        .get(format!("{url}/dead-letters"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    let replayed = client
+        .post(format!("{url}/dead-letters/replay"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), 200);
+    let guess = "a-guess-that-is-not-the-operator-token";
+    let refused = client
+        .post(format!("{url}/dead-letters/replay"))
+        .bearer_auth(guess)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    let file = logs.join("processor_service.log");
+    let lines = test_support::wait_until("three audit lines", DEADLINE, || async {
+        let lines = audit_lines(&file);
+        (lines.len() >= 3).then_some(lines)
+    })
+    .await;
+    let queue = processes.topology.order_created_dead_letter_queue.as_str();
+    for (line, action) in lines[..2]
+        .iter()
+        .zip(["list dead letters", "replay dead letters"])
+    {
+        assert_eq!(line["level"], "INFO", "{line}");
+        assert_eq!(line["subject"], "static-token", "{line}");
+        assert_eq!(line["action"], action, "{line}");
+        assert_eq!(line["queue"], queue, "{line}");
+        assert_eq!(line["count"], 0, "nothing dead-lettered yet: {line}");
+        assert_eq!(line["outcome"], "done", "{line}");
+    }
+    let refusal = &lines[2];
+    assert_eq!(refusal["level"], "WARN", "{refusal}");
+    assert_eq!(refusal["action"], "replay dead letters", "{refusal}");
+    assert_eq!(refusal["outcome"], "refused", "{refusal}");
+    assert_eq!(refusal["client"], "127.0.0.1", "{refusal}");
+    let log = std::fs::read_to_string(&file).unwrap();
+    assert!(!log.contains(TOKEN), "the token is never logged");
+    assert!(!log.contains(guess), "nor a wrong one");
+}
