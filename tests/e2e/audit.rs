@@ -29,28 +29,21 @@ async fn operator_actions_and_refused_attempts_are_audited_in_the_log() {
     .await;
     let client = reqwest::Client::new();
     let url = &processes.processor_url;
-    let listed = client
-        .get(format!("{url}/dead-letters"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(listed.status(), 200);
-    let replayed = client
-        .post(format!("{url}/dead-letters/replay"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(replayed.status(), 200);
+    let call = |method: reqwest::Method, path: &str, token: &str| {
+        client
+            .request(method, format!("{url}{path}"))
+            .bearer_auth(token)
+            .send()
+    };
     let guess = "a-guess-that-is-not-the-operator-token";
-    let refused = client
-        .post(format!("{url}/dead-letters/replay"))
-        .bearer_auth(guess)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 401);
+    for (method, path, token, status) in [
+        (reqwest::Method::GET, "/dead-letters", TOKEN, 200),
+        (reqwest::Method::POST, "/dead-letters/replay", TOKEN, 200),
+        (reqwest::Method::POST, "/dead-letters/replay", guess, 401),
+    ] {
+        let response = call(method, path, token).await.unwrap();
+        assert_eq!(response.status(), status, "{path}");
+    }
 
     let file = logs.join("processor_service.log");
     let lines = test_support::wait_until("three audit lines", DEADLINE, || async {
