@@ -194,6 +194,24 @@ fn thread_switches(pid: u32) -> Option<u64> {
     )
 }
 
+/// How much each counter named in both samples grew, times `scale`.
+fn growth(
+    before: &BTreeMap<&'static str, u64>,
+    after: &BTreeMap<&'static str, u64>,
+    scale: f64,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .filter_map(|(name, &now)| {
+            let start = before.get(name)?;
+            Some((
+                (*name).to_owned(),
+                now.saturating_sub(*start) as f64 * scale,
+            ))
+        })
+        .collect()
+}
+
 /// What happened between two samples, per order; `None` without orders.
 pub fn per_order(
     before: &Sample,
@@ -205,26 +223,12 @@ pub fn per_order(
         return None;
     }
     let us_per_tick = 1e6 / ticks_per_second as f64;
-    let per_order_us: BTreeMap<String, f64> = after
-        .programs
-        .iter()
-        .filter_map(|(name, &ticks)| {
-            let start = before.programs.get(name)?;
-            let used = ticks.saturating_sub(*start) as f64 * us_per_tick;
-            Some(((*name).to_owned(), used / orders as f64))
-        })
-        .collect();
-    let switches_per_order = after
-        .switches
-        .iter()
-        .filter_map(|(name, &n)| {
-            let start = before.switches.get(name)?;
-            Some((
-                (*name).to_owned(),
-                n.saturating_sub(*start) as f64 / orders as f64,
-            ))
-        })
-        .collect();
+    let per_order_us = growth(
+        &before.programs,
+        &after.programs,
+        us_per_tick / orders as f64,
+    );
+    let switches_per_order = growth(&before.switches, &after.switches, 1.0 / orders as f64);
     let machine_switches_per_order = after
         .machine_switches
         .saturating_sub(before.machine_switches) as f64
@@ -257,19 +261,15 @@ pub fn median<'a>(reports: impl IntoIterator<Item = &'a CpuReport>) -> Option<Cp
         let mut values: Vec<f64> = reports.iter().filter_map(|r| figure(r)).collect();
         crate::report::median(&mut values)
     };
-    let per_order_us = first
-        .per_order_us
-        .keys()
-        .map(|name| (name.clone(), of(&|r| r.per_order_us.get(name).copied())))
-        .collect();
-    let switches_per_order = first
-        .switches_per_order
-        .keys()
-        .map(|name| {
-            let median = of(&|r| r.switches_per_order.get(name).copied());
-            (name.clone(), median)
-        })
-        .collect();
+    // Program by program, as the first report names them.
+    let by_program = |figures: fn(&CpuReport) -> &BTreeMap<String, f64>| {
+        figures(first)
+            .keys()
+            .map(|name| (name.clone(), of(&|r| figures(r).get(name).copied())))
+            .collect()
+    };
+    let per_order_us = by_program(|r| &r.per_order_us);
+    let switches_per_order = by_program(|r| &r.switches_per_order);
     Some(CpuReport {
         per_order_us,
         total_per_order_us: of(&|r| Some(r.total_per_order_us)),

@@ -11,6 +11,10 @@ pub const STATIC_TOKEN: &str = "static-token";
 /// The subject of an operator command run on the service's host.
 pub const COMMAND_LINE: &str = "command-line";
 
+/// The actions, the same over HTTP and from the command line.
+pub const LIST_DEAD_LETTERS: &str = "list dead letters";
+pub const REPLAY_DEAD_LETTERS: &str = "replay dead letters";
+
 /// `subject` did `action` on `queue`, to `count` messages.
 pub fn operator_action(subject: &str, action: &str, queue: &str, count: usize) {
     tracing::info!(

@@ -94,7 +94,7 @@ pub async fn run(
             let letters = super::list(&broker, queues.dead_letter_queue, limit).await?;
             crate::audit::operator_action(
                 crate::audit::COMMAND_LINE,
-                "list dead letters",
+                crate::audit::LIST_DEAD_LETTERS,
                 queues.dead_letter_queue,
                 letters.len(),
             );
@@ -117,7 +117,7 @@ pub async fn run(
             .await?;
             crate::audit::operator_action(
                 crate::audit::COMMAND_LINE,
-                "replay dead letters",
+                crate::audit::REPLAY_DEAD_LETTERS,
                 queues.dead_letter_queue,
                 replayed,
             );

@@ -82,10 +82,9 @@ impl DeadLetterAdmin {
         self
     }
 
-    /// The rate limit, then the token: both from the request's head alone.
-    /// Admits a request for `action` within the rate limit and with the token; answers who made
-    /// it (its audit subject). A refusal for the token is audited; one for the rate is not (it
-    /// would log as fast as a client can send).
+    /// The rate limit, then the token, both from the request's head alone; answers who made the
+    /// request for `action` (its audit subject). A refusal for the token is audited; one for the
+    /// rate is not (it would log as fast as a client can send).
     fn admit(&self, request: &HttpRequest, action: &str) -> Result<&'static str, Problem> {
         self.limit(request)?;
         self.authorize(request).inspect_err(|problem| {
@@ -194,7 +193,7 @@ pub async fn list_dead_letters(
     query: web::Query<ListQuery>,
     admin: web::Data<DeadLetterAdmin>,
 ) -> Result<HttpResponse, Problem> {
-    const ACTION: &str = "list dead letters";
+    const ACTION: &str = crate::audit::LIST_DEAD_LETTERS;
     let subject = admin.admit(&request, ACTION)?;
     let letters = super::list(&admin.broker, &admin.dead_letter_queue, query.limit()?)
         .await
@@ -230,7 +229,7 @@ pub async fn replay_dead_letters(
     payload: web::Payload,
     admin: web::Data<DeadLetterAdmin>,
 ) -> Result<HttpResponse, Problem> {
-    const ACTION: &str = "replay dead letters";
+    const ACTION: &str = crate::audit::REPLAY_DEAD_LETTERS;
     let subject = admin.admit(&request, ACTION)?;
     let body = crate::http::read_body(&request, payload).await?;
     // An empty body, `null` and `{}` all select every dead letter but poison messages; anything
