@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use service_kit::configuration::{
-    AdminSettings, AmqpSettings, ConfigurationError, DatabaseSettings, HttpSettings,
+    AdminSettings, AmqpSettings, AuthSettings, ConfigurationError, DatabaseSettings, HttpSettings,
     OutboxSettings, RedeliverySettings, RuntimeSettings, ShutdownSettings, check_common,
     check_millis, check_range, millis, seconds,
 };
@@ -25,6 +25,7 @@ pub struct Settings {
     /// dead-lettered with the reason in its headers.
     pub retry: RedeliverySettings,
     pub admin: AdminSettings,
+    pub auth: AuthSettings,
     pub reconcile: ReconcileSettings,
 }
 
@@ -83,6 +84,7 @@ impl Default for Settings {
             intake: IntakeSettings::default(),
             retry: RedeliverySettings::default(),
             admin: AdminSettings::default(),
+            auth: AuthSettings::default(),
             reconcile: ReconcileSettings::default(),
         }
     }
@@ -107,6 +109,7 @@ impl Settings {
             &self.runtime,
         )?;
         self.admin.check(ENV_PREFIX)?;
+        self.auth.check(ENV_PREFIX)?;
         check_range(
             ENV_PREFIX,
             "intake.max_waiting",

@@ -40,5 +40,21 @@ fn main() -> anyhow::Result<()> {
             println!("{output}");
             Ok(())
         }
+        Some(ServiceCommand::DevToken(args)) => {
+            init_subscriber(get_subscriber(
+                "order_service",
+                LogFormat::from_env(),
+                std::io::stderr,
+                None,
+            ))?;
+            let settings = Settings::load()?;
+            let token = service_kit::auth::dev::run(
+                &settings.auth,
+                order_service::configuration::ENV_PREFIX,
+                &args,
+            )?;
+            println!("{token}");
+            Ok(())
+        }
     }
 }

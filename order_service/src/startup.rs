@@ -63,6 +63,7 @@ fn blueprint(settings: &Settings) -> Blueprint<'_> {
         outbox: &settings.outbox,
         shutdown: &settings.shutdown,
         admin: &settings.admin,
+        auth: &settings.auth,
         retry: settings.retry.clone(),
     }
 }

@@ -7,7 +7,7 @@ use messaging::consumer::CrashPoint;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use service_kit::configuration::{
-    AdminSettings, AmqpSettings, ConfigurationError, DatabaseSettings, HttpSettings,
+    AdminSettings, AmqpSettings, AuthSettings, ConfigurationError, DatabaseSettings, HttpSettings,
     OutboxSettings, RedeliverySettings, RuntimeSettings, ShutdownSettings, check_common,
     check_millis, check_range, millis,
 };
@@ -78,6 +78,7 @@ pub struct Settings {
     pub retry: RetrySettings,
     pub faults: FaultSettings,
     pub admin: AdminSettings,
+    pub auth: AuthSettings,
 }
 
 impl Default for Settings {
@@ -107,6 +108,7 @@ impl Default for Settings {
                 panic_for_customer: None,
             },
             admin: AdminSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -130,6 +132,7 @@ impl Settings {
             &self.runtime,
         )?;
         self.admin.check(ENV_PREFIX)?;
+        self.auth.check(ENV_PREFIX)?;
         if self.rules.max_order_total.is_sign_negative() {
             return Err(ConfigurationError::new(
                 ENV_PREFIX,

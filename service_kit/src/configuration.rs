@@ -270,6 +270,181 @@ impl AdminSettings {
     }
 }
 
+/// Who may call the HTTP APIs (`crate::auth`): bearer JWTs verified against the configured keys,
+/// the static operator token (`admin.token`), and, with neither, loopback clients without a token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuthSettings {
+    /// The `iss` every token must carry; required once a key is configured.
+    pub issuer: Option<String>,
+    /// An `aud` every token must carry; required once a key is configured.
+    pub audience: Option<String>,
+    /// HS256 shared secret, at least 32 bytes.
+    pub hs256_secret: Option<Secret>,
+    /// A file holding the HS256 secret (what `dev-token` generates), instead of `hs256_secret`.
+    pub hs256_secret_file: Option<String>,
+    /// PEM files of public keys (RSA, EC P-256/P-384 or Ed25519), comma-separated.
+    pub public_key_files: Option<String>,
+    /// An OIDC provider's JWKS URL: fetched at start, again for a token whose `kid` it lacks
+    /// (at most every `jwks_min_refresh_seconds`) and once it is an hour old.
+    pub jwks_url: Option<String>,
+    /// The least time between two fetches of the JWKS.
+    #[serde(rename = "jwks_min_refresh_seconds", with = "seconds")]
+    pub jwks_min_refresh: Duration,
+    /// The claim listing a token's roles: a string (space-separated) or an array of strings; a
+    /// dotted path reaches into objects (`realm_access.roles`).
+    pub role_claim: String,
+    /// The role that makes a token an operator's.
+    pub operator_role: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(rename = "leeway_seconds", with = "seconds")]
+    pub leeway: Duration,
+    /// Requests without a token from loopback clients act as an operator. Unset: only while no key
+    /// and no static token are configured.
+    pub loopback_without_token: Option<bool>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            audience: None,
+            hs256_secret: None,
+            hs256_secret_file: None,
+            public_key_files: None,
+            jwks_url: None,
+            jwks_min_refresh: Duration::from_secs(30),
+            role_claim: "roles".into(),
+            operator_role: "operator".into(),
+            leeway: Duration::from_secs(30),
+            loopback_without_token: None,
+        }
+    }
+}
+
+/// The shortest HS256 secret accepted, in bytes (RFC 7518: at least the hash's size).
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+
+fn given(value: &Option<String>) -> Option<&str> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+}
+
+impl AuthSettings {
+    /// Whether any key to verify tokens with is configured.
+    pub fn has_keys(&self) -> bool {
+        self.hs256_secret
+            .as_ref()
+            .is_some_and(|s| !s.expose().is_empty())
+            || given(&self.hs256_secret_file).is_some()
+            || given(&self.public_key_files).is_some()
+            || given(&self.jwks_url).is_some()
+    }
+
+    pub fn issuer(&self) -> Option<&str> {
+        given(&self.issuer)
+    }
+
+    pub fn audience(&self) -> Option<&str> {
+        given(&self.audience)
+    }
+
+    pub fn hs256_secret_file(&self) -> Option<&str> {
+        given(&self.hs256_secret_file)
+    }
+
+    /// The public key files, in order.
+    pub fn public_key_files(&self) -> Vec<&str> {
+        given(&self.public_key_files)
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|path| !path.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn jwks_url(&self) -> Option<&str> {
+        given(&self.jwks_url)
+    }
+
+    /// Whether loopback clients without a token act as an operator, given whether a static token
+    /// is configured.
+    pub fn loopback_without_token(&self, static_token: bool) -> bool {
+        self.loopback_without_token
+            .unwrap_or(!self.has_keys() && !static_token)
+    }
+
+    pub fn check(&self, prefix: &str) -> Result<(), ConfigurationError> {
+        check_range(
+            prefix,
+            "auth.leeway_seconds",
+            self.leeway.as_secs(),
+            0..=600,
+        )?;
+        check_range(
+            prefix,
+            "auth.jwks_min_refresh_seconds",
+            self.jwks_min_refresh.as_secs(),
+            1..=86_400,
+        )?;
+        if self.role_claim.trim().is_empty() {
+            return Err(ConfigurationError::new(
+                prefix,
+                "auth.role_claim",
+                "must not be empty",
+            ));
+        }
+        if self.operator_role.trim().is_empty() {
+            return Err(ConfigurationError::new(
+                prefix,
+                "auth.operator_role",
+                "must not be empty",
+            ));
+        }
+        if let Some(secret) = &self.hs256_secret
+            && !secret.expose().is_empty()
+            && secret.expose().len() < MIN_HS256_SECRET_BYTES
+        {
+            return Err(ConfigurationError::new(
+                prefix,
+                "auth.hs256_secret",
+                format!(
+                    "must be at least {MIN_HS256_SECRET_BYTES} bytes (for example `openssl rand -hex 32`)"
+                ),
+            ));
+        }
+        if let Some(url) = self.jwks_url()
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(ConfigurationError::new(
+                prefix,
+                "auth.jwks_url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if self.has_keys() {
+            if self.issuer().is_none() {
+                return Err(ConfigurationError::new(
+                    prefix,
+                    "auth.issuer",
+                    "must be set when keys are configured: tokens are checked for their `iss`",
+                ));
+            }
+            if self.audience().is_none() {
+                return Err(ConfigurationError::new(
+                    prefix,
+                    "auth.audience",
+                    "must be set when keys are configured: tokens are checked for their `aud`",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Checks what every service has in common.
 pub fn check_common(
     prefix: &str,

@@ -75,6 +75,40 @@ pub struct Problem {
     /// Every offending field.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// The `WWW-Authenticate` challenge of a 401 or 403 (RFC 6750).
+    #[serde(skip)]
+    pub challenge: Option<Challenge>,
+}
+
+/// A `WWW-Authenticate: Bearer` challenge (RFC 6750); the description is the problem's detail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Challenge {
+    /// No credentials were given: the scheme alone.
+    Bearer,
+    /// The token is not accepted.
+    InvalidToken,
+    /// The token is valid but does not allow this.
+    InsufficientScope,
+}
+
+impl Challenge {
+    fn header(self, detail: &str) -> String {
+        let error = match self {
+            Self::Bearer => return "Bearer".into(),
+            Self::InvalidToken => "invalid_token",
+            Self::InsufficientScope => "insufficient_scope",
+        };
+        // A quoted-string: no quotes or backslashes inside, and only visible ASCII and spaces.
+        let description: String = detail
+            .chars()
+            .map(|c| match c {
+                '"' | '\\' => '\'',
+                ' '..='~' => c,
+                _ => '?',
+            })
+            .collect();
+        format!("Bearer error=\"{error}\", error_description=\"{description}\"")
+    }
 }
 
 impl Problem {
@@ -92,6 +126,7 @@ impl Problem {
             detail: detail.into(),
             field: None,
             errors: Vec::new(),
+            challenge: None,
         }
     }
 
@@ -208,6 +243,12 @@ impl Problem {
     pub fn response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
         response.content_type(PROBLEM_JSON);
+        if let Some(challenge) = self.challenge {
+            response.insert_header((
+                actix_web::http::header::WWW_AUTHENTICATE,
+                challenge.header(&self.detail),
+            ));
+        }
         if matches!(
             self.status_code(),
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
@@ -670,21 +711,66 @@ where
         .run())
 }
 
-/// Declares the `bearer` security scheme of the operator endpoints in an OpenAPI document
-/// (`modifiers(&BearerAuth)`), so Swagger UI's "Authorize" works with them.
+/// Paths open to anyone: monitoring, with no order data.
+pub const OPEN_PATHS: [&str; 3] = ["/health", "/ready", "/metrics"];
+
+/// Declares the `bearer` security scheme in an OpenAPI document (`modifiers(&BearerAuth)`) and
+/// requires it, with its 401 answer, on every operation but those of [`OPEN_PATHS`], so that
+/// Swagger UI's "Authorize" works with them.
 pub struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement};
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
             utoipa::openapi::security::SecurityScheme::Http(
-                utoipa::openapi::security::HttpBuilder::new()
-                    .scheme(utoipa::openapi::security::HttpAuthScheme::Bearer)
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A JWT from the configured identity provider (a customer's, or an \
+                         operator's with the operator role), or the static operator token",
+                    ))
                     .build(),
             ),
         );
+        let unauthorized = ResponseBuilder::new()
+            .description(
+                "No token, or one this service does not accept; `WWW-Authenticate` says why",
+            )
+            .content(
+                PROBLEM_JSON,
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if OPEN_PATHS.contains(&path.as_str()) {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                operation.security = Some(vec![SecurityRequirement::new(
+                    "bearer",
+                    Vec::<String>::new(),
+                )]);
+                operation
+                    .responses
+                    .responses
+                    .entry("401".into())
+                    .or_insert_with(|| RefOr::T(unauthorized.clone()));
+            }
+        }
     }
 }
 

@@ -22,8 +22,9 @@ use sea_orm::DatabaseConnection;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Authenticator;
 use crate::configuration::{
-    AdminSettings, AmqpSettings, DatabaseSettings, HttpSettings, OutboxSettings,
+    AdminSettings, AmqpSettings, AuthSettings, DatabaseSettings, HttpSettings, OutboxSettings,
     RedeliverySettings, ShutdownSettings,
 };
 use crate::dead_letters::http::DeadLetterAdmin;
@@ -47,6 +48,8 @@ pub struct Blueprint<'a> {
     pub outbox: &'a OutboxSettings,
     pub shutdown: &'a ShutdownSettings,
     pub admin: &'a AdminSettings,
+    /// Who may call the API.
+    pub auth: &'a AuthSettings,
     /// Redelivery of what the service's consumers fail to handle.
     pub retry: RedeliverySettings,
 }
@@ -54,12 +57,12 @@ pub struct Blueprint<'a> {
 /// A service being built: its foundations are laid, its consumers, workers and routes not yet.
 pub struct Builder {
     name: &'static str,
-    env_prefix: &'static str,
     http: HttpSettings,
     amqp: AmqpSettings,
     outbox: OutboxSettings,
     grace: Duration,
     admin: AdminSettings,
+    authenticator: Authenticator,
     retry: RedeliverySettings,
     db: DatabaseConnection,
     reads: DatabaseConnection,
@@ -92,6 +95,7 @@ impl Builder {
             outbox,
             shutdown,
             admin,
+            auth,
             retry,
         } = blueprint;
         // A refusal here is a setting to fix (a wrong host, user, password or certificate), or
@@ -119,14 +123,15 @@ impl Builder {
         let listener = std::net::TcpListener::bind((http.host.as_str(), http.port))
             .with_context(|| format!("binding {}:{}", http.host, http.port))?;
         let port = listener.local_addr()?.port();
+        let authenticator = Authenticator::new(auth, admin.token(), env_prefix).await?;
         Ok(Self {
             name,
-            env_prefix,
             http: http.clone(),
             amqp: amqp.clone(),
             outbox: outbox.clone(),
             grace: shutdown.grace,
             admin: admin.clone(),
+            authenticator,
             retry,
             db,
             reads,
@@ -235,7 +240,7 @@ impl Builder {
         let admin = web::Data::new(
             DeadLetterAdmin::new(
                 &self.admin,
-                self.env_prefix,
+                self.authenticator.clone(),
                 self.broker.clone(),
                 dead_letter_queue,
                 work_queue,
@@ -258,6 +263,7 @@ impl Builder {
         ));
         let db = web::Data::new(self.db.clone());
         let broker = web::Data::new(self.broker.clone());
+        let authenticator = web::Data::new(self.authenticator.clone());
         let server = crate::http::serve(
             self.listener,
             &self.http,
@@ -268,6 +274,7 @@ impl Builder {
                 cfg.app_data(db.clone())
                     .app_data(broker.clone())
                     .app_data(admin.clone())
+                    .app_data(authenticator.clone())
                     .app_data(scrape.clone())
                     .configure(crate::http::operations)
                     .configure(routes.clone());

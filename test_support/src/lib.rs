@@ -20,6 +20,7 @@ use contracts::events::{Envelope, Event};
 use messaging::topology::Topology;
 use service_kit::configuration::{AmqpSettings, DatabaseSettings, Secret};
 
+pub mod identity;
 pub mod otlp;
 pub mod outage;
 pub mod prometheus;

@@ -5,6 +5,7 @@ use contracts::events::OrderLine;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use service_kit::auth::Identity;
 use service_kit::http::{FieldError, Object, Problem, read_json};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -26,8 +27,10 @@ pub const MAX_PAGE_SIZE: u64 = 500;
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"customer_id": "customer-123", "items": [{"product_id": "product-1", "quantity": 2, "price": 10.50}]}))]
 pub struct CreateOrderRequest {
+    /// Whose order: with a customer's token, that customer (taken from the token when absent;
+    /// another is a 403); an operator names the customer here.
     #[schema(schema_with = super::schemas::identifier)]
-    pub customer_id: String,
+    pub customer_id: Option<String>,
     /// 1 to 100 lines.
     #[schema(min_items = 1, max_items = 100)]
     #[schema(value_type = Vec<OrderItemRequest>)]
@@ -73,13 +76,42 @@ fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::
 }
 
 impl CreateOrderRequest {
-    /// Parses every field, reporting every offending one with its path.
-    pub fn parse(&self) -> Result<NewOrder, Vec<FieldError>> {
+    /// Parses every field for `scope`, reporting every offending one with its path; a customer
+    /// placing an order for another is a 403.
+    pub fn parse(&self, scope: &Scope) -> Result<NewOrder, Problem> {
+        let customer_id = match (&self.customer_id, scope) {
+            (None, Scope::Customer(own)) => Ok(own.clone()),
+            (None, Scope::Everyone) => {
+                return Err(Problem::bad_field(
+                    "customer_id",
+                    "missing field `customer_id` (an operator names the customer)",
+                ));
+            }
+            (Some(text), _) => CustomerId::parse(text),
+        };
+        if let (Ok(named), Scope::Customer(own)) = (&customer_id, scope)
+            && named != own
+        {
+            return Err(Problem {
+                field: Some("customer_id".into()),
+                ..Problem::new(
+                    actix_web::http::StatusCode::FORBIDDEN,
+                    service_kit::http::problem_type::FORBIDDEN,
+                    "Forbidden",
+                    "customer_id: a customer places orders only as itself (the token's `sub`)",
+                )
+            });
+        }
+        self.parse_lines(customer_id).map_err(Problem::validation)
+    }
+
+    fn parse_lines(
+        &self,
+        customer_id: Result<CustomerId, String>,
+    ) -> Result<NewOrder, Vec<FieldError>> {
         let mut errors = Vec::new();
         let mut error = |field: String, message: String| errors.push(FieldError { field, message });
-        let customer_id = CustomerId::parse(&self.customer_id)
-            .map_err(|m| error("customer_id".into(), m))
-            .ok();
+        let customer_id = customer_id.map_err(|m| error("customer_id".into(), m)).ok();
         let mut lines = Vec::with_capacity(self.items.len());
         if self.items.is_empty() || self.items.len() > NewOrder::MAX_LINES {
             error(
@@ -230,6 +262,43 @@ impl From<StoreError> for Problem {
     }
 }
 
+/// Whose orders a request may see and place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// A customer's token: its own orders only; another customer's order is not found (404).
+    Customer(CustomerId),
+    /// An operator: every order.
+    Everyone,
+}
+
+impl Scope {
+    /// The scope of `identity`: a customer's `sub` must be a customer id (else 401).
+    pub fn of(identity: Identity) -> Result<Self, Problem> {
+        if identity.is_operator() {
+            return Ok(Self::Everyone);
+        }
+        CustomerId::parse(&identity.subject)
+            .map(Self::Customer)
+            .map_err(|message| {
+                service_kit::auth::invalid_token(format!(
+                    "the token's `sub` is not a customer id: {message}"
+                ))
+            })
+    }
+
+    /// Whether `order` is in this scope.
+    fn sees(&self, order: &order::Model) -> bool {
+        match self {
+            Self::Customer(own) => order.customer_id == own.as_str(),
+            Self::Everyone => true,
+        }
+    }
+}
+
+fn not_found(id: Uuid) -> Problem {
+    Problem::not_found(format!("order {id} does not exist"))
+}
+
 fn parse_order_id(id: &str) -> Result<Uuid, Problem> {
     Uuid::parse_str(id).map_err(|_| Problem::bad_field("id", format!("must be a UUID, got {id:?}")))
 }
@@ -262,6 +331,7 @@ fn parse_order_id(id: &str) -> Result<Uuid, Problem> {
         (status = 400, description = "Malformed JSON, a wrong type or content type, or a malformed `Idempotency-Key`", body = Problem, content_type = "application/problem+json"),
         (status = 408, description = "The body did not arrive within `HTTP__BODY_TIMEOUT_MS`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A customer's token naming another customer in `customer_id`", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The `Idempotency-Key` was used for an order with other items; `field` names it", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field breaks a rule; `field` names it", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable, or too many orders waiting to be stored (load shedding); `Retry-After` says when to retry", body = Problem, content_type = "application/problem+json"),
@@ -270,12 +340,14 @@ fn parse_order_id(id: &str) -> Result<Uuid, Problem> {
 #[tracing::instrument(level = "debug", name = "create order", skip_all, fields(order_id = tracing::field::Empty))]
 pub async fn create_order(
     request: HttpRequest,
+    caller: Identity,
     payload: web::Payload,
     store: web::Data<OrderStore>,
 ) -> Result<HttpResponse, Problem> {
+    let scope = Scope::of(caller)?;
     let idempotency_key = idempotency_key(&request)?;
     let body: CreateOrderRequest = read_json(&request, payload).await?;
-    let new_order = body.parse().map_err(Problem::validation)?;
+    let new_order = body.parse(&scope)?;
     let (order, replayed) = match store.create(&new_order, idempotency_key.as_ref()).await? {
         Placed::New(order) => (order, false),
         Placed::Existing(order) => (order, true),
@@ -316,19 +388,23 @@ fn idempotency_key(request: &HttpRequest) -> Result<Option<IdempotencyKey>, Prob
     responses(
         (status = 200, description = "The order", body = OrderResponse),
         (status = 400, description = "`id` is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order, or another customer's", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[tracing::instrument(level = "debug", name = "get order", skip(store), fields(order_id = %id))]
+#[tracing::instrument(level = "debug", name = "get order", skip(store, caller), fields(order_id = %id))]
 pub async fn get_order(
     id: web::Path<String>,
+    caller: Identity,
     store: web::Data<OrderStore>,
 ) -> Result<HttpResponse, Problem> {
+    let scope = Scope::of(caller)?;
     let id = parse_order_id(&id)?;
     match store.get(id).await? {
-        Some(order) => Ok(HttpResponse::Ok().json(OrderResponse::try_from(order)?)),
-        None => Err(Problem::not_found(format!("order {id} does not exist"))),
+        Some(order) if scope.sees(&order) => {
+            Ok(HttpResponse::Ok().json(OrderResponse::try_from(order)?))
+        }
+        _ => Err(not_found(id)),
     }
 }
 
@@ -336,7 +412,8 @@ pub async fn get_order(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only this customer's orders.
+    /// Only this customer's orders. A customer's token sees its own orders only, with or
+    /// without this filter.
     #[param(schema_with = super::schemas::identifier)]
     pub customer_id: Option<String>,
     /// Only orders in this status.
@@ -433,9 +510,23 @@ impl ListQuery {
 #[tracing::instrument(level = "debug", name = "list orders", skip_all)]
 pub async fn list_orders(
     query: web::Query<ListQuery>,
+    caller: Identity,
     store: web::Data<OrderStore>,
 ) -> Result<HttpResponse, Problem> {
-    let filter = query.parse()?;
+    let scope = Scope::of(caller)?;
+    let mut filter = query.parse()?;
+    if let Scope::Customer(own) = &scope {
+        match &filter.customer_id {
+            // Another customer's orders are none of this one's.
+            Some(asked) if asked != own.as_str() => {
+                return Ok(HttpResponse::Ok().json(OrderPage {
+                    items: Vec::new(),
+                    next_cursor: None,
+                }));
+            }
+            _ => filter.customer_id = Some(own.as_str().to_owned()),
+        }
+    }
     let (orders, next) = store.list(&filter).await?;
     let items = orders
         .into_iter()
@@ -456,18 +547,26 @@ pub async fn list_orders(
     responses(
         (status = 200, description = "The history", body = [HistoryEntry]),
         (status = 400, description = "`id` is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order, or another customer's", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[tracing::instrument(level = "debug", name = "get order history", skip(store), fields(order_id = %id))]
+#[tracing::instrument(level = "debug", name = "get order history", skip(store, caller), fields(order_id = %id))]
 pub async fn order_history(
     id: web::Path<String>,
+    caller: Identity,
     store: web::Data<OrderStore>,
 ) -> Result<HttpResponse, Problem> {
+    let scope = Scope::of(caller)?;
     let id = parse_order_id(&id)?;
+    if scope != Scope::Everyone {
+        match store.get(id).await? {
+            Some(order) if scope.sees(&order) => {}
+            _ => return Err(not_found(id)),
+        }
+    }
     let Some(rows) = store.history(id).await? else {
-        return Err(Problem::not_found(format!("order {id} does not exist")));
+        return Err(not_found(id));
     };
     let entries: Vec<HistoryEntry> = rows
         .into_iter()

@@ -26,6 +26,7 @@ async fn the_openapi_document_is_valid_and_complete() {
         serde_json::from_value(document.clone()).expect("parses as OpenAPI");
     assert!(document["openapi"].as_str().unwrap().starts_with("3."));
     assert_eq!(parsed.info.title, "order_service");
+    test_support::identity::assert_protected_operations_declare_bearer(&document);
 
     let expected: &[(&str, &str, &[&str])] = &[
         (

@@ -46,7 +46,7 @@ impl From<StoreError> for Problem {
     }
 }
 
-/// The processing record of an order.
+/// The processing record of an order (operators).
 #[utoipa::path(
     get,
     path = "/processed/{order_id}",
@@ -55,15 +55,18 @@ impl From<StoreError> for Problem {
     responses(
         (status = 200, description = "The record", body = ProcessedResponse),
         (status = 400, description = "`order_id` is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A customer's token: operators only", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The processor has not seen this order", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[tracing::instrument(level = "debug", name = "get processing record", skip(store), fields(order_id = %order_id))]
+#[tracing::instrument(level = "debug", name = "get processing record", skip(store, caller), fields(order_id = %order_id))]
 pub async fn get_processed(
     order_id: web::Path<String>,
+    caller: service_kit::auth::Identity,
     store: web::Data<ProcessingStore>,
 ) -> Result<HttpResponse, Problem> {
+    caller.operator()?;
     let order_id = Uuid::parse_str(&order_id).map_err(|_| {
         Problem::bad_field(
             "order_id",

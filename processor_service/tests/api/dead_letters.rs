@@ -66,14 +66,43 @@ async fn operator_endpoints_refuse_missing_and_wrong_tokens() {
 }
 
 #[tokio::test]
-async fn operator_endpoints_are_disabled_without_a_configured_token() {
-    let app = spawn_app_with(|settings| settings.admin.token = None).await;
-    for token in [None, Some(ADMIN_TOKEN)] {
-        let response = admin(&app, reqwest::Method::GET, "/dead-letters", token).await;
-        assert_eq!(response.status(), 403);
-        let response = admin(&app, reqwest::Method::POST, "/dead-letters/replay", token).await;
-        assert_eq!(response.status(), 403);
+async fn operator_endpoints_take_operator_tokens_and_refuse_customers() {
+    let issuer = test_support::identity::TestIssuer::new();
+    let auth = issuer.settings();
+    let app = spawn_app_with(|settings| settings.auth = auth).await;
+    for path in [
+        "/dead-letters",
+        "/processed/00000000-0000-0000-0000-000000000000",
+    ] {
+        let operator = admin(
+            &app,
+            reqwest::Method::GET,
+            path,
+            Some(&issuer.operator("olga")),
+        )
+        .await;
+        assert_ne!(operator.status(), 401, "{path}");
+        assert_ne!(operator.status(), 403, "{path}");
+        let customer = admin(
+            &app,
+            reqwest::Method::GET,
+            path,
+            Some(&issuer.customer("alice")),
+        )
+        .await;
+        assert_eq!(customer.status(), 403, "{path}");
+        let challenge = customer.headers()["www-authenticate"].to_str().unwrap();
+        assert!(challenge.contains("insufficient_scope"), "{challenge}");
     }
+}
+
+#[tokio::test]
+async fn without_keys_or_token_a_loopback_client_is_the_operator() {
+    let app = spawn_app_with(|settings| settings.admin.token = None).await;
+    let response = admin(&app, reqwest::Method::GET, "/dead-letters", None).await;
+    assert_eq!(response.status(), 200);
+    let response = admin(&app, reqwest::Method::POST, "/dead-letters/replay", None).await;
+    assert_eq!(response.status(), 200);
 }
 
 #[tokio::test]

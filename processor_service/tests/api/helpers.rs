@@ -91,9 +91,11 @@ pub fn order_created(quantity: u32, price: &str) -> Envelope<OrderCreated> {
 }
 
 impl TestApp {
+    /// `GET path` as the operator (the static token).
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.address))
+            .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
             .expect("GET")

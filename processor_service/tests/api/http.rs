@@ -41,6 +41,7 @@ async fn the_openapi_document_is_valid_and_complete() {
     let parsed: utoipa::openapi::OpenApi =
         serde_json::from_value(document.clone()).expect("parses as OpenAPI");
     assert_eq!(parsed.info.title, "processor_service");
+    test_support::identity::assert_protected_operations_declare_bearer(&document);
     for (path, statuses) in [
         ("/processed/{order_id}", &["200", "400", "404", "503"][..]),
         ("/health", &["200"][..]),

@@ -22,6 +22,9 @@ pub enum ServiceCommand {
     /// Inspect and replay the service's dead-letter queue.
     #[command(subcommand)]
     DeadLetters(DeadLettersCommand),
+    /// Print a development token signed with the key in AUTH__HS256_SECRET_FILE (generated if
+    /// missing), for a customer or an operator.
+    DevToken(crate::auth::dev::DevTokenArgs),
 }
 
 impl ServiceCli {

@@ -1,8 +1,9 @@
 //! Operator endpoints of a service's dead-letter queue: `GET /dead-letters` and
-//! `POST /dead-letters/replay`. They require `Authorization: Bearer <{PREFIX}__ADMIN__TOKEN>`;
-//! without the setting they are disabled. Each client address may make `ADMIN__REQUESTS_PER_SECOND`
-//! requests a second (`ADMIN__BURST` at once); beyond, 429. A request is refused before its body
-//! is read: first by the rate, then by the token.
+//! `POST /dead-letters/replay`. They require an operator ([`crate::auth`]: an operator's JWT, the
+//! static `{PREFIX}__ADMIN__TOKEN`, or a loopback client while nothing is configured). Each client
+//! address may make `ADMIN__REQUESTS_PER_SECOND` requests a second (`ADMIN__BURST` at once);
+//! beyond, 429. A request is refused before its body is read: first by the rate, then by its
+//! credentials.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -10,16 +11,14 @@ use std::sync::Arc;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use actix_web::http::StatusCode;
-use actix_web::http::header::AUTHORIZATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 use utoipa::IntoParams;
 
 use super::{DeadLetter, ReplayRequest, ReplayResult};
-use crate::configuration::{AdminSettings, Secret};
-use crate::http::{Problem, problem_type};
+use crate::auth::Authenticator;
+use crate::configuration::AdminSettings;
+use crate::http::Problem;
 use messaging::broker::Broker;
 use messaging::meter::{Counter, Meter};
 
@@ -29,9 +28,7 @@ const REMEMBERED_CLIENTS: usize = 10_000;
 /// What the admin endpoints need.
 #[derive(Clone)]
 pub struct DeadLetterAdmin {
-    token: Option<Secret>,
-    /// The variable that sets the token, for the message of a disabled endpoint.
-    token_variable: String,
+    authenticator: Authenticator,
     limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     broker: Arc<Broker>,
     dead_letter_queue: String,
@@ -49,10 +46,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 impl DeadLetterAdmin {
-    /// `prefix` is the service's variable prefix (`ORDER_SERVICE`), for messages.
     pub fn new(
         settings: &AdminSettings,
-        prefix: &str,
+        authenticator: Authenticator,
         broker: Arc<Broker>,
         dead_letter_queue: String,
         work_queue: String,
@@ -62,8 +58,7 @@ impl DeadLetterAdmin {
         )
         .allow_burst(NonZeroU32::new(settings.burst).unwrap_or(NonZeroU32::MIN));
         Self {
-            token: settings.token().cloned(),
-            token_variable: format!("{prefix}__ADMIN__TOKEN"),
+            authenticator,
             limiter: Arc::new(RateLimiter::keyed(quota)),
             broker,
             dead_letter_queue,
@@ -82,16 +77,21 @@ impl DeadLetterAdmin {
         self
     }
 
-    /// The rate limit, then the token, both from the request's head alone; answers who made the
-    /// request for `action` (its audit subject). A refusal for the token is audited; one for the
-    /// rate is not (it would log as fast as a client can send).
-    fn admit(&self, request: &HttpRequest, action: &str) -> Result<&'static str, Problem> {
+    /// The rate limit, then the credentials, both from the request's head alone; answers who
+    /// made the request for `action` (its audit subject). A refusal for the credentials is
+    /// audited; one for the rate is not (it would log as fast as a client can send).
+    async fn admit(&self, request: &HttpRequest, action: &str) -> Result<String, Problem> {
         self.limit(request)?;
-        self.authorize(request).inspect_err(|problem| {
-            let client = request.peer_addr().map(|address| address.ip());
-            crate::audit::refused(action, client, problem.title);
-        })?;
-        Ok(crate::audit::STATIC_TOKEN)
+        let identity = self
+            .authenticator
+            .identify(request)
+            .await
+            .and_then(crate::auth::Identity::operator)
+            .inspect_err(|problem| {
+                let client = request.peer_addr().map(|address| address.ip());
+                crate::audit::refused(action, client, problem.title);
+            })?;
+        Ok(identity.subject)
     }
 
     fn limit(&self, request: &HttpRequest) -> Result<(), Problem> {
@@ -107,36 +107,6 @@ impl DeadLetterAdmin {
             ));
             Problem::too_many_requests(wait)
         })
-    }
-
-    fn authorize(&self, request: &HttpRequest) -> Result<(), Problem> {
-        let Some(token) = &self.token else {
-            return Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                problem_type::FORBIDDEN,
-                "Forbidden",
-                format!(
-                    "operator endpoints are disabled: set {}",
-                    self.token_variable
-                ),
-            ));
-        };
-        let presented = request
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if bool::from(presented.as_bytes().ct_eq(token.expose().as_bytes())) {
-            Ok(())
-        } else {
-            Err(Problem::new(
-                StatusCode::UNAUTHORIZED,
-                problem_type::UNAUTHORIZED,
-                "Unauthorized",
-                "a valid `Authorization: Bearer <token>` header is required",
-            ))
-        }
     }
 }
 
@@ -181,8 +151,8 @@ impl ListQuery {
         (status = 200, description = "The dead letters, oldest first", body = [DeadLetter]),
         (status = 400, description = "A malformed query string (a parameter given twice); `field` is `query`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`limit` out of range", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Operator endpoints disabled (no token configured)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or a wrong token; `WWW-Authenticate` says why", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A customer's token: operators only", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many requests from this address; `Retry-After` says when to try again", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Broker unavailable", body = Problem, content_type = "application/problem+json"),
     )
@@ -194,11 +164,11 @@ pub async fn list_dead_letters(
     admin: web::Data<DeadLetterAdmin>,
 ) -> Result<HttpResponse, Problem> {
     const ACTION: &str = crate::audit::LIST_DEAD_LETTERS;
-    let subject = admin.admit(&request, ACTION)?;
+    let subject = admin.admit(&request, ACTION).await?;
     let letters = super::list(&admin.broker, &admin.dead_letter_queue, query.limit()?)
         .await
         .map_err(broker_problem)?;
-    crate::audit::operator_action(subject, ACTION, &admin.dead_letter_queue, letters.len());
+    crate::audit::operator_action(&subject, ACTION, &admin.dead_letter_queue, letters.len());
     Ok(HttpResponse::Ok().json(letters))
 }
 
@@ -217,8 +187,8 @@ pub async fn list_dead_letters(
         (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
         (status = 408, description = "The body did not arrive in time", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Operator endpoints disabled (no token configured)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or a wrong token; `WWW-Authenticate` says why", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A customer's token: operators only", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many requests from this address; `Retry-After` says when to try again", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Broker unavailable", body = Problem, content_type = "application/problem+json"),
     )
@@ -230,7 +200,7 @@ pub async fn replay_dead_letters(
     admin: web::Data<DeadLetterAdmin>,
 ) -> Result<HttpResponse, Problem> {
     const ACTION: &str = crate::audit::REPLAY_DEAD_LETTERS;
-    let subject = admin.admit(&request, ACTION)?;
+    let subject = admin.admit(&request, ACTION).await?;
     let body = crate::http::read_body(&request, payload).await?;
     // An empty body, `null` and `{}` all select every dead letter but poison messages; anything
     // else must be JSON (white space alone is not).
@@ -256,6 +226,6 @@ pub async fn replay_dead_letters(
     .await
     .map_err(broker_problem)?;
     admin.replays.increment(replayed as u64);
-    crate::audit::operator_action(subject, ACTION, &admin.dead_letter_queue, replayed);
+    crate::audit::operator_action(&subject, ACTION, &admin.dead_letter_queue, replayed);
     Ok(HttpResponse::Ok().json(ReplayResult { replayed }))
 }
