@@ -1,8 +1,10 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use order_service::configuration::Settings as OrderSettings;
 use processor_service::configuration::Settings as ProcessorSettings;
 use serde_json::{Value, json};
+use test_support::identity::TestIssuer;
 use test_support::{BrokerProbe, Cleanup};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -50,7 +52,9 @@ impl Drop for Service {
     }
 }
 
-/// Both services, sharing one test's broker names, each with its own database.
+/// Both services, sharing one test's broker names, each with its own database, trusting one
+/// test issuer's tokens: `client` is an operator's (it reads everything and names the customer of
+/// each order it places); a test acting as a customer signs its own with `issuer`.
 pub struct Pipeline {
     pub orders: Service,
     pub processor: Service,
@@ -58,7 +62,19 @@ pub struct Pipeline {
     pub processor_settings: ProcessorSettings,
     pub probe: BrokerProbe,
     pub client: reqwest::Client,
+    pub issuer: Arc<TestIssuer>,
     _cleanup: Cleanup,
+}
+
+/// A client that sends `token` with every request.
+pub fn client_with_token(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 pub async fn spawn_pipeline(max_order_total: &str) -> Pipeline {
@@ -71,6 +87,7 @@ pub async fn spawn_pipeline_with(
 ) -> Pipeline {
     service_kit::telemetry::init_test_subscriber("e2e");
     let id = test_support::unique_id();
+    let issuer = Arc::new(TestIssuer::new());
     let amqp = test_support::amqp_settings(&id);
 
     let mut order_settings = OrderSettings::default();
@@ -79,6 +96,7 @@ pub async fn spawn_pipeline_with(
     order_settings.database = test_support::database_settings(&format!("orders_{id}"));
     order_settings.amqp = amqp.clone();
     order_settings.shutdown.grace = std::time::Duration::from_secs(5);
+    order_settings.auth = issuer.settings();
 
     let mut processor_settings = ProcessorSettings::default();
     processor_settings.http.host = "127.0.0.1".into();
@@ -87,6 +105,7 @@ pub async fn spawn_pipeline_with(
     processor_settings.amqp = amqp.clone();
     processor_settings.shutdown.grace = std::time::Duration::from_secs(5);
     processor_settings.admin.token = Some(service_kit::configuration::Secret::new(ADMIN_TOKEN));
+    processor_settings.auth = issuer.settings();
     customize(&mut order_settings, &mut processor_settings);
 
     let cleanup = Cleanup {
@@ -113,7 +132,8 @@ pub async fn spawn_pipeline_with(
         order_settings,
         processor_settings,
         probe,
-        client: reqwest::Client::new(),
+        client: client_with_token(&issuer.operator("e2e-operator")),
+        issuer,
         _cleanup: cleanup,
     }
 }

@@ -36,6 +36,54 @@ async fn an_order_goes_from_pending_to_completed_through_both_services() {
 }
 
 #[tokio::test]
+async fn a_customer_follows_its_own_order_and_no_one_elses() {
+    let pipeline = spawn_pipeline("10000.00").await;
+    let alice = crate::helpers::client_with_token(&pipeline.issuer.customer("alice"));
+    let bob = crate::helpers::client_with_token(&pipeline.issuer.customer("bob"));
+    let body =
+        serde_json::json!({"items": [{"product_id": "product-1", "quantity": 1, "price": "3.00"}]});
+    let response = alice
+        .post(pipeline.orders_url("/orders"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let placed: Value = response.json().await.unwrap();
+    assert_eq!(placed["customer_id"], "alice");
+    let id = placed["id"].as_str().unwrap().to_owned();
+    let url = pipeline.orders_url(&format!("/orders/{id}"));
+    let done = test_support::wait_until(
+        "alice's order to be final",
+        crate::helpers::DEADLINE,
+        || async {
+            let order: Value = alice.get(&url).send().await.ok()?.json().await.ok()?;
+            (order["status"] != "pending").then_some(order)
+        },
+    )
+    .await;
+    assert_eq!(done["status"], "completed");
+    assert_eq!(bob.get(&url).send().await.unwrap().status(), 404);
+    let bobs: Value = bob
+        .get(pipeline.orders_url("/orders"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bobs["items"], serde_json::json!([]));
+    // The processor's records are for operators.
+    let record = alice
+        .get(pipeline.processor_url(&format!("/processed/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(record.status(), 403);
+    pipeline.assert_agreement(&[id]).await;
+}
+
+#[tokio::test]
 async fn an_order_over_the_limit_ends_rejected_with_the_reason() {
     let pipeline = spawn_pipeline("10000.00").await;
     let placed = pipeline.place(&order("big-spender", 2, "5000.01")).await;
