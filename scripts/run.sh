@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds and starts the whole pipeline on this machine: PostgreSQL and RabbitMQ (started if needed,
 # management UI enabled), then both services in release mode (each creates and migrates its own
-# database). Ctrl-C stops both services.
+# database). Requests from this machine need no token (an operator's rights); tokens signed with
+# the development key in .run/dev-jwt.key (generated on first use) are verified, so that a
+# customer's view can be tried with `scripts/dev-token.sh`. Ctrl-C stops both services.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +11,10 @@ scripts/ensure-services.sh
 cargo build --release --bin order_service --bin processor_service
 target_dir=${CARGO_TARGET_DIR:-target}
 mkdir -p .run
+
+source scripts/dev-auth.sh
+# Generates the development key if it is missing; the services read it at start.
+"$target_dir/release/order_service" dev-token --customer customer-123 >/dev/null
 
 "$target_dir/release/order_service" > .run/order_service.log 2>&1 &
 order_pid=$!
@@ -39,9 +45,15 @@ The order pipeline is running.
   PostgreSQL          postgres://postgres@127.0.0.1:5432 (databases orders, processor)
   Logs                .run/order_service.log, .run/processor_service.log
 
-Try:
+Try (from this machine no token is needed, with an operator's rights):
   curl -s -X POST http://127.0.0.1:$order_port/orders -H 'content-type: application/json' \\
     -d '{"customer_id":"customer-123","items":[{"product_id":"product-1","quantity":2,"price":10.50}]}'
+
+As a customer (sees and places only its own orders), with a development token:
+  TOKEN=\$(scripts/dev-token.sh --customer customer-123)
+  curl -s http://127.0.0.1:$order_port/orders -H "authorization: Bearer \$TOKEN"
+An operator's: scripts/dev-token.sh --operator alice
+(Other machines need a token: README, "Authentication".)
 
 Ctrl-C stops both services.
 TXT

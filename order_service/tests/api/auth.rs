@@ -383,3 +383,75 @@ async fn without_keys_a_loopback_client_is_an_operator_without_a_token() {
         .unwrap();
     assert_unauthorized(response, None, "forwarded by a proxy").await;
 }
+
+/// `order_service dev-token ...` with the development settings `scripts/dev-auth.sh` exports.
+fn dev_token(key_file: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_order_service"))
+        .arg("dev-token")
+        .args(args)
+        .env("ORDER_SERVICE__AUTH__ISSUER", "order-pipeline-dev")
+        .env("ORDER_SERVICE__AUTH__AUDIENCE", "order-pipeline")
+        .env("ORDER_SERVICE__AUTH__HS256_SECRET_FILE", key_file)
+        .output()
+        .expect("run order_service dev-token")
+}
+
+#[tokio::test]
+async fn dev_token_generates_a_key_and_mints_tokens_the_service_accepts() {
+    let key_file =
+        std::env::temp_dir().join(format!("dev-jwt-{}/dev-jwt.key", test_support::unique_id()));
+    let minted = |args: &[&str]| {
+        let output = dev_token(&key_file, args);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    let customer = minted(&["--customer", "alice"]);
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    assert_eq!(key.len(), 64, "32 random bytes, hex");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let operator = minted(&["--operator", "olga", "--minutes", "5"]);
+    assert_eq!(
+        std::fs::read_to_string(&key_file).unwrap(),
+        key,
+        "the key is kept"
+    );
+    assert!(
+        !dev_token(&key_file, &[]).status.success(),
+        "who it is for is required"
+    );
+
+    let path = key_file.display().to_string();
+    let app = spawn_app_with(|settings| {
+        settings.auth.issuer = Some("order-pipeline-dev".into());
+        settings.auth.audience = Some("order-pipeline".into());
+        settings.auth.hs256_secret_file = Some(path);
+        settings.auth.loopback_without_token = Some(true);
+    })
+    .await;
+    let placed: Value = post(&app, Some(&customer), &order_for(None))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(placed["customer_id"], "alice");
+    assert_eq!(
+        get(&app, "/dead-letters", Some(&customer)).await.status(),
+        403
+    );
+    assert_eq!(
+        get(&app, "/dead-letters", Some(&operator)).await.status(),
+        200
+    );
+    // The development setup keeps loopback clients in without a token.
+    assert_eq!(get(&app, "/dead-letters", None).await.status(), 200);
+    let _ = std::fs::remove_dir_all(key_file.parent().unwrap());
+}
