@@ -25,6 +25,13 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
     || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null; }
 fi
 
+# ip (iproute2) and curl for the test that calls a service from another network namespace.
+if ! command -v ip >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
+  log "installing Debian's iproute2 and curl"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 curl >/dev/null \
+    || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 curl >/dev/null; }
+fi
+
 # PostgreSQL
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && ! port_open 5432; then
   if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then

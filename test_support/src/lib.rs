@@ -21,6 +21,7 @@ use messaging::topology::Topology;
 use service_kit::configuration::{AmqpSettings, DatabaseSettings, Secret};
 
 pub mod identity;
+pub mod netns;
 pub mod otlp;
 pub mod outage;
 pub mod prometheus;

@@ -455,3 +455,21 @@ async fn dev_token_generates_a_key_and_mints_tokens_the_service_accepts() {
     assert_eq!(get(&app, "/dead-letters", None).await.status(), 200);
     let _ = std::fs::remove_dir_all(key_file.parent().unwrap());
 }
+
+#[tokio::test]
+async fn without_keys_a_client_on_another_host_is_refused() {
+    let remote = test_support::netns::RemoteHost::create().expect("a network namespace");
+    let app = spawn_app_with(|settings| settings.http.host = "0.0.0.0".into()).await;
+    let port = app.address.rsplit(':').next().unwrap().to_owned();
+    let url = format!("http://{}:{port}/orders", remote.gateway);
+    // Reachable from the other host (monitoring stays open)...
+    let health = format!("http://{}:{port}/health", remote.gateway);
+    assert_eq!(remote.http_status(&health, &[]), 200);
+    // ...but without keys, only loopback clients get in without a token.
+    assert_eq!(remote.http_status(&url, &[]), 401);
+    assert_eq!(
+        remote.http_status(&url, &["Authorization: Bearer made-up"]),
+        401
+    );
+    assert_eq!(get(&app, "/orders", None).await.status(), 200);
+}
