@@ -32,6 +32,13 @@ if ! command -v ip >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
     || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 curl >/dev/null; }
 fi
 
+# docker-compose (Debian's, 1.29) to resolve docker-compose.yml in the deployment test; no engine.
+if ! command -v docker-compose >/dev/null 2>&1; then
+  log "installing Debian's docker-compose"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker-compose >/dev/null \
+    || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker-compose >/dev/null; }
+fi
+
 # PostgreSQL
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && ! port_open 5432; then
   if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then

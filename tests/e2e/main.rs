@@ -6,6 +6,7 @@
 mod audit;
 mod broker_stalls;
 mod chaos;
+mod deployment;
 mod failures;
 mod fuzz;
 mod helpers;

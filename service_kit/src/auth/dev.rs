@@ -1,7 +1,8 @@
 //! Development tokens: `<service> dev-token --customer ID` or `--operator NAME` prints an HS256
-//! token signed with the key in `AUTH__HS256_SECRET_FILE`, generating that key (32 random bytes,
-//! hex, mode 0600) when the file does not exist yet, with the configured issuer, audience and
-//! role claim. For a laptop: production tokens come from an identity provider.
+//! token signed with `AUTH__HS256_SECRET`, or with the key in `AUTH__HS256_SECRET_FILE`,
+//! generating that key (32 random bytes, hex, mode 0600) when the file does not exist yet, with
+//! the configured issuer, audience and role claim. For a laptop or a compose stack: production
+//! tokens come from an identity provider.
 
 use std::io::Write;
 use std::path::Path;
@@ -97,16 +98,17 @@ pub fn mint(
 
 /// Runs `dev-token`: the token to print. `prefix` names the variables in messages.
 pub fn run(settings: &AuthSettings, prefix: &str, args: &DevTokenArgs) -> anyhow::Result<String> {
-    let Some(path) = settings.hs256_secret_file() else {
-        anyhow::bail!(
-            "set {prefix}__AUTH__HS256_SECRET_FILE (the development key, generated if missing), \
-             {prefix}__AUTH__ISSUER and {prefix}__AUTH__AUDIENCE, as scripts/run.sh does"
-        );
-    };
     if settings.issuer().is_none() || settings.audience().is_none() {
         anyhow::bail!("set {prefix}__AUTH__ISSUER and {prefix}__AUTH__AUDIENCE");
     }
-    let secret = ensure_key(Path::new(path))?;
+    let secret = match (&settings.hs256_secret, settings.hs256_secret_file()) {
+        (Some(secret), _) if !secret.expose().is_empty() => secret.expose().as_bytes().to_vec(),
+        (_, Some(path)) => ensure_key(Path::new(path))?,
+        _ => anyhow::bail!(
+            "set {prefix}__AUTH__HS256_SECRET, or {prefix}__AUTH__HS256_SECRET_FILE (the \
+             development key, generated if missing) as scripts/dev-auth.sh does"
+        ),
+    };
     let lifetime = Duration::from_secs(args.minutes.saturating_mul(60));
     match (&args.customer, &args.operator) {
         (Some(customer), _) => mint(settings, &secret, customer, false, lifetime),
