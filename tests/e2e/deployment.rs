@@ -60,9 +60,17 @@ fn the_compose_stack_takes_its_secrets_from_env_and_publishes_only_apis_and_uis(
             .unwrap_or_else(|| panic!("{key} in .env"))
             .to_owned()
     };
-    // Every key documented in .env.example is generated.
+    // Every key of .env.example's compose section is generated.
     let example = std::fs::read_to_string(root().join(".env.example")).unwrap();
-    for line in example
+    let section = example
+        .split("# --- docker-compose.yml's secrets ---")
+        .nth(1)
+        .and_then(|rest| {
+            rest.split("# --- end of docker-compose.yml's secrets ---")
+                .next()
+        })
+        .expect("the compose section of .env.example");
+    for line in section
         .lines()
         .filter(|line| !line.starts_with('#') && line.contains('='))
     {
