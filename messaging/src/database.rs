@@ -1,5 +1,8 @@
 //! Connecting to PostgreSQL: the service's database is created if missing, then the caller runs
-//! its migrations.
+//! its migrations. TLS (rustls) is what the URL's `sslmode` says, as with libpq: `require`
+//! (encrypted, the server not checked), `verify-ca` (its certificate signed by `sslrootcert`, a CA
+//! file), `verify-full` (and issued for the host); a URL without `sslmode` connects without TLS
+//! (`disable`), never silently half-way (`prefer`).
 
 use std::time::Duration;
 
@@ -43,9 +46,21 @@ fn maintenance_url(url: &str) -> Result<(String, String), DatabaseSetupError> {
     Ok((maintenance, name.to_owned()))
 }
 
+/// `url` with `sslmode=disable` when it names no `sslmode`.
+pub fn with_ssl_mode(url: &str) -> String {
+    let query = url.split_once('?').map(|(_, query)| query).unwrap_or("");
+    if query.split('&').any(|pair| pair.starts_with("sslmode=")) {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&sslmode=disable")
+    } else {
+        format!("{url}?sslmode=disable")
+    }
+}
+
 /// Creates the database named in `url` unless it exists.
 pub async fn create_database_if_missing(url: &str) -> Result<(), DatabaseSetupError> {
-    let (maintenance, name) = maintenance_url(url)?;
+    let (maintenance, name) = maintenance_url(&with_ssl_mode(url))?;
     let mut options = ConnectOptions::new(maintenance);
     options.max_connections(1).sqlx_logging(false);
     let server = Database::connect(options).await?;
@@ -92,7 +107,7 @@ pub async fn connect(
     settings: &DatabaseSettings,
 ) -> Result<DatabaseConnection, DatabaseSetupError> {
     create_database_if_missing(settings.url.expose()).await?;
-    let mut options = ConnectOptions::new(settings.url.expose().to_owned());
+    let mut options = ConnectOptions::new(with_ssl_mode(settings.url.expose()));
     options
         .max_connections(settings.max_connections)
         .min_connections(1)
@@ -113,7 +128,7 @@ pub async fn connect(
 /// neither write, nor run for long, nor take the connections or the cores the writers need.
 /// Connects lazily.
 pub async fn connect_reads(settings: &DatabaseSettings) -> Result<DatabaseConnection, DbErr> {
-    let mut options = ConnectOptions::new(settings.url.expose().to_owned());
+    let mut options = ConnectOptions::new(with_ssl_mode(settings.url.expose()));
     let timeout = format!("{}ms", settings.read_statement_timeout.as_millis());
     options
         .max_connections(settings.read_max_connections)
@@ -158,6 +173,20 @@ mod tests {
         let (url, name) = maintenance_url("postgres://u@h:5432/orders?sslmode=disable").unwrap();
         assert_eq!(url, "postgres://u@h:5432/postgres?sslmode=disable");
         assert_eq!(name, "orders");
+    }
+
+    #[test]
+    fn a_url_without_sslmode_connects_without_tls() {
+        assert_eq!(
+            with_ssl_mode("postgres://h/db"),
+            "postgres://h/db?sslmode=disable"
+        );
+        assert_eq!(
+            with_ssl_mode("postgres://h/db?application_name=x"),
+            "postgres://h/db?application_name=x&sslmode=disable"
+        );
+        let verified = "postgres://h/db?sslmode=verify-full&sslrootcert=/ca.pem";
+        assert_eq!(with_ssl_mode(verified), verified);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Operator actions, one INFO line each under the target `audit`, with the same fields every
-//! time: `subject` (who: [`STATIC_TOKEN`] for the operator token, [`COMMAND_LINE`] for the
-//! services' `dead-letters` commands), `action`, `queue` and `count` (how many). A refused
+//! time: `subject` (who: an operator JWT's `sub`, [`STATIC_TOKEN`] for the static operator token,
+//! [`LOOPBACK`](crate::auth::LOOPBACK) for a loopback client without a token, [`COMMAND_LINE`] for
+//! the services' `dead-letters` commands), `action`, `queue` and `count` (how many). A refused
 //! attempt is a WARN line of the same target with `outcome` `refused` and the client's address.
 //! Find them all with `grep '"target":"audit"'` or a log query on `target = audit`.
 

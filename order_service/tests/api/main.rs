@@ -19,4 +19,5 @@ mod outbox;
 mod overload;
 mod processed;
 mod reconcile;
+mod tls;
 mod validation;
