@@ -33,6 +33,8 @@ const PERSISTENT: u8 = 2;
 
 pub struct Broker {
     url: Secret,
+    /// The CA and client certificate of `amqps://` connections.
+    tls: lapin::tcp::OwnedTLSConfig,
     topology: Topology,
     connection_name: String,
     current: Mutex<Option<Arc<Connection>>>,
@@ -55,7 +57,25 @@ impl Broker {
         connection_name: impl Into<String>,
         heartbeat_seconds: u16,
     ) -> Arc<Self> {
+        Self::with_tls(
+            url,
+            topology,
+            connection_name,
+            heartbeat_seconds,
+            lapin::tcp::OwnedTLSConfig::default(),
+        )
+    }
+
+    /// [`Broker::new`], with the CA and client certificate of `amqps://` connections.
+    pub fn with_tls(
+        url: Secret,
+        topology: Topology,
+        connection_name: impl Into<String>,
+        heartbeat_seconds: u16,
+        tls: lapin::tcp::OwnedTLSConfig,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            tls,
             url,
             topology,
             connection_name: connection_name.into(),
@@ -111,15 +131,18 @@ impl Broker {
             .map_err(|error: String| lapin::Error::from(std::io::Error::other(error)))?;
         uri.query.heartbeat = Some(self.heartbeat_seconds);
         // An unreachable host would otherwise hold every caller for the TCP timeout.
-        let connection =
-            tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, properties))
-                .await
-                .map_err(|_| {
-                    lapin::Error::from(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "connecting to RabbitMQ timed out",
-                    ))
-                })??;
+        let runtime = lapin::runtime::default_runtime()?;
+        let connection = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            Connection::connect_uri_with_config(uri, properties, self.tls.clone(), runtime),
+        )
+        .await
+        .map_err(|_| {
+            lapin::Error::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connecting to RabbitMQ timed out",
+            ))
+        })??;
         self.watch_blocked(&connection);
         let channel = connection.create_channel().await?;
         self.topology.declare(&channel).await?;

@@ -174,6 +174,12 @@ pub struct AmqpSettings {
     /// flight anyway and it adds nothing.
     #[serde(rename = "group_linger_ms", with = "millis")]
     pub group_linger: Duration,
+    /// With an `amqps://` URL: a CA file (PEM) the broker's certificate may be signed by, besides
+    /// the system's roots.
+    pub ca_file: Option<String>,
+    /// A client certificate (PEM) for a broker that asks for one, with its key (PEM, PKCS#8).
+    pub client_cert_file: Option<String>,
+    pub client_key_file: Option<String>,
 }
 
 /// Deserializes a flattened `T`, its errors starting with the field's name (`queue_type: ...`):
@@ -198,7 +204,60 @@ impl AmqpSettings {
             topology: Topology::default(),
             heartbeat: Duration::from_secs(10),
             group_linger: Duration::from_millis(5),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
         }
+    }
+
+    /// The TLS configuration of `amqps://` connections: the CA and client certificate files,
+    /// read now (a missing or unreadable file names its variable).
+    pub fn tls(&self, prefix: &str) -> Result<lapin::tcp::OwnedTLSConfig, ConfigurationError> {
+        let read =
+            |path: &Option<String>, key: &str| -> Result<Option<Vec<u8>>, ConfigurationError> {
+                match path
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|path| !path.is_empty())
+                {
+                    None => Ok(None),
+                    Some(path) => std::fs::read(path).map(Some).map_err(|error| {
+                        ConfigurationError::new(prefix, key, format!("cannot read {path}: {error}"))
+                    }),
+                }
+            };
+        let cert_chain = read(&self.ca_file, "amqp.ca_file")?
+            .map(|pem| {
+                String::from_utf8(pem).map_err(|_| {
+                    ConfigurationError::new(prefix, "amqp.ca_file", "must be PEM text")
+                })
+            })
+            .transpose()?;
+        let identity = match (
+            read(&self.client_cert_file, "amqp.client_cert_file")?,
+            read(&self.client_key_file, "amqp.client_key_file")?,
+        ) {
+            (Some(pem), Some(key)) => Some(lapin::tcp::OwnedIdentity::PKCS8 { pem, key }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigurationError::new(
+                    prefix,
+                    "amqp.client_key_file",
+                    "must be set with amqp.client_cert_file",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigurationError::new(
+                    prefix,
+                    "amqp.client_cert_file",
+                    "must be set with amqp.client_key_file",
+                ));
+            }
+        };
+        Ok(lapin::tcp::OwnedTLSConfig {
+            identity,
+            cert_chain,
+        })
     }
 
     /// The heartbeat in whole seconds, as AMQP negotiates it.
@@ -211,7 +270,7 @@ impl AmqpSettings {
             return Err(ConfigurationError::new(
                 prefix,
                 "amqp.url",
-                "must be an amqp:// URL",
+                "must be an amqp:// or amqps:// URL",
             ));
         }
         check_range(prefix, "amqp.prefetch", self.prefetch, 1..=10_000)?;

@@ -25,6 +25,7 @@ pub async fn run_dead_letters(
         dead_letter_queue: &settings.amqp.topology.order_processed_dead_letter_queue,
         work_queue: &settings.amqp.topology.order_processed_queue,
         heartbeat_seconds: settings.amqp.heartbeat_seconds(),
+        tls: settings.amqp.tls(crate::configuration::ENV_PREFIX)?,
         connection_name: "order_service-cli",
     };
     service_kit::dead_letters::cli::run(queues, command).await

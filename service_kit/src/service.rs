@@ -111,12 +111,16 @@ impl Builder {
         let reads = messaging::database::connect_reads(database)
             .await
             .with_context(|| format!("preparing the read pool of {name}"))?;
-        let broker = Broker::new(
+        let broker = Broker::with_tls(
             amqp.url.clone(),
             amqp.topology.clone(),
             name,
             amqp.heartbeat_seconds(),
+            amqp.tls(env_prefix)?,
         );
+        if amqp.url.expose().starts_with("amqps://") {
+            check_broker_certificate(&broker, env_prefix).await?;
+        }
         let exporter = Exporter::new()?;
         let relay = Relay::new(db.clone(), broker.clone(), outbox.clone())
             .with_metrics(OutboxMetrics::new(&exporter.meter()));
@@ -298,6 +302,26 @@ impl Builder {
             db: self.db,
             grace: self.grace,
         })
+    }
+}
+
+/// Connects once to an `amqps://` broker: a certificate it does not accept (a wrong CA, a name
+/// the certificate was not issued for) is a setting to fix and stops start-up; a broker that is
+/// away is not (the connection is made in the background).
+async fn check_broker_certificate(broker: &Broker, prefix: &str) -> anyhow::Result<()> {
+    match broker.connection().await {
+        Ok(_) => Ok(()),
+        Err(error) if error.to_string().to_lowercase().contains("certificate") => {
+            Err(anyhow::anyhow!(
+                "connecting to RabbitMQ over TLS with {prefix}__AMQP__URL: the broker's \
+                 certificate is not accepted ({error}); check {prefix}__AMQP__CA_FILE (and \
+                 {prefix}__AMQP__CLIENT_CERT_FILE, {prefix}__AMQP__CLIENT_KEY_FILE)"
+            ))
+        }
+        Err(error) => {
+            tracing::warn!(%error, "RabbitMQ is not reachable yet; connecting in the background");
+            Ok(())
+        }
     }
 }
 

@@ -18,6 +18,48 @@ pub struct RabbitNode {
 impl RabbitNode {
     /// Starts node `rabbit-<id>@localhost` on a free port and waits until it takes connections.
     pub async fn start(id: &str) -> Self {
+        Self::start_with(id, |_| String::new()).await
+    }
+
+    /// Starts a node that also listens for TLS on [`RabbitNode::tls_port`], with a server
+    /// certificate of `ca` for `localhost` and 127.0.0.1; a client certificate is asked for and
+    /// checked against `ca` when one is presented.
+    pub async fn start_tls(id: &str, ca: &crate::tls::TestCa) -> Self {
+        let (cert, key) = ca.issue_server(&format!("rabbit-{id}"));
+        let ca_file = ca.ca_file();
+        Self::start_with(id, move |dir| {
+            for (from, to) in [
+                (&ca_file, "ca.pem"),
+                (&cert, "server.pem"),
+                (&key, "server.key"),
+            ] {
+                std::fs::copy(from, dir.join(to)).expect("copy a TLS file");
+            }
+            let path = |name: &str| dir.join(name).display().to_string();
+            format!(
+                "listeners.ssl.default = 127.0.0.1:{}\nssl_options.cacertfile = {}\n\
+                 ssl_options.certfile = {}\nssl_options.keyfile = {}\n\
+                 ssl_options.verify = verify_peer\nssl_options.fail_if_no_peer_cert = false\n",
+                super::free_port(),
+                path("ca.pem"),
+                path("server.pem"),
+                path("server.key"),
+            )
+        })
+        .await
+    }
+
+    /// The TLS listener's port, for a node from [`RabbitNode::start_tls`].
+    pub fn tls_port(&self) -> Option<u16> {
+        let config = std::fs::read_to_string(self.dir.join("rabbitmq.conf")).ok()?;
+        config
+            .lines()
+            .find_map(|line| line.strip_prefix("listeners.ssl.default = 127.0.0.1:"))
+            .and_then(|port| port.trim().parse().ok())
+    }
+
+    /// Starts a node whose configuration has the lines `extra` returns (given the node's folder).
+    async fn start_with(id: &str, extra: impl FnOnce(&std::path::Path) -> String) -> Self {
         let port = super::free_port();
         let dist_port = super::free_port();
         let name = format!("rabbit-{id}@localhost");
@@ -25,9 +67,10 @@ impl RabbitNode {
         std::fs::create_dir_all(dir.join("log")).expect("node directory");
         std::fs::write(dir.join("env.conf"), "").expect("env file");
         std::fs::write(dir.join("enabled_plugins"), "[].\n").expect("plugins file");
+        let extra = extra(&dir);
         std::fs::write(
             dir.join("rabbitmq.conf"),
-            format!("listeners.tcp.local = 127.0.0.1:{port}\nloopback_users = none\n"),
+            format!("listeners.tcp.local = 127.0.0.1:{port}\nloopback_users = none\n{extra}"),
         )
         .expect("config file");
         // rabbitmq-server drops to the rabbitmq user: its files must be that user's.

@@ -79,6 +79,8 @@ pub struct DeadLetterQueues<'a> {
     /// Names the broker connection.
     pub connection_name: &'a str,
     pub heartbeat_seconds: u16,
+    /// The CA and client certificate of an `amqps://` URL.
+    pub tls: lapin::tcp::OwnedTLSConfig,
 }
 
 /// Runs `command` against the configured broker; returns what to print.
@@ -86,11 +88,12 @@ pub async fn run(
     queues: DeadLetterQueues<'_>,
     command: DeadLettersCommand,
 ) -> anyhow::Result<String> {
-    let broker = messaging::broker::Broker::new(
+    let broker = messaging::broker::Broker::with_tls(
         queues.url.clone(),
         queues.topology,
         queues.connection_name,
         queues.heartbeat_seconds,
+        queues.tls,
     );
     let output = match command {
         DeadLettersCommand::List { limit } => {
