@@ -22,8 +22,23 @@ fn audit_lines(file: &std::path::Path) -> Vec<Value> {
 async fn operator_actions_and_refused_attempts_are_audited_in_the_log() {
     let logs = std::env::temp_dir().join(format!("audit-{}", test_support::unique_id()));
     std::fs::create_dir_all(&logs).unwrap();
+    let issuer = test_support::identity::TestIssuer::new();
     let processes = processes::start(
-        &[("PROCESSOR_SERVICE__ADMIN__TOKEN", TOKEN.into())],
+        &[
+            ("PROCESSOR_SERVICE__ADMIN__TOKEN", TOKEN.into()),
+            (
+                "PROCESSOR_SERVICE__AUTH__ISSUER",
+                test_support::identity::ISSUER.into(),
+            ),
+            (
+                "PROCESSOR_SERVICE__AUTH__AUDIENCE",
+                test_support::identity::AUDIENCE.into(),
+            ),
+            (
+                "PROCESSOR_SERVICE__AUTH__HS256_SECRET",
+                issuer.secret.clone(),
+            ),
+        ],
         Some(&logs),
     )
     .await;
@@ -36,19 +51,32 @@ async fn operator_actions_and_refused_attempts_are_audited_in_the_log() {
             .send()
     };
     let guess = "a-guess-that-is-not-the-operator-token";
+    let (operator, customer) = (issuer.operator("olga"), issuer.customer("alice"));
     for (method, path, token, status) in [
         (reqwest::Method::GET, "/dead-letters", TOKEN, 200),
         (reqwest::Method::POST, "/dead-letters/replay", TOKEN, 200),
         (reqwest::Method::POST, "/dead-letters/replay", guess, 401),
+        (
+            reqwest::Method::GET,
+            "/dead-letters",
+            operator.as_str(),
+            200,
+        ),
+        (
+            reqwest::Method::GET,
+            "/dead-letters",
+            customer.as_str(),
+            403,
+        ),
     ] {
         let response = call(method, path, token).await.unwrap();
         assert_eq!(response.status(), status, "{path}");
     }
 
     let file = logs.join("processor_service.log");
-    let lines = test_support::wait_until("three audit lines", DEADLINE, || async {
+    let lines = test_support::wait_until("five audit lines", DEADLINE, || async {
         let lines = audit_lines(&file);
-        (lines.len() >= 3).then_some(lines)
+        (lines.len() >= 5).then_some(lines)
     })
     .await;
     let queue = processes.topology.order_created_dead_letter_queue.as_str();
@@ -68,7 +96,16 @@ async fn operator_actions_and_refused_attempts_are_audited_in_the_log() {
     assert_eq!(refusal["action"], "replay dead letters", "{refusal}");
     assert_eq!(refusal["outcome"], "refused", "{refusal}");
     assert_eq!(refusal["client"], "127.0.0.1", "{refusal}");
+    // An operator's JWT is audited under its `sub`; a customer's is refused.
+    assert_eq!(lines[3]["subject"], "olga", "{}", lines[3]);
+    assert_eq!(lines[3]["action"], "list dead letters", "{}", lines[3]);
+    assert_eq!(lines[4]["outcome"], "refused", "{}", lines[4]);
+    assert_eq!(lines[4]["reason"], "Forbidden", "{}", lines[4]);
     let log = std::fs::read_to_string(&file).unwrap();
     assert!(!log.contains(TOKEN), "the token is never logged");
     assert!(!log.contains(guess), "nor a wrong one");
+    assert!(
+        !log.contains(&operator) && !log.contains(&issuer.secret),
+        "nor a JWT or its key"
+    );
 }
