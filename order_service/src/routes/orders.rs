@@ -81,11 +81,17 @@ impl CreateOrderRequest {
     pub fn parse(&self, scope: &Scope) -> Result<NewOrder, Problem> {
         let customer_id = match (&self.customer_id, scope) {
             (None, Scope::Customer(own)) => Ok(own.clone()),
+            // Schema-valid (a customer's token leaves it out), but an operator must name one.
             (None, Scope::Everyone) => {
-                return Err(Problem::bad_field(
-                    "customer_id",
-                    "missing field `customer_id` (an operator names the customer)",
-                ));
+                return Err(Problem {
+                    field: Some("customer_id".into()),
+                    ..Problem::new(
+                        actix_web::http::StatusCode::FORBIDDEN,
+                        service_kit::http::problem_type::FORBIDDEN,
+                        "Forbidden",
+                        "customer_id: an operator places orders naming their customer",
+                    )
+                });
             }
             (Some(text), _) => CustomerId::parse(text),
         };
@@ -331,7 +337,7 @@ fn parse_order_id(id: &str) -> Result<Uuid, Problem> {
         (status = 400, description = "Malformed JSON, a wrong type or content type, or a malformed `Idempotency-Key`", body = Problem, content_type = "application/problem+json"),
         (status = 408, description = "The body did not arrive within `HTTP__BODY_TIMEOUT_MS`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "A customer's token naming another customer in `customer_id`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A customer's token naming another customer in `customer_id`, or an operator naming none", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The `Idempotency-Key` was used for an order with other items; `field` names it", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field breaks a rule; `field` names it", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable, or too many orders waiting to be stored (load shedding); `Retry-After` says when to retry", body = Problem, content_type = "application/problem+json"),

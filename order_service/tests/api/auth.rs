@@ -294,7 +294,7 @@ async fn operators_read_everything_and_use_the_operator_endpoints() {
         );
         // An operator names the customer of an order it places.
         let response = post(&app, Some(&operator), &order_for(None)).await;
-        assert_eq!(response.status(), 400);
+        assert_eq!(response.status(), 403);
         let response = post(&app, Some(&operator), &order_for(Some("carol"))).await;
         assert_eq!(response.status(), 201);
     }
