@@ -83,30 +83,18 @@ impl CreateOrderRequest {
             (None, Scope::Customer(own)) => Ok(own.clone()),
             // Schema-valid (a customer's token leaves it out), but an operator must name one.
             (None, Scope::Everyone) => {
-                return Err(Problem {
-                    field: Some("customer_id".into()),
-                    ..Problem::new(
-                        actix_web::http::StatusCode::FORBIDDEN,
-                        service_kit::http::problem_type::FORBIDDEN,
-                        "Forbidden",
-                        "customer_id: an operator places orders naming their customer",
-                    )
-                });
+                return Err(forbidden_customer(
+                    "an operator places orders naming their customer",
+                ));
             }
             (Some(text), _) => CustomerId::parse(text),
         };
         if let (Ok(named), Scope::Customer(own)) = (&customer_id, scope)
             && named != own
         {
-            return Err(Problem {
-                field: Some("customer_id".into()),
-                ..Problem::new(
-                    actix_web::http::StatusCode::FORBIDDEN,
-                    service_kit::http::problem_type::FORBIDDEN,
-                    "Forbidden",
-                    "customer_id: a customer places orders only as itself (the token's `sub`)",
-                )
-            });
+            return Err(forbidden_customer(
+                "a customer places orders only as itself (the token's `sub`)",
+            ));
         }
         self.parse_lines(customer_id).map_err(Problem::validation)
     }
@@ -156,6 +144,19 @@ impl CreateOrderRequest {
             }
             _ => Err(errors),
         }
+    }
+}
+
+/// 403 about `customer_id`: who is asking may not place this order.
+fn forbidden_customer(message: &str) -> Problem {
+    Problem {
+        field: Some("customer_id".into()),
+        ..Problem::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            service_kit::http::problem_type::FORBIDDEN,
+            "Forbidden",
+            format!("customer_id: {message}"),
+        )
     }
 }
 

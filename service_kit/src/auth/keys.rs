@@ -62,17 +62,33 @@ struct Jwks {
     url: String,
     client: reqwest::Client,
     min_refresh: Duration,
-    keys: RwLock<Arc<Vec<Key>>>,
-    /// When the last fetch was tried, and when one last succeeded; held while fetching.
-    fetched: Mutex<(Option<Instant>, Option<Instant>)>,
+    /// The keys of the last fetch that succeeded, and when it did (none yet: `None`). Read
+    /// without waiting for a fetch in flight.
+    keys: RwLock<(Arc<Vec<Key>>, Option<Instant>)>,
+    /// When the last fetch was tried; held while fetching, so that one fetch runs at a time.
+    tried: Mutex<Option<Instant>>,
 }
 
 impl Jwks {
-    fn keys(&self) -> Arc<Vec<Key>> {
+    fn current(&self) -> (Arc<Vec<Key>>, Option<Instant>) {
         match self.keys.read() {
-            Ok(keys) => keys.clone(),
+            Ok(slot) => slot.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    fn keys(&self) -> Arc<Vec<Key>> {
+        self.current().0
+    }
+
+    fn ever_fetched(&self) -> bool {
+        self.current().1.is_some()
+    }
+
+    fn is_stale(&self) -> bool {
+        self.current()
+            .1
+            .is_none_or(|fetched| fetched.elapsed() >= JWKS_MAX_AGE)
     }
 
     async fn fetch(&self) -> Result<Vec<Key>, String> {
@@ -102,30 +118,21 @@ impl Jwks {
     }
 
     /// Fetches the set again, unless one was tried within the minimum interval (a stream of
-    /// tokens with made-up `kid`s must not become a stream of requests to the provider), or it
-    /// is stale (older than an hour) and `only_if_stale`.
-    async fn refresh(&self, only_if_stale: bool) -> Result<(), String> {
-        let mut fetched = self.fetched.lock().await;
-        let (tried, succeeded) = *fetched;
-        if only_if_stale && succeeded.is_some_and(|at| at.elapsed() < JWKS_MAX_AGE) {
-            return Ok(());
-        }
+    /// tokens with made-up `kid`s must not become a stream of requests to the provider).
+    async fn refresh(&self) -> Result<(), String> {
+        let mut tried = self.tried.lock().await;
         if tried.is_some_and(|at| at.elapsed() < self.min_refresh) {
             return Ok(());
         }
-        fetched.0 = Some(Instant::now());
-        let keys = self.fetch().await?;
-        fetched.1 = Some(Instant::now());
+        *tried = Some(Instant::now());
+        let keys = Arc::new(self.fetch().await?);
         tracing::info!(url = %self.url, keys = keys.len(), "JWKS fetched");
+        let fetched = (keys, Some(Instant::now()));
         match self.keys.write() {
-            Ok(mut slot) => *slot = Arc::new(keys),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(keys),
+            Ok(mut slot) => *slot = fetched,
+            Err(poisoned) => *poisoned.into_inner() = fetched,
         }
         Ok(())
-    }
-
-    async fn ever_fetched(&self) -> bool {
-        self.fetched.lock().await.1.is_some()
     }
 }
 
@@ -221,10 +228,10 @@ impl Verifier {
                     url: url.to_owned(),
                     client,
                     min_refresh: settings.jwks_min_refresh,
-                    keys: RwLock::new(Arc::new(Vec::new())),
-                    fetched: Mutex::new((None, None)),
+                    keys: RwLock::new((Arc::new(Vec::new()), None)),
+                    tried: Mutex::new(None),
                 };
-                if let Err(error) = jwks.refresh(false).await {
+                if let Err(error) = jwks.refresh().await {
                     tracing::warn!(%error, "the JWKS could not be fetched; tokens are refused until it can");
                 }
                 Some(jwks)
@@ -251,19 +258,22 @@ impl Verifier {
             .cloned()
             .collect();
         if let Some(jwks) = &self.jwks {
-            if let Err(error) = jwks.refresh(true).await {
+            // An hour old (or never fetched): fetched again first.
+            if jwks.is_stale()
+                && let Err(error) = jwks.refresh().await
+            {
                 tracing::warn!(%error, "the JWKS could not be fetched again");
             }
             let mut from_jwks = fitting(&jwks.keys(), header.alg, kid);
             if from_jwks.is_empty() && kid.is_some() {
                 // A key the provider has rotated in since the last fetch.
-                if let Err(error) = jwks.refresh(false).await {
+                if let Err(error) = jwks.refresh().await {
                     tracing::warn!(%error, "the JWKS could not be fetched again");
                 }
                 from_jwks = fitting(&jwks.keys(), header.alg, kid);
             }
             candidates.extend(from_jwks);
-            if candidates.is_empty() && !jwks.ever_fetched().await {
+            if candidates.is_empty() && !jwks.ever_fetched() {
                 return Err(TokenError::KeysUnavailable(
                     "the identity provider's keys (JWKS) could not be fetched; retry later".into(),
                 ));
