@@ -30,13 +30,15 @@ struct Burst {
 }
 
 impl Burst {
-    fn start(orders_url: String, count: usize, concurrency: usize) -> Self {
+    /// `client` carries whatever identity the services ask for and a request timeout.
+    fn start(
+        client: reqwest::Client,
+        orders_url: String,
+        count: usize,
+        concurrency: usize,
+    ) -> Self {
         let placed = Arc::new(Mutex::new(Vec::new()));
         let attempted = Arc::new(AtomicUsize::new(0));
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
         let task = {
             let placed = placed.clone();
             let attempted = attempted.clone();
@@ -84,7 +86,7 @@ impl Burst {
     async fn finish(self) -> Vec<String> {
         self.task.await.unwrap();
         let placed = self.placed.lock().await.clone();
-        assert!(!placed.is_empty());
+        assert!(!placed.is_empty(), "no order of the burst got a 201");
         placed
     }
 }
@@ -151,7 +153,7 @@ async fn rabbitmq_stopped_and_started_during_a_burst_loses_and_duplicates_nothin
         &[&pipeline.orders.address, &pipeline.processor.address],
     )
     .await;
-    let burst = Burst::start(pipeline.orders.address.clone(), 300, 4);
+    let burst = Burst::start(client.clone(), pipeline.orders.address.clone(), 300, 4);
     burst.wait_for_attempts(60).await;
 
     run("rabbitmqctl", &["stop_app"]).await;
@@ -211,7 +213,7 @@ async fn postgresql_stopped_under_load_loses_and_duplicates_nothing() {
         &[&pipeline.orders.address, &pipeline.processor.address],
     )
     .await;
-    let burst = Burst::start(pipeline.orders.address.clone(), 300, 4);
+    let burst = Burst::start(client.clone(), pipeline.orders.address.clone(), 300, 4);
     burst.wait_for_attempts(60).await;
 
     let cluster = std::fs::read_dir("/etc/postgresql")
@@ -279,8 +281,11 @@ async fn each_service_killed_during_a_burst_and_restarted_loses_and_duplicates_n
         processes.orders_url.clone(),
         processes.processor_url.clone(),
     );
-    let client = reqwest::Client::new();
-    let burst = Burst::start(orders_url.clone(), 300, 4);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let burst = Burst::start(client.clone(), orders_url.clone(), 300, 4);
     burst.wait_for_attempts(60).await;
     processes.orders.kill_and_restart().await;
     wait_ready(&client, &[&orders_url]).await;

@@ -66,13 +66,15 @@ pub struct Pipeline {
     _cleanup: Cleanup,
 }
 
-/// A client that sends `token` with every request.
+/// A client that sends `token` with every request and gives up on a request after 30 s (a test
+/// whose server hangs fails instead of waiting forever).
 pub fn client_with_token(token: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
     headers.insert(reqwest::header::AUTHORIZATION, value);
     reqwest::Client::builder()
         .default_headers(headers)
+        .timeout(std::time::Duration::from_secs(30))
         .build()
         .unwrap()
 }
