@@ -114,6 +114,7 @@ pub async fn list(
     let count = ready_count(&channel, queue).await?;
     let mut letters: Vec<DeadLetter> = Vec::new();
     let mut by_id = std::collections::HashMap::new();
+    let mut taken = 0;
     for _ in 0..count {
         let Some(message) = channel
             .basic_get(queue.into(), BasicGetOptions { no_ack: false })
@@ -121,6 +122,7 @@ pub async fn list(
         else {
             break;
         };
+        taken += 1;
         let letter = DeadLetter::from_delivery(&message.delivery);
         match letter.event_id.as_ref().and_then(|id| by_id.get(id)) {
             Some(&index) => {
@@ -139,7 +141,32 @@ pub async fn list(
         }
     }
     channel.close(200, "OK".into()).await?;
+    wait_until_returned(&connection, queue, taken).await?;
     Ok(letters)
+}
+
+/// The longest wait for the messages a listing took to be ready in their queue again.
+const RETURN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits (at most [`RETURN_TIMEOUT`]) until `queue` holds at least `taken` ready messages again.
+/// A closed channel's unacknowledged messages go back to their queue after the close completes
+/// (on a quorum queue, once the return is committed through Raft): without this wait, a replay
+/// right after a listing could find the queue momentarily empty.
+async fn wait_until_returned(
+    connection: &lapin::Connection,
+    queue: &str,
+    taken: u32,
+) -> Result<(), lapin::Error> {
+    if taken == 0 {
+        return Ok(());
+    }
+    let channel = connection.create_channel().await?;
+    let deadline = tokio::time::Instant::now() + RETURN_TIMEOUT;
+    while ready_count(&channel, queue).await? < taken && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    channel.close(200, "OK".into()).await?;
+    Ok(())
 }
 
 /// The longest wait for the broker's confirm of one replayed message.
@@ -167,6 +194,7 @@ pub async fn replay(
     let count = ready_count(&channel, queue).await?;
     let mut replayed = 0;
     let mut replayed_ids = HashSet::new();
+    let mut left = 0;
     for _ in 0..count {
         let Some(message) = channel
             .basic_get(queue.into(), BasicGetOptions { no_ack: false })
@@ -184,6 +212,7 @@ pub async fn replay(
         };
         if !selected {
             // Left unacknowledged: back to the queue when the channel closes.
+            left += 1;
             continue;
         }
         if let Some(id) = &letter.event_id
@@ -230,5 +259,6 @@ pub async fn replay(
         }
     }
     channel.close(200, "OK".into()).await?;
+    wait_until_returned(&connection, queue, left).await?;
     Ok(replayed)
 }
