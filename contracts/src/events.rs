@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::routing_keys;
@@ -23,6 +24,18 @@ pub trait Event: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
 
     /// The order the event is about: its envelope's `correlation_id` must say the same.
     fn order_id(&self) -> Uuid;
+
+    /// Whether this type reads events of `event_type` (a type standing for several events,
+    /// like [`OrderWork`], reads each of them).
+    fn reads(event_type: &str) -> bool {
+        event_type == Self::EVENT_TYPE
+    }
+
+    /// The payload of an event of `event_type`, one [`Event::reads`].
+    fn from_payload(event_type: &str, payload: &RawValue) -> Result<Self, serde_json::Error> {
+        let _ = event_type;
+        serde_json::from_str(payload.get())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -103,7 +116,7 @@ impl<P: Event> Envelope<P> {
             reason: e.to_string(),
         };
         let header: Header = serde_json::from_slice(body).map_err(malformed)?;
-        if header.event_type != P::EVENT_TYPE {
+        if !P::reads(&header.event_type) {
             return Err(DecodeError::WrongType {
                 expected: P::EVENT_TYPE,
                 found: header.event_type,
@@ -114,7 +127,16 @@ impl<P: Event> Envelope<P> {
                 found: header.schema_version,
             });
         }
-        serde_json::from_slice(body).map_err(malformed)
+        let raw: Envelope<Box<RawValue>> = serde_json::from_slice(body).map_err(malformed)?;
+        let payload = P::from_payload(&raw.event_type, &raw.payload).map_err(malformed)?;
+        Ok(Envelope {
+            event_id: raw.event_id,
+            event_type: raw.event_type,
+            schema_version: raw.schema_version,
+            occurred_at: raw.occurred_at,
+            correlation_id: raw.correlation_id,
+            payload,
+        })
     }
 }
 
@@ -143,6 +165,55 @@ impl Event for OrderCreated {
 
     fn order_id(&self) -> Uuid {
         self.order_id
+    }
+}
+
+/// `order.cancelled`: a pending order was cancelled; the processor must not decide it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderCancelled {
+    pub order_id: Uuid,
+    pub cancelled_at: DateTime<Utc>,
+}
+
+impl Event for OrderCancelled {
+    const EVENT_TYPE: &'static str = "order.cancelled";
+    const ROUTING_KEY: &'static str = routing_keys::ORDER_CANCELLED;
+
+    fn order_id(&self) -> Uuid {
+        self.order_id
+    }
+}
+
+/// What the processor's work queue carries: `order.created` and `order.cancelled`. Read only
+/// (it is never published as such): [`Envelope::decode`] picks the payload by `event_type`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OrderWork {
+    Created(OrderCreated),
+    Cancelled(OrderCancelled),
+}
+
+impl Event for OrderWork {
+    const EVENT_TYPE: &'static str = "order.created|order.cancelled";
+    const ROUTING_KEY: &'static str = "order.created|order.cancelled";
+
+    fn order_id(&self) -> Uuid {
+        match self {
+            Self::Created(created) => created.order_id,
+            Self::Cancelled(cancelled) => cancelled.order_id,
+        }
+    }
+
+    fn reads(event_type: &str) -> bool {
+        event_type == OrderCreated::EVENT_TYPE || event_type == OrderCancelled::EVENT_TYPE
+    }
+
+    fn from_payload(event_type: &str, payload: &RawValue) -> Result<Self, serde_json::Error> {
+        if event_type == OrderCancelled::EVENT_TYPE {
+            serde_json::from_str(payload.get()).map(Self::Cancelled)
+        } else {
+            serde_json::from_str(payload.get()).map(Self::Created)
+        }
     }
 }
 
@@ -243,6 +314,45 @@ mod tests {
             Envelope::<OrderCreated>::decode(&body),
             Err(DecodeError::UnsupportedVersion { found: 99 })
         );
+    }
+
+    #[test]
+    fn the_work_queue_reads_a_creation_and_a_cancellation_by_their_type() {
+        let created = created();
+        let work = Envelope::<OrderWork>::decode(&created.encode().unwrap()).unwrap();
+        assert_eq!(work.payload, OrderWork::Created(created.payload.clone()));
+        let order_id = Uuid::new_v4();
+        let cancelled = Envelope::new(
+            order_id,
+            OrderCancelled {
+                order_id,
+                cancelled_at: Utc::now(),
+            },
+        );
+        let work = Envelope::<OrderWork>::decode(&cancelled.encode().unwrap()).unwrap();
+        assert_eq!(work.payload, OrderWork::Cancelled(cancelled.payload));
+        assert_eq!(work.event_type, "order.cancelled");
+        // A cancellation's type with a creation's payload is malformed, not a creation.
+        let mut json = serde_json::to_value(&created).unwrap();
+        json["event_type"] = "order.cancelled".into();
+        json["payload"] = serde_json::json!({"order_id": "x"});
+        assert!(matches!(
+            Envelope::<OrderWork>::decode(&serde_json::to_vec(&json).unwrap()),
+            Err(DecodeError::Malformed { .. })
+        ));
+        let processed = Envelope::new(
+            order_id,
+            OrderProcessed {
+                order_id,
+                status: ProcessingStatus::Completed,
+                reason: None,
+                processed_at: Utc::now(),
+            },
+        );
+        assert!(matches!(
+            Envelope::<OrderWork>::decode(&processed.encode().unwrap()),
+            Err(DecodeError::WrongType { .. })
+        ));
     }
 
     #[test]

@@ -1,23 +1,25 @@
-//! The contracts of the order pipeline on the broker: the versioned event envelope, the two
+//! The contracts of the order pipeline on the broker: the versioned event envelope, the
 //! events, the routing keys they travel under, the default names of the exchanges and queues,
 //! and the headers of the failure path. A client of the broker (another service, a load
 //! generator, an operator's script) needs this crate and nothing of the services.
 
 pub mod events;
 
-/// The routing keys of the two events on the topic exchange.
+/// The routing keys of the events on the topic exchange.
 pub mod routing_keys {
     pub const ORDER_CREATED: &str = "order.created";
+    pub const ORDER_CANCELLED: &str = "order.cancelled";
     pub const ORDER_PROCESSED: &str = "order.processed";
 }
 
 /// The default names of the exchanges and queues (each service can rename them).
 ///
 /// ```text
-/// order_service --order.created--> [orders: topic] --order.created--> processor.order-created --> processor_service
+/// order_service --order.created, order.cancelled--> [orders: topic]
+///     --order.created, order.cancelled--> processor.order-created --> processor_service
 /// processor_service --order.processed--> [orders] --order.processed--> order-service.order-processed --> order_service
 ///
-/// a queue's rejected message --> [orders.dlx: topic] --order.created--> processor.order-created.dlq
+/// a queue's rejected message --> [orders.dlx: topic] --order.created, order.cancelled--> processor.order-created.dlq
 ///                                                  --order.processed--> order-service.order-processed.dlq
 /// ```
 pub mod topology {
@@ -25,7 +27,8 @@ pub mod topology {
     pub const EXCHANGE: &str = "orders";
     /// The topic exchange the work queues dead-letter to.
     pub const DEAD_LETTER_EXCHANGE: &str = "orders.dlx";
-    /// The processor's work queue, bound to `order.created`.
+    /// The processor's work queue, bound to `order.created` and `order.cancelled`: one queue, so
+    /// that an order's cancellation queues behind its creation.
     pub const ORDER_CREATED_QUEUE: &str = "processor.order-created";
     /// The order service's queue, bound to `order.processed`.
     pub const ORDER_PROCESSED_QUEUE: &str = "order-service.order-processed";

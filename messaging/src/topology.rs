@@ -165,16 +165,18 @@ impl Topology {
         }
         let work_queue_arguments = self.queue_type.dead_lettering(work_queue_arguments);
         let dead_letter_queue_arguments = self.queue_type.arguments(FieldTable::default());
-        for (queue, dead_letter_queue, routing_key) in [
+        // The processor's work queue carries an order's creation and its cancellation: one queue,
+        // so that a cancellation waits behind the creation it cancels.
+        for (queue, dead_letter_queue, routing_keys) in [
             (
                 &self.order_created_queue,
                 &self.order_created_dead_letter_queue,
-                routing_keys::ORDER_CREATED,
+                &[routing_keys::ORDER_CREATED, routing_keys::ORDER_CANCELLED][..],
             ),
             (
                 &self.order_processed_queue,
                 &self.order_processed_dead_letter_queue,
-                routing_keys::ORDER_PROCESSED,
+                &[routing_keys::ORDER_PROCESSED][..],
             ),
         ] {
             let durable = QueueDeclareOptions {
@@ -185,30 +187,28 @@ impl Topology {
                 .queue_declare(queue.as_str().into(), durable, work_queue_arguments.clone())
                 .await?;
             channel
-                .queue_bind(
-                    queue.as_str().into(),
-                    self.exchange.as_str().into(),
-                    routing_key.into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            channel
                 .queue_declare(
                     dead_letter_queue.as_str().into(),
                     durable,
                     dead_letter_queue_arguments.clone(),
                 )
                 .await?;
-            channel
-                .queue_bind(
-                    dead_letter_queue.as_str().into(),
-                    self.dead_letter_exchange.as_str().into(),
-                    routing_key.into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
+            for &routing_key in routing_keys {
+                for (queue, exchange) in [
+                    (queue, &self.exchange),
+                    (dead_letter_queue, &self.dead_letter_exchange),
+                ] {
+                    channel
+                        .queue_bind(
+                            queue.as_str().into(),
+                            exchange.as_str().into(),
+                            routing_key.into(),
+                            QueueBindOptions::default(),
+                            FieldTable::default(),
+                        )
+                        .await?;
+                }
+            }
         }
         Ok(())
     }

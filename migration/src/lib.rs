@@ -20,6 +20,8 @@ mod m20261124_000007_outbox_lease;
 mod m20261202_000008_orders_idempotency_key;
 mod m20261202_000009_reconciliation;
 mod m20261205_000010_outbox_trace;
+mod m20261207_000011_cancellation;
+mod m20261207_000012_processing_cancellation;
 
 /// Migrations of the order service's database.
 pub struct OrdersMigrator;
@@ -36,6 +38,7 @@ impl MigratorTrait for OrdersMigrator {
             Box::new(m20261202_000008_orders_idempotency_key::Migration),
             Box::new(m20261202_000009_reconciliation::Migration),
             Box::new(m20261205_000010_outbox_trace::Migration),
+            Box::new(m20261207_000011_cancellation::Migration),
         ]
     }
 }
@@ -53,6 +56,7 @@ impl MigratorTrait for ProcessorMigrator {
             Box::new(m20261123_000006_processing_lean::Migration),
             Box::new(m20261124_000007_outbox_lease::Migration),
             Box::new(m20261205_000010_outbox_trace::Migration),
+            Box::new(m20261207_000012_processing_cancellation::Migration),
         ]
     }
 }

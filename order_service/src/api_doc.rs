@@ -16,6 +16,7 @@ use crate::routes::orders;
         orders::get_order,
         orders::list_orders,
         orders::order_history,
+        orders::cancel_order,
         service_kit::dead_letters::http::list_dead_letters,
         service_kit::dead_letters::http::replay_dead_letters,
         service_kit::http::health,

@@ -11,14 +11,15 @@ use crate::domain::OrderStatus;
 #[derive(Clone, Debug)]
 pub struct OrderMetrics {
     created: Counter,
-    /// By final status: completed, rejected, failed.
-    finalized: [(Counter, Histogram); 3],
+    /// By final status: completed, rejected, failed, cancelled.
+    finalized: [(Counter, Histogram); 4],
 }
 
-const FINAL: [OrderStatus; 3] = [
+const FINAL: [OrderStatus; 4] = [
     OrderStatus::Completed,
     OrderStatus::Rejected,
     OrderStatus::Failed,
+    OrderStatus::Cancelled,
 ];
 
 impl OrderMetrics {

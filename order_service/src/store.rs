@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use contracts::events::{Envelope, OrderCreated, OrderLine, OrderProcessed};
+use contracts::events::{Envelope, OrderCancelled, OrderCreated, OrderLine, OrderProcessed};
 use messaging::batch::{GroupWrite, GroupWriter, Grouping, column, in_request_order};
 use messaging::failure::{Classify, FailureClass};
 use messaging::outbox::{Committed, Handoff, OutboxError, OutboxRow};
@@ -126,9 +126,24 @@ pub enum Applied {
     UnknownOrder,
 }
 
+/// What cancelling an order did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Cancelled {
+    /// It was pending: it is cancelled now, and `order.cancelled` is in the outbox.
+    Now(order::Model),
+    /// It was cancelled before: nothing changed.
+    Before(order::Model),
+    /// It is decided (`completed`, `rejected` or `failed`): it cannot be cancelled.
+    Decided(order::Model),
+    /// No such order in the caller's scope.
+    NotFound,
+}
+
 #[derive(Clone)]
 pub struct OrderStore {
     db: DatabaseConnection,
+    outbox: Handoff,
+    metrics: OrderMetrics,
     /// The read-only pool of the API's reads ([`messaging::database::connect_reads`]).
     reads: DatabaseConnection,
     verdicts: GroupWriter<VerdictWriter>,
@@ -249,7 +264,7 @@ impl OrderStore {
         let new_orders = GroupWriter::start(
             NewOrderWriter {
                 db: db.clone(),
-                outbox,
+                outbox: outbox.clone(),
                 metrics: metrics.clone(),
             },
             Grouping::new(MAX_GROUP, NEW_ORDER_WRITERS).queue(max_waiting),
@@ -257,12 +272,14 @@ impl OrderStore {
         let verdicts = GroupWriter::start(
             VerdictWriter {
                 db: db.clone(),
-                metrics,
+                metrics: metrics.clone(),
             },
             Grouping::new(MAX_GROUP, VERDICT_WRITERS).linger(verdict_linger),
         );
         Self {
             db,
+            outbox,
+            metrics,
             reads,
             verdicts,
             new_orders,
@@ -350,6 +367,66 @@ impl OrderStore {
                 "order {id} without an Idempotency-Key was not written"
             )))),
         }
+    }
+
+    /// Cancels order `id` if it is pending (and, given a `customer`, theirs): its status, its
+    /// history row and its `order.cancelled` are one transaction. The update matches only a
+    /// pending order, so it cannot overtake a verdict applied meanwhile (the row lock orders
+    /// them), and a verdict arriving after it is ignored ([`OrderStatus::allowed_predecessors`]).
+    #[tracing::instrument(name = "cancel order", skip(self, customer))]
+    pub async fn cancel(&self, id: Uuid, customer: Option<&str>) -> Result<Cancelled, StoreError> {
+        use sea_orm::{ActiveEnum, ConnectionTrait, Statement, TransactionTrait};
+        let now = Utc::now().trunc_subsecs(6);
+        let txn = self.db.begin().await?;
+        let mut update = order::Entity::update_many()
+            .col_expr(
+                order::Column::Status,
+                Expr::value(OrderStatus::Cancelled.to_value()),
+            )
+            .col_expr(order::Column::UpdatedAt, Expr::value(now))
+            .filter(order::Column::Id.eq(id))
+            .filter(order::Column::Status.eq(OrderStatus::Pending));
+        if let Some(customer) = customer {
+            update = update.filter(order::Column::CustomerId.eq(customer));
+        }
+        let moved = update.exec_with_returning(&txn).await?;
+        let Some(order) = moved.into_iter().next() else {
+            txn.rollback().await?;
+            let order = order::Entity::find_by_id(id).one(&self.db).await?;
+            return Ok(match order {
+                Some(order) if customer.is_none_or(|own| order.customer_id == own) => {
+                    match order.status {
+                        OrderStatus::Cancelled => Cancelled::Before(order),
+                        // Pending a moment ago and decided since: the verdict came first.
+                        _ => Cancelled::Decided(order),
+                    }
+                }
+                _ => Cancelled::NotFound,
+            });
+        };
+        txn.execute_raw(Statement::from_sql_and_values(
+            txn.get_database_backend(),
+            "INSERT INTO order_status_history (order_id, status, reason, at) VALUES ($1, 'cancelled', NULL, $2)",
+            [id.into(), now.into()],
+        ))
+        .await?;
+        let event = Envelope::new(
+            id,
+            OrderCancelled {
+                order_id: id,
+                cancelled_at: now,
+            },
+        );
+        messaging::outbox::enqueue(&txn, &event).await?;
+        txn.commit().await?;
+        // Written without a lease: the relay claims it.
+        self.outbox.wake();
+        self.metrics.finalized(
+            OrderStatus::Cancelled,
+            (now - order.created_at).to_std().unwrap_or_default(),
+        );
+        tracing::info!(order_id = %id, event_id = %event.event_id, "order cancelled, order.cancelled queued in the outbox");
+        Ok(Cancelled::Now(order))
     }
 
     /// The order the customer placed under `key`, if it has the same `lines`.

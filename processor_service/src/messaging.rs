@@ -1,16 +1,18 @@
-//! Consuming `order.created`: claim, decide by the rules (retrying transient failures in process),
-//! write the verdict and its event. What the consumer loop does with each outcome (retry queues,
-//! dead letters) is in `messaging::consumer`.
+//! Consuming the work queue: an `order.created` is claimed, decided by the rules (retrying
+//! transient failures in process), and its verdict written with its event; an `order.cancelled`
+//! is recorded, so that the order is never decided (or its verdict is superseded). What the
+//! consumer loop does with each outcome (retry queues, dead letters) is in `messaging::consumer`.
 
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use contracts::events::{Envelope, OrderCreated, ProcessingStatus};
+use contracts::events::{Envelope, OrderCancelled, OrderCreated, OrderWork, ProcessingStatus};
 use messaging::consumer::{Delivered, Exhausted, Handler, Outcome};
 use rust_decimal::Decimal;
 
 use crate::domain::{self, Decision};
-use crate::store::{FailureRecorded, ProcessingStore, Recorded};
+use crate::entities::processing::DecisionStatus;
+use crate::store::{CancellationRecorded, FailureRecorded, ProcessingStore, Recorded};
 
 /// How the handler processes one order.
 #[derive(Clone, Debug)]
@@ -27,7 +29,7 @@ pub struct ProcessingSettings {
     pub in_process_retries: messaging::meter::Counter,
 }
 
-pub struct OrderCreatedHandler {
+pub struct WorkHandler {
     store: ProcessingStore,
     settings: ProcessingSettings,
 }
@@ -37,7 +39,7 @@ pub struct OrderCreatedHandler {
 #[error("transient failure: {0}")]
 pub struct TransientFailure(String);
 
-impl OrderCreatedHandler {
+impl WorkHandler {
     pub fn new(store: ProcessingStore, settings: ProcessingSettings) -> Self {
         Self { store, settings }
     }
@@ -65,14 +67,14 @@ impl OrderCreatedHandler {
     }
 }
 
-impl OrderCreatedHandler {
+impl WorkHandler {
     /// A message that can never succeed, about an order it names: the order fails (with its
     /// `order.processed`), then the message is dead-lettered.
-    async fn fail_now(&self, delivery: &Delivered<OrderCreated>, reason: String) -> Outcome {
+    async fn fail_now(&self, delivery: &Delivered<OrderWork>, reason: String) -> Outcome {
         let envelope = &delivery.envelope;
         match self
             .store
-            .record_failure(envelope.payload.order_id, envelope.event_id, &reason)
+            .record_failure(envelope.correlation_id, envelope.event_id, &reason)
             .await
         {
             Ok(FailureRecorded::Failed) => Outcome::DeadLetter { reason },
@@ -88,11 +90,11 @@ impl OrderCreatedHandler {
     /// put back by hand); listing and replay count copies once.
     async fn already_decided(
         &self,
-        delivery: &Delivered<OrderCreated>,
+        delivery: &Delivered<OrderWork>,
         decision: Decision,
         decided_at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Outcome {
-        let order_id = delivery.envelope.payload.order_id;
+        let order_id = delivery.envelope.correlation_id;
         let at = decided_at.unwrap_or_else(chrono::Utc::now);
         if let Err(error) = self.store.announce_again(order_id, &decision, at).await {
             return Outcome::from_failure(&error);
@@ -106,12 +108,35 @@ impl OrderCreatedHandler {
     }
 }
 
-impl Handler for OrderCreatedHandler {
-    type Event = OrderCreated;
+impl WorkHandler {
+    /// An `order.cancelled`: recorded as the order's decision `cancelled`, superseding a verdict
+    /// the order service never applied (it cancels only a pending order).
+    async fn cancelled(
+        &self,
+        envelope: &Envelope<OrderWork>,
+        cancelled: &OrderCancelled,
+    ) -> Outcome {
+        match self
+            .store
+            .record_cancellation(cancelled.order_id, cancelled.cancelled_at)
+            .await
+        {
+            Ok(CancellationRecorded::Cancelled { superseded }) => {
+                tracing::info!(
+                    order_id = %cancelled.order_id,
+                    event_id = %envelope.event_id,
+                    superseded = superseded.map_or("nothing", DecisionStatus::as_str),
+                    "order cancelled; it will not be decided"
+                );
+                Outcome::Ack
+            }
+            Ok(CancellationRecorded::AlreadyCancelled) => Outcome::Ack,
+            Err(error) => Outcome::from_failure(&error),
+        }
+    }
 
-    async fn handle(&self, delivery: &Delivered<OrderCreated>) -> Outcome {
+    async fn created(&self, delivery: &Delivered<OrderWork>, order: &OrderCreated) -> Outcome {
         let envelope = &delivery.envelope;
-        let order = &envelope.payload;
         if let Err(reason) = domain::check_total(order) {
             // It names its order, so the order's outcome is recorded before it is dead-lettered.
             return self.fail_now(delivery, reason).await;
@@ -162,30 +187,49 @@ impl Handler for OrderCreatedHandler {
             (Ok(Recorded::Undecided { .. }), Ok(_)) => Outcome::Retry {
                 reason: "the decision was not recorded".into(),
             },
+            (Ok(Recorded::Cancelled), _) => {
+                tracing::info!(order_id = %order.order_id, event_id = %envelope.event_id, "order cancelled before it was decided; not processed");
+                Outcome::Ack
+            }
             (Err(error), _) => Outcome::from_failure(&error),
+        }
+    }
+}
+
+impl Handler for WorkHandler {
+    type Event = OrderWork;
+
+    async fn handle(&self, delivery: &Delivered<OrderWork>) -> Outcome {
+        match &delivery.envelope.payload {
+            OrderWork::Created(order) => self.created(delivery, order).await,
+            OrderWork::Cancelled(cancelled) => self.cancelled(&delivery.envelope, cancelled).await,
         }
     }
 
     /// After the last attempt: the order fails, and exactly one `order.processed` says so; both
     /// are committed before the message may be dead-lettered.
+    /// A cancellation out of attempts is dead-lettered as it is (a replay records it).
     async fn exhausted(
         &self,
-        envelope: &Envelope<OrderCreated>,
+        envelope: &Envelope<OrderWork>,
         reason: &str,
         _attempts: u32,
     ) -> Result<Exhausted, String> {
+        if let OrderWork::Cancelled(_) = envelope.payload {
+            return Ok(Exhausted::Recorded);
+        }
         let recorded = self
             .store
-            .record_failure(envelope.payload.order_id, envelope.event_id, reason)
+            .record_failure(envelope.correlation_id, envelope.event_id, reason)
             .await
             .map_err(|error| error.to_string())?;
         Ok(match recorded {
             FailureRecorded::Failed => Exhausted::Recorded,
             FailureRecorded::DecidedOtherwise(decision) => {
                 tracing::info!(
-                    order_id = %envelope.payload.order_id,
+                    order_id = %envelope.correlation_id,
                     event_id = %envelope.event_id,
-                    decision = decision.map_or("undecided", ProcessingStatus::as_str),
+                    decision = decision.map_or("undecided", DecisionStatus::as_str),
                     "out of attempts, but another delivery decided the order; acknowledged"
                 );
                 Exhausted::DecidedOtherwise

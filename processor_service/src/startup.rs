@@ -11,7 +11,7 @@ use utoipa::OpenApi;
 
 use crate::api_doc::ApiDoc;
 use crate::configuration::{ENV_PREFIX, Settings};
-use crate::messaging::{OrderCreatedHandler, ProcessingSettings};
+use crate::messaging::{ProcessingSettings, WorkHandler};
 use crate::routes;
 use crate::store::ProcessingStore;
 
@@ -29,7 +29,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Service> {
         service.handoff(),
         settings.amqp.group_linger,
     );
-    let handler = OrderCreatedHandler::new(
+    let handler = WorkHandler::new(
         store.clone(),
         ProcessingSettings {
             max_order_total: settings.rules.max_order_total,

@@ -46,6 +46,8 @@ pub enum Recorded {
     },
     /// The attempt was counted; the order is still undecided.
     Undecided { attempts: i32 },
+    /// The order was cancelled: it is not decided, and nothing is announced.
+    Cancelled,
 }
 
 /// One delivery to record.
@@ -134,16 +136,17 @@ impl GroupWrite for RecordWriter {
                     announced.insert(request.order_id, outbox_id);
                     Recorded::Decided
                 }
+                (None, Some(Stored::Cancelled)) => Recorded::Cancelled,
                 // A replayed delivery that failed again: the failure stays in place, and the
                 // delivery is retried like any undecided one.
                 (None, Some(decided))
                     if request.replayed
                         && request.decision.is_none()
-                        && decided == ProcessingStatus::Failed =>
+                        && decided == Stored::Verdict(ProcessingStatus::Failed) =>
                 {
                     Recorded::Undecided { attempts }
                 }
-                (None, Some(status)) => Recorded::AlreadyDecided {
+                (None, Some(Stored::Verdict(status))) => Recorded::AlreadyDecided {
                     decision: Decision { status, reason },
                     decided_at,
                 },
@@ -168,11 +171,24 @@ impl GroupWrite for RecordWriter {
     }
 }
 
+/// A stored decision: a verdict, or the order's cancellation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stored {
+    Verdict(ProcessingStatus),
+    Cancelled,
+}
+
+impl From<DecisionStatus> for Stored {
+    fn from(status: DecisionStatus) -> Self {
+        status.verdict().map_or(Self::Cancelled, Self::Verdict)
+    }
+}
+
 /// A row of [`RECORD`]: what one order's processing record holds after the statement.
 struct RecordRow {
     order_id: Uuid,
     attempts: i32,
-    decision: Option<ProcessingStatus>,
+    decision: Option<Stored>,
     reason: Option<String>,
     decided_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The outbox id of the order's `order.processed`, if this statement announced it.
@@ -188,10 +204,12 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for RecordRow {
             decision: row
                 .try_get::<Option<&str>, _>("decision")?
                 .map(|name| {
-                    ProcessingStatus::parse(name).ok_or_else(|| sqlx::Error::ColumnDecode {
-                        index: "decision".into(),
-                        source: format!("no such decision: {name:?}").into(),
-                    })
+                    DecisionStatus::parse(name)
+                        .map(Stored::from)
+                        .ok_or_else(|| sqlx::Error::ColumnDecode {
+                            index: "decision".into(),
+                            source: format!("no such decision: {name:?}").into(),
+                        })
                 })
                 .transpose()?,
             reason: row.try_get("reason")?,
@@ -261,14 +279,38 @@ WHERE processing.decision IS NULL
 RETURNING order_id
 "#;
 
+/// Cancels an order: its record says `cancelled` whatever it said (the order service cancels only
+/// an order it holds pending, so a verdict it never applied is superseded), inserted with no
+/// attempts if no delivery of its `order.created` came first. Answers the decision it replaced.
+const RECORD_CANCELLATION: &str = r#"
+WITH before AS (
+    SELECT decision FROM processing WHERE order_id = $1 FOR UPDATE
+)
+INSERT INTO processing (order_id, event_id, attempts, first_seen_at, decision, reason, decided_at)
+VALUES ($1, $1, 0, $2, 'cancelled', 'cancelled in the order service', $2)
+ON CONFLICT (order_id) DO UPDATE SET
+    decision = EXCLUDED.decision, reason = EXCLUDED.reason, decided_at = EXCLUDED.decided_at
+WHERE processing.decision IS DISTINCT FROM 'cancelled'
+RETURNING (SELECT decision FROM before) AS superseded
+"#;
+
 /// What recording a failure found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FailureRecorded {
     /// The order's record says `failed` (and its `order.processed` is in the outbox).
     Failed,
-    /// Another delivery decided the order otherwise first (`None`: the record was found
-    /// undecided, which a concurrent decision rules out).
-    DecidedOtherwise(Option<ProcessingStatus>),
+    /// Another delivery decided the order otherwise first, or it was cancelled (`None`: the
+    /// record was found undecided, which a concurrent decision rules out).
+    DecidedOtherwise(Option<DecisionStatus>),
+}
+
+/// What recording a cancellation did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancellationRecorded {
+    /// The record says `cancelled` now; it said `superseded` before (`None`: undecided or absent).
+    Cancelled { superseded: Option<DecisionStatus> },
+    /// It said so already (a duplicate).
+    AlreadyCancelled,
 }
 
 #[derive(Clone)]
@@ -394,11 +436,10 @@ impl ProcessingStore {
             .await?
             .map(|row| row.try_get::<Option<DecisionStatus>>("", "decision"))
             .transpose()?
-            .flatten()
-            .map(ProcessingStatus::from);
+            .flatten();
         txn.commit().await?;
         Ok(match current {
-            Some(ProcessingStatus::Failed) => FailureRecorded::Failed,
+            Some(DecisionStatus::Failed) => FailureRecorded::Failed,
             // Not written by this statement, so another decided it: `None` cannot be.
             decision => FailureRecorded::DecidedOtherwise(decision),
         })
@@ -424,6 +465,27 @@ impl ProcessingStore {
             "order already decided; its order.processed queued in the outbox again"
         );
         Ok(())
+    }
+
+    /// Records that the order service cancelled `order_id` ([`RECORD_CANCELLATION`]).
+    pub async fn record_cancellation(
+        &self,
+        order_id: Uuid,
+        cancelled_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<CancellationRecorded, StoreError> {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
+                self.db.get_database_backend(),
+                RECORD_CANCELLATION,
+                [order_id.into(), cancelled_at.trunc_subsecs(6).into()],
+            ))
+            .await?;
+        let Some(row) = row else {
+            return Ok(CancellationRecorded::AlreadyCancelled);
+        };
+        let superseded = row.try_get::<Option<DecisionStatus>>("", "superseded")?;
+        Ok(CancellationRecorded::Cancelled { superseded })
     }
 
     pub async fn get(&self, order_id: Uuid) -> Result<Option<processing::Model>, StoreError> {

@@ -5,9 +5,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// Where an order stands. `pending` until the processor decides; then `completed`, `rejected` or
-/// `failed`. The only moves out of a final status are `failed` -> `completed` and `failed` ->
-/// `rejected`: an operator replayed the failed order and the processor, which allows the same
-/// moves on a replayed delivery, decided it this time.
+/// `failed`, or `cancelled` when its customer (or an operator) cancelled it while pending. The
+/// only moves out of a final status are `failed` -> `completed` and `failed` -> `rejected`: an
+/// operator replayed the failed order and the processor, which allows the same moves on a
+/// replayed delivery, decided it this time. A cancelled order never moves again.
 ///
 /// Stored as its name (`orders.status`, `order_status_history.status`, `VARCHAR(16)` with a check).
 #[derive(
@@ -34,10 +35,18 @@ pub enum OrderStatus {
     Rejected,
     #[sea_orm(string_value = "failed")]
     Failed,
+    #[sea_orm(string_value = "cancelled")]
+    Cancelled,
 }
 
 impl OrderStatus {
-    pub const ALL: [Self; 4] = [Self::Pending, Self::Completed, Self::Rejected, Self::Failed];
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::Completed,
+        Self::Rejected,
+        Self::Failed,
+        Self::Cancelled,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -45,6 +54,7 @@ impl OrderStatus {
             Self::Completed => "completed",
             Self::Rejected => "rejected",
             Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
         }
     }
 
@@ -54,13 +64,18 @@ impl OrderStatus {
             .find(|status| status.as_str() == value)
     }
 
+    /// Whether the order is decided (or cancelled): every status but `pending`.
+    pub fn is_final(self) -> bool {
+        self != Self::Pending
+    }
+
     /// The statuses an order may move to `self` from. Anything else is a duplicate or a late
     /// event, and is ignored.
     pub fn allowed_predecessors(self) -> &'static [Self] {
         match self {
             Self::Pending => &[],
             Self::Completed | Self::Rejected => &[Self::Pending, Self::Failed],
-            Self::Failed => &[Self::Pending],
+            Self::Failed | Self::Cancelled => &[Self::Pending],
         }
     }
 }
@@ -92,6 +107,11 @@ mod tests {
                     .allowed_predecessors()
                     .contains(&OrderStatus::Rejected)
             );
+            assert!(
+                !target
+                    .allowed_predecessors()
+                    .contains(&OrderStatus::Cancelled)
+            );
         }
         assert!(OrderStatus::Pending.allowed_predecessors().is_empty());
         assert!(
@@ -120,6 +140,7 @@ mod tests {
                 (Pending, Rejected),
                 (Failed, Rejected),
                 (Pending, Failed),
+                (Pending, Cancelled),
             ]
         );
     }

@@ -14,5 +14,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(orders::list_orders)),
     )
     .service(resource("/orders/{id}", "GET").route(web::get().to(orders::get_order)))
-    .service(resource("/orders/{id}/history", "GET").route(web::get().to(orders::order_history)));
+    .service(resource("/orders/{id}/history", "GET").route(web::get().to(orders::order_history)))
+    .service(resource("/orders/{id}/cancel", "POST").route(web::post().to(orders::cancel_order)));
 }

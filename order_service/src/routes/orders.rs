@@ -14,7 +14,7 @@ use crate::domain::{
     CustomerId, IdempotencyKey, NewOrder, NewOrderLine, OrderStatus, Price, ProductId, Quantity,
 };
 use crate::entities::{order, order_status_history};
-use crate::store::{Cursor, ListFilter, OrderStore, Placed, StoreError};
+use crate::store::{Cancelled, Cursor, ListFilter, OrderStore, Placed, StoreError};
 
 /// Answered `true` on a `POST /orders` that found the order its `Idempotency-Key` placed before.
 pub const IDEMPOTENT_REPLAYED: &str = "Idempotent-Replayed";
@@ -457,7 +457,8 @@ impl ListQuery {
                 if status.is_none() {
                     errors.push(FieldError {
                         field: "status".into(),
-                        message: "must be one of pending, completed, rejected, failed".into(),
+                        message: "must be one of pending, completed, rejected, failed, cancelled"
+                            .into(),
                     });
                 }
                 status
@@ -584,4 +585,58 @@ pub async fn order_history(
         })
         .collect();
     Ok(HttpResponse::Ok().json(entries))
+}
+
+/// Cancel a pending order.
+///
+/// The order becomes `cancelled`, with a history entry, and `order.cancelled` is published
+/// through the outbox in the same transaction; the processor then never decides it, or its
+/// verdict, if it raced the cancellation, is superseded. Cancelling a cancelled order again
+/// answers it as it is.
+#[utoipa::path(
+    post,
+    path = "/orders/{id}/cancel",
+    tag = "orders",
+    params(("id" = Uuid, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The order, cancelled (now or before)", body = OrderResponse),
+        (status = 400, description = "`id` is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order, or another customer's", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The order is `completed`, `rejected` or `failed`: too late to cancel; `field` is `status`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(level = "debug", name = "cancel order", skip(store, caller), fields(order_id = %id))]
+pub async fn cancel_order(
+    id: web::Path<String>,
+    caller: Identity,
+    store: web::Data<OrderStore>,
+) -> Result<HttpResponse, Problem> {
+    let scope = Scope::of(caller)?;
+    let id = parse_order_id(&id)?;
+    let customer = match &scope {
+        Scope::Customer(own) => Some(own.as_str()),
+        Scope::Everyone => None,
+    };
+    match store.cancel(id, customer).await? {
+        Cancelled::Now(order) | Cancelled::Before(order) => {
+            Ok(HttpResponse::Ok().json(OrderResponse::try_from(order)?))
+        }
+        Cancelled::Decided(order) => {
+            let message = format!(
+                "order {id} is {}: only a pending order can be cancelled",
+                order.status.as_str()
+            );
+            Err(Problem {
+                field: Some("status".into()),
+                ..Problem::new(
+                    actix_web::http::StatusCode::CONFLICT,
+                    service_kit::http::problem_type::CONFLICT,
+                    "Conflict",
+                    message,
+                )
+            })
+        }
+        Cancelled::NotFound => Err(not_found(id)),
+    }
 }

@@ -200,6 +200,18 @@ async fn a_customer_sees_and_places_only_its_own_orders() {
         assert_eq!(response.status(), 404, "{path}");
         assert_eq!(get(&app, &path, Some(&bob)).await.status(), 200, "{path}");
     }
+    // Nor can it be cancelled by this one.
+    let cancel = format!("/orders/{id}/cancel");
+    let response = send(&app, reqwest::Method::POST, &cancel, Some(&alice), None).await;
+    assert_eq!(response.status(), 404);
+    assert_eq!(
+        get(&app, &format!("/orders/{id}"), Some(&bob))
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["status"],
+        "pending"
+    );
 
     // Listing is scoped, with or without a filter.
     let customers = |page: &Value| -> Vec<String> {

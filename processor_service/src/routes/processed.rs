@@ -1,24 +1,25 @@
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use contracts::events::ProcessingStatus;
 use serde::Serialize;
 use service_kit::http::Problem;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::entities::processing;
+use crate::entities::processing::{self, DecisionStatus};
 use crate::store::{ProcessingStore, StoreError};
 
 /// The processor's record of an order.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProcessedResponse {
     pub order_id: Uuid,
-    /// Null while the order is being processed.
+    /// `completed`, `rejected`, `failed` or `cancelled` (the order service cancelled the
+    /// order); null while the order is being processed.
     #[schema(value_type = Option<String>, example = "completed")]
-    pub decision: Option<ProcessingStatus>,
+    pub decision: Option<&'static str>,
     /// Why, for `rejected` and `failed`.
     pub reason: Option<String>,
-    /// Deliveries of the order's `order.created` that reached the processor.
+    /// Deliveries of the order's `order.created` that reached the processor (0: it was
+    /// cancelled before any did).
     #[schema(example = 1)]
     pub attempts: i32,
     /// RFC 3339, UTC.
@@ -31,7 +32,7 @@ impl From<processing::Model> for ProcessedResponse {
     fn from(model: processing::Model) -> Self {
         Self {
             order_id: model.order_id,
-            decision: model.decision.map(ProcessingStatus::from),
+            decision: model.decision.map(DecisionStatus::as_str),
             reason: model.reason,
             attempts: model.attempts,
             first_seen_at: model.first_seen_at,

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cancellation;
 mod configuration;
 mod dead_letters;
 mod helpers;
