@@ -177,11 +177,24 @@ pub async fn assert_agreement(
                 (order["status"] != "pending").then_some(order)
             })
             .await;
-        let record = get(format!("{processor}/processed/{id}")).await;
-        assert_eq!(
-            order["status"], record["decision"],
-            "the services disagree on {id}: {order} / {record}"
-        );
+        // The processor learns of a cancellation after the order service: wait for it.
+        test_support::wait_until(
+            &format!("the processor to agree with {order}"),
+            DEADLINE,
+            || async {
+                let response = client
+                    .get(format!("{processor}/processed/{id}"))
+                    .send()
+                    .await
+                    .expect("GET the processing record");
+                if response.status() != 200 {
+                    return None;
+                }
+                let record: Value = response.json().await.unwrap();
+                (record["decision"] == order["status"]).then_some(())
+            },
+        )
+        .await;
         let history: Vec<String> = get(format!("{orders}/orders/{id}/history"))
             .await
             .as_array()

@@ -5,6 +5,7 @@
 
 mod audit;
 mod broker_stalls;
+mod cancellation;
 mod chaos;
 mod deployment;
 mod failures;
