@@ -3,7 +3,7 @@
 use service_kit::http::BearerAuth;
 use utoipa::OpenApi;
 
-use crate::routes::orders;
+use crate::routes::{events, orders};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,8 @@ use crate::routes::orders;
         orders::list_orders,
         orders::order_history,
         orders::cancel_order,
+        events::order_events,
+        events::all_events,
         service_kit::dead_letters::http::list_dead_letters,
         service_kit::dead_letters::http::replay_dead_letters,
         service_kit::http::health,

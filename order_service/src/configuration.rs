@@ -27,6 +27,31 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub auth: AuthSettings,
     pub reconcile: ReconcileSettings,
+    pub live: LiveSettings,
+}
+
+/// Live status streams (`GET /orders/events`, `GET /orders/{id}/events`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LiveSettings {
+    /// Open streams at most, per instance; more are refused with 503.
+    pub max_connections: usize,
+    /// How often changes are read when no notification came (one lost with its connection).
+    #[serde(rename = "poll_interval_ms", with = "millis")]
+    pub poll_interval: Duration,
+    /// A comment is sent on a stream idle this long: proxies keep it open, and a client that
+    /// went is noticed (its place freed) by the second one that cannot be delivered.
+    #[serde(rename = "heartbeat_ms", with = "millis")]
+    pub heartbeat: Duration,
+}
+
+impl Default for LiveSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 1000,
+            poll_interval: Duration::from_secs(1),
+            heartbeat: Duration::from_secs(15),
+        }
+    }
 }
 
 /// Reconciliation: `order.created` is published again for orders still pending after
@@ -86,6 +111,7 @@ impl Default for Settings {
             admin: AdminSettings::default(),
             auth: AuthSettings::default(),
             reconcile: ReconcileSettings::default(),
+            live: LiveSettings::default(),
         }
     }
 }
@@ -141,6 +167,24 @@ impl Settings {
             "reconcile.max_per_sweep",
             reconcile.max_per_sweep,
             1..=100_000,
+        )?;
+        check_range(
+            ENV_PREFIX,
+            "live.max_connections",
+            self.live.max_connections,
+            1..=100_000,
+        )?;
+        check_millis(
+            ENV_PREFIX,
+            "live.poll_interval_ms",
+            self.live.poll_interval,
+            10..=60_000,
+        )?;
+        check_millis(
+            ENV_PREFIX,
+            "live.heartbeat_ms",
+            self.live.heartbeat,
+            10..=300_000,
         )
     }
 

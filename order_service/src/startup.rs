@@ -1,6 +1,7 @@
 //! Builds the order service from its settings: the foundations every service has (database
 //! created and migrated, broker, outbox relay, HTTP listener), then its own parts: the
-//! `order.processed` consumer, the reconciliation of stuck orders and the orders API.
+//! `order.processed` consumer, the reconciliation of stuck orders, live status and the orders
+//! API.
 
 use actix_web::web;
 use messaging::consumer::CrashFault;
@@ -10,6 +11,7 @@ use utoipa::OpenApi;
 
 use crate::api_doc::ApiDoc;
 use crate::configuration::{ENV_PREFIX, Settings};
+use crate::live::Live;
 use crate::messaging::OrderProcessedHandler;
 use crate::metrics::OrderMetrics;
 use crate::reconcile::Reconciler;
@@ -39,7 +41,14 @@ pub async fn build(settings: Settings) -> anyhow::Result<Service> {
         settings.reconcile.clone(),
     )
     .with_metrics(&service.meter());
+    let live = Live::new(
+        service.reads().get_postgres_connection_pool().clone(),
+        settings.database.url.expose(),
+        &settings.live,
+    )
+    .await?;
     let state = web::Data::new(store.clone());
+    let live_state = web::Data::new(live.clone());
     service
         .consume(
             &topology.order_processed_queue,
@@ -48,8 +57,11 @@ pub async fn build(settings: Settings) -> anyhow::Result<Service> {
             CrashFault::default(),
         )
         .worker("reconciliation", move |shutdown| reconciler.run(shutdown))
+        .worker("live status", move |shutdown| live.run(shutdown))
         .serve(ApiDoc::openapi(), move |cfg: &mut web::ServiceConfig| {
-            cfg.app_data(state.clone()).configure(routes::configure);
+            cfg.app_data(state.clone())
+                .app_data(live_state.clone())
+                .configure(routes::configure);
         })
 }
 

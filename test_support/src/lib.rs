@@ -27,6 +27,7 @@ pub mod outage;
 pub mod prometheus;
 pub mod rabbit_node;
 pub mod schemathesis;
+pub mod sse;
 pub mod tls;
 
 /// PostgreSQL server the tests use (`TEST_DATABASE_SERVER`, default the local one).

@@ -229,6 +229,12 @@ impl Pipeline {
         old.stop().await;
     }
 
+    /// Another order service on the same database and queues (a second instance behind the
+    /// same load balancer).
+    pub async fn another_order_service(&self) -> Service {
+        start_orders(self.order_settings.clone()).await
+    }
+
     /// Stops the processor (gracefully); [`Pipeline::start_processor`] starts it again.
     pub async fn stop_processor(&mut self) {
         self.processor.halt().await;

@@ -11,6 +11,7 @@ mod deployment;
 mod failures;
 mod fuzz;
 mod helpers;
+mod live;
 mod observability;
 mod pipeline;
 mod processes;

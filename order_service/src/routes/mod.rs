@@ -1,6 +1,7 @@
 //! HTTP routes of the order service (besides `/health`, `/ready` and the dead-letter endpoints
 //! every service has).
 
+pub mod events;
 pub mod orders;
 mod schemas;
 
@@ -13,7 +14,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(orders::create_order))
             .route(web::get().to(orders::list_orders)),
     )
+    // Before `/orders/{id}`, which would take `events` for an id.
+    .service(resource("/orders/events", "GET").route(web::get().to(events::all_events)))
     .service(resource("/orders/{id}", "GET").route(web::get().to(orders::get_order)))
+    .service(resource("/orders/{id}/events", "GET").route(web::get().to(events::order_events)))
     .service(resource("/orders/{id}/history", "GET").route(web::get().to(orders::order_history)))
     .service(resource("/orders/{id}/cancel", "POST").route(web::post().to(orders::cancel_order)));
 }

@@ -294,7 +294,7 @@ impl Scope {
     }
 
     /// Whether `order` is in this scope.
-    fn sees(&self, order: &order::Model) -> bool {
+    pub fn sees(&self, order: &order::Model) -> bool {
         match self {
             Self::Customer(own) => order.customer_id == own.as_str(),
             Self::Everyone => true,

@@ -12,6 +12,7 @@ mod helpers;
 mod hygiene;
 mod idempotency;
 mod listing;
+mod live;
 mod metrics;
 mod openapi;
 mod orders;
