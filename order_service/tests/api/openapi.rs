@@ -97,7 +97,7 @@ async fn the_openapi_document_is_valid_and_complete() {
     }
 }
 
-/// schemathesis against the document: every operation, every check (no 5xx, only documented
+/// schemathesis against the document: every operation but the event streams, every check (no 5xx, only documented
 /// statuses, responses and problem details as documented, schema-valid requests accepted and
 /// invalid ones refused, 405 with `Allow` for undeclared methods), a fixed seed, 100 examples per
 /// operation.
