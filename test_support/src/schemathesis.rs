@@ -1,6 +1,6 @@
 //! Runs schemathesis (PyPI) against a running service's OpenAPI document: every operation but
-//! event streams, every check, a fixed seed and a bounded number of examples per operation, so that a CI run is
-//! reproducible and bounded. `scripts/ensure-schemathesis.sh` installs it into a virtual
+//! event streams, every check, a fixed seed and a bounded number of examples per operation, so
+//! that a CI run is reproducible and bounded. `scripts/ensure-schemathesis.sh` installs it into a virtual
 //! environment outside the clone; `SCHEMATHESIS` names another executable.
 
 use std::path::PathBuf;
