@@ -1,8 +1,8 @@
 //! Database migrations of both services.
 //!
 //! Each service owns one database: [`OrdersMigrator`] builds the order service's (`orders`,
-//! `order_status_history`, `outbox`, `reconciliation`), [`ProcessorMigrator`] the processor's (`processing`,
-//! `outbox`). Both outbox tables have the same shape, so one relay (in `messaging`) serves both.
+//! `order_status_history`, `outbox`, `reconciliation`, the figures), [`ProcessorMigrator`] the
+//! processor's (`processing`, `outbox`). Both outbox tables have the same shape, so one relay (in `messaging`) serves both.
 //!
 //! [`migrate`] runs a migrator inside one transaction holding a PostgreSQL advisory lock, so several
 //! instances starting at once apply each migration exactly once.
@@ -22,6 +22,7 @@ mod m20261202_000009_reconciliation;
 mod m20261205_000010_outbox_trace;
 mod m20261207_000011_cancellation;
 mod m20261207_000012_processing_cancellation;
+mod m20261207_000013_order_figures;
 
 /// Migrations of the order service's database.
 pub struct OrdersMigrator;
@@ -39,6 +40,7 @@ impl MigratorTrait for OrdersMigrator {
             Box::new(m20261202_000009_reconciliation::Migration),
             Box::new(m20261205_000010_outbox_trace::Migration),
             Box::new(m20261207_000011_cancellation::Migration),
+            Box::new(m20261207_000013_order_figures::Migration),
         ]
     }
 }

@@ -3,7 +3,7 @@
 use service_kit::http::BearerAuth;
 use utoipa::OpenApi;
 
-use crate::routes::{events, orders};
+use crate::routes::{events, orders, stats};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +19,7 @@ use crate::routes::{events, orders};
         orders::cancel_order,
         events::order_events,
         events::all_events,
+        stats::stats,
         service_kit::dead_letters::http::list_dead_letters,
         service_kit::dead_letters::http::replay_dead_letters,
         service_kit::http::health,

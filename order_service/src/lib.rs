@@ -7,6 +7,7 @@ pub mod cli;
 pub mod configuration;
 pub mod domain;
 pub mod entities;
+pub mod figures;
 pub mod live;
 pub mod messaging;
 pub mod metrics;

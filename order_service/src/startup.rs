@@ -47,6 +47,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Service> {
         &settings.live,
     )
     .await?;
+    let writes = service.db().get_postgres_connection_pool().clone();
     let state = web::Data::new(store.clone());
     let live_state = web::Data::new(live.clone());
     service
@@ -58,6 +59,9 @@ pub async fn build(settings: Settings) -> anyhow::Result<Service> {
         )
         .worker("reconciliation", move |shutdown| reconciler.run(shutdown))
         .worker("live status", move |shutdown| live.run(shutdown))
+        .worker("figures compaction", move |shutdown| {
+            crate::figures::compact_until(writes, shutdown)
+        })
         .serve(ApiDoc::openapi(), move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(state.clone())
                 .app_data(live_state.clone())

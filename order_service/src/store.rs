@@ -290,6 +290,11 @@ impl OrderStore {
         &self.db
     }
 
+    /// The read pool's connections, for the reads written in SQL (`crate::figures`).
+    pub fn reads_pool(&self) -> &sqlx::PgPool {
+        self.reads.get_postgres_connection_pool()
+    }
+
     /// Stores the order, its first history row and its `order.created` event, atomically. Given
     /// an `idempotency_key` the customer already placed an order under, stores nothing and answers
     /// that order if it has the same items ([`Placed::Existing`]), or
@@ -406,8 +411,13 @@ impl OrderStore {
         };
         txn.execute_raw(Statement::from_sql_and_values(
             txn.get_database_backend(),
-            "INSERT INTO order_status_history (order_id, status, reason, at) VALUES ($1, 'cancelled', NULL, $2)",
-            [id.into(), now.into()],
+            CANCEL_STEPS,
+            [
+                id.into(),
+                now.into(),
+                order.customer_id.clone().into(),
+                order.created_at.into(),
+            ],
         ))
         .await?;
         let event = Envelope::new(
@@ -643,6 +653,28 @@ impl GroupWrite for VerdictWriter {
     }
 }
 
+/// The history row and the figures of a cancellation.
+const CANCEL_STEPS: &str = r#"
+WITH step AS (
+    INSERT INTO order_status_history (order_id, status, reason, at) VALUES ($1, 'cancelled', NULL, $2)
+)
+INSERT INTO order_figures_delta (minute, customer_id, cancelled)
+VALUES (date_trunc('minute', $4::timestamptz, 'UTC'), $3, 1)
+"#;
+
+/// The SQL of the create→decision latency bucket of an interval: bucket `b` holds
+/// [2^(b/2), 2^((b+1)/2)) ms, 0 everything under 1.41 ms, the last ([`crate::figures::BUCKETS`]
+/// − 1) everything from 2^21.5 ms (about 50 minutes) on.
+macro_rules! latency_bucket {
+    ($interval:literal) => {
+        concat!(
+            "LEAST(43, GREATEST(0, floor(2 * log(2.0, GREATEST(extract(epoch FROM ",
+            $interval,
+            ") * 1000, 1)::numeric))))::smallint"
+        )
+    };
+}
+
 /// The start of both statements writing new orders: the group's orders, one array per column
 /// (`$6`: the idempotency keys), and the `new_orders` CTE inserting them, left open for the
 /// statement to finish.
@@ -674,6 +706,9 @@ const INSERT_ORDERS: &str = concat!(
 ), first_steps AS (
     INSERT INTO order_status_history (order_id, status, reason, at)
     SELECT id, 'pending', NULL, created_at FROM input
+), placed AS (
+    INSERT INTO order_figures_delta (minute, customer_id, placed)
+    SELECT date_trunc('minute', created_at, 'UTC'), customer_id, count(*) FROM input GROUP BY 1, 2
 )
 INSERT INTO outbox (event_id, event_type, routing_key, correlation_id, body, created_at, leased_until,
                     traceparent, tracestate)
@@ -696,6 +731,10 @@ const INSERT_KEYED_ORDERS: &str = concat!(
 ), first_steps AS (
     INSERT INTO order_status_history (order_id, status, reason, at)
     SELECT i.id, 'pending', NULL, i.created_at FROM input i JOIN new_orders n ON n.id = i.id
+), placed AS (
+    INSERT INTO order_figures_delta (minute, customer_id, placed)
+    SELECT date_trunc('minute', i.created_at, 'UTC'), i.customer_id, count(*)
+    FROM input i JOIN new_orders n ON n.id = i.id GROUP BY 1, 2
 )
 INSERT INTO outbox (event_id, event_type, routing_key, correlation_id, body, created_at, leased_until,
                     traceparent, tracestate)
@@ -707,10 +746,12 @@ RETURNING id, event_id
 );
 
 /// Verdicts, one array per column: each order moves only from a status its verdict may follow
-/// (`allowed`, comma-separated), with a history row. Answers, per order, its status before
+/// (`allowed`, comma-separated), with a history row and the change of the figures (a decision
+/// from `pending` also counts its create→decision time). Answers, per order, its status before
 /// (NULL: no such order) and whether it moved. The data-modifying CTEs and the final SELECT
 /// share one snapshot, so `previous` is the status before this statement.
-const APPLY_VERDICTS: &str = r#"
+const APPLY_VERDICTS: &str = concat!(
+    r#"
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])
         AS t (id, status, reason, at, allowed)
@@ -722,10 +763,29 @@ WITH input AS (
 ), steps AS (
     INSERT INTO order_status_history (order_id, status, reason, at)
     SELECT i.id, i.status, i.reason, i.at FROM input i JOIN moved m ON m.id = i.id
+), changes AS (
+    SELECT date_trunc('minute', o.created_at, 'UTC') AS minute, o.customer_id, o.total_amount,
+           o.status AS previous, i.status AS next, i.at - o.created_at AS took
+    FROM input i JOIN moved m ON m.id = i.id JOIN orders o ON o.id = i.id
+), counted AS (
+    INSERT INTO order_figures_delta (minute, customer_id, completed, rejected, failed, revenue)
+    SELECT minute, customer_id,
+           count(*) FILTER (WHERE next = 'completed') - count(*) FILTER (WHERE previous = 'completed'),
+           count(*) FILTER (WHERE next = 'rejected') - count(*) FILTER (WHERE previous = 'rejected'),
+           count(*) FILTER (WHERE next = 'failed') - count(*) FILTER (WHERE previous = 'failed'),
+           coalesce(sum(total_amount) FILTER (WHERE next = 'completed'), 0)
+    FROM changes GROUP BY 1, 2
+), timed AS (
+    INSERT INTO order_latencies_delta (minute, customer_id, bucket, orders)
+    SELECT minute, customer_id, "#,
+    latency_bucket!("took"),
+    r#", count(*)
+    FROM changes WHERE previous = 'pending' GROUP BY 1, 2, 3
 )
 SELECT i.id, o.status AS previous, o.created_at, m.id IS NOT NULL AS moved
 FROM input i LEFT JOIN orders o ON o.id = i.id LEFT JOIN moved m ON m.id = i.id
-"#;
+"#
+);
 
 #[cfg(test)]
 mod tests {

@@ -335,7 +335,7 @@ fn event(id: &Cursor, change: &StatusChange) -> Bytes {
 }
 
 /// A read-only transaction whose statements share one snapshot.
-async fn begin_snapshot(
+pub(crate) async fn begin_snapshot(
     pool: &PgPool,
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
     let mut txn = pool.begin().await?;

@@ -4,6 +4,7 @@
 pub mod events;
 pub mod orders;
 mod schemas;
+pub mod stats;
 
 use actix_web::web;
 use service_kit::http::resource;
@@ -19,5 +20,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/orders/{id}", "GET").route(web::get().to(orders::get_order)))
     .service(resource("/orders/{id}/events", "GET").route(web::get().to(events::order_events)))
     .service(resource("/orders/{id}/history", "GET").route(web::get().to(orders::order_history)))
-    .service(resource("/orders/{id}/cancel", "POST").route(web::post().to(orders::cancel_order)));
+    .service(resource("/orders/{id}/cancel", "POST").route(web::post().to(orders::cancel_order)))
+    .service(resource("/stats", "GET").route(web::get().to(stats::stats)));
 }

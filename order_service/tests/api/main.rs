@@ -21,5 +21,6 @@ mod outbox;
 mod overload;
 mod processed;
 mod reconcile;
+mod stats;
 mod tls;
 mod validation;
