@@ -28,6 +28,26 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub reconcile: ReconcileSettings,
     pub live: LiveSettings,
+    pub processor: ProcessorLinkSettings,
+}
+
+/// Where the processor's HTTP API is: the order page's operator view reaches its dead letters
+/// through this service (`/processor/dead-letters`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProcessorLinkSettings {
+    pub url: String,
+    /// The longest wait for its answer.
+    #[serde(rename = "timeout_ms", with = "millis")]
+    pub timeout: Duration,
+}
+
+impl Default for ProcessorLinkSettings {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8001".into(),
+            timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Live status streams (`GET /orders/events`, `GET /orders/{id}/events`).
@@ -112,6 +132,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             reconcile: ReconcileSettings::default(),
             live: LiveSettings::default(),
+            processor: ProcessorLinkSettings::default(),
         }
     }
 }
@@ -185,7 +206,23 @@ impl Settings {
             "live.heartbeat_ms",
             self.live.heartbeat,
             10..=300_000,
-        )
+        )?;
+        check_millis(
+            ENV_PREFIX,
+            "processor.timeout_ms",
+            self.processor.timeout,
+            10..=600_000,
+        )?;
+        if !(self.processor.url.starts_with("http://")
+            || self.processor.url.starts_with("https://"))
+        {
+            return Err(ConfigurationError::new(
+                ENV_PREFIX,
+                "processor.url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        Ok(())
     }
 
     /// The delay tiers of broker redelivery of `order.processed`, as the consumer declares them.

@@ -16,6 +16,7 @@ use crate::messaging::OrderProcessedHandler;
 use crate::metrics::OrderMetrics;
 use crate::reconcile::Reconciler;
 use crate::routes;
+use crate::routes::page::Processor;
 use crate::store::OrderStore;
 
 /// Connects to PostgreSQL (creating and migrating the database), prepares the broker connection
@@ -50,6 +51,12 @@ pub async fn build(settings: Settings) -> anyhow::Result<Service> {
     let writes = service.db().get_postgres_connection_pool().clone();
     let state = web::Data::new(store.clone());
     let live_state = web::Data::new(live.clone());
+    let processor = web::Data::new(Processor {
+        url: settings.processor.url.clone(),
+        client: processor_client::Client::builder()
+            .timeout(settings.processor.timeout)
+            .build()?,
+    });
     service
         .consume(
             &topology.order_processed_queue,
@@ -65,6 +72,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Service> {
         .serve(ApiDoc::openapi(), move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(state.clone())
                 .app_data(live_state.clone())
+                .app_data(processor.clone())
                 .configure(routes::configure);
         })
 }

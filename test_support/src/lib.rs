@@ -29,6 +29,7 @@ pub mod rabbit_node;
 pub mod schemathesis;
 pub mod sse;
 pub mod tls;
+pub mod webdriver;
 
 /// PostgreSQL server the tests use (`TEST_DATABASE_SERVER`, default the local one).
 pub fn database_server() -> String {

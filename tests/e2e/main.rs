@@ -13,6 +13,7 @@ mod fuzz;
 mod helpers;
 mod live;
 mod observability;
+mod page;
 mod pipeline;
 mod processes;
 mod quorum;

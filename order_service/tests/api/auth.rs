@@ -262,7 +262,13 @@ async fn a_customer_sees_and_places_only_its_own_orders() {
     assert_ne!(others["id"], first["id"]);
     assert_eq!(others["customer_id"], "bob");
 
-    // A customer is not an operator.
+    // A customer is not an operator, here or through to the processor.
+    assert_eq!(
+        get(&app, "/processor/dead-letters", Some(&alice))
+            .await
+            .status(),
+        403
+    );
     let response = get(&app, "/dead-letters", Some(&alice)).await;
     assert_eq!(response.status(), 403);
     let challenge = response.headers()["www-authenticate"].to_str().unwrap();

@@ -19,6 +19,7 @@ mod orders;
 mod outages;
 mod outbox;
 mod overload;
+mod page;
 mod processed;
 mod reconcile;
 mod stats;

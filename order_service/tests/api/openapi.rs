@@ -37,6 +37,14 @@ async fn the_openapi_document_is_valid_and_complete() {
         ("/orders", "get", &["200", "400", "422", "503"]),
         ("/orders/{id}", "get", &["200", "400", "404", "503"]),
         ("/orders/{id}/history", "get", &["200", "400", "404", "503"]),
+        (
+            "/orders/{id}/cancel",
+            "post",
+            &["200", "400", "404", "409", "503"],
+        ),
+        ("/orders/{id}/events", "get", &["200", "400", "404", "503"]),
+        ("/orders/events", "get", &["200", "400", "503"]),
+        ("/stats", "get", &["200", "400", "422", "503"]),
         ("/health", "get", &["200"]),
         ("/ready", "get", &["200", "503"]),
     ];
