@@ -151,3 +151,47 @@ async fn streams_are_bounded_and_a_bad_last_event_id_is_a_problem() {
     let response = app.get(&format!("/orders/{unknown}/events")).await;
     assert_eq!(response.status(), 404);
 }
+
+/// A client that stops reading is dropped once its queue is full, not buffered forever: its
+/// place is free again while its socket is still open.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|settings| settings.live.max_connections = 1).await;
+    let order = app.create_order(&valid_order()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let address: std::net::SocketAddr = app.address.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = socket.connect(address).await.unwrap();
+    slow.write_all(b"GET /orders/events HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0_u8; 512];
+    let read = slow.read(&mut head).await.unwrap();
+    assert!(String::from_utf8_lossy(&head[..read]).starts_with("HTTP/1.1 200"));
+    // It holds the only place.
+    let refused = stream_request(&app, "/orders/events").send().await.unwrap();
+    assert_eq!(refused.status(), 503);
+
+    // Far more changes than its queue and its socket hold, while it reads nothing.
+    let pool = app.db.get_postgres_connection_pool().clone();
+    sqlx::query(
+        "INSERT INTO order_status_history (order_id, status, reason, at) \
+         SELECT $1::uuid, 'rejected', 'flood', now() FROM generate_series(1, 50000)",
+    )
+    .bind(&order)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let events =
+        test_support::wait_until("the slow client's place to be free", DEADLINE, || async {
+            let response = stream_request(&app, "/orders/events").send().await.unwrap();
+            (response.status() == 200).then_some(response)
+        })
+        .await;
+    drop(events);
+    drop(slow);
+}
