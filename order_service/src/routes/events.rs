@@ -3,9 +3,8 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use service_kit::auth::Identity;
 use service_kit::http::Problem;
-use uuid::Uuid;
 
-use super::orders::Scope;
+use super::orders::{Scope, not_found, parse_order_id};
 use crate::live::snapshot::Cursor;
 use crate::live::{Follow, Live, LiveError};
 use crate::store::OrderStore;
@@ -95,11 +94,10 @@ pub async fn order_events(
     live: web::Data<Live>,
 ) -> Result<HttpResponse, Problem> {
     let scope = Scope::of(caller)?;
-    let id = Uuid::parse_str(&id)
-        .map_err(|_| Problem::bad_field("id", format!("must be a UUID, got {id:?}")))?;
+    let id = parse_order_id(&id)?;
     match store.get(id).await? {
         Some(order) if scope.sees(&order) => {}
-        _ => return Err(Problem::not_found(format!("order {id} does not exist"))),
+        _ => return Err(not_found(id)),
     }
     stream(&request, &live, Follow::Order(id)).await
 }
@@ -127,9 +125,9 @@ pub async fn all_events(
     caller: Identity,
     live: web::Data<Live>,
 ) -> Result<HttpResponse, Problem> {
-    let follow = match Scope::of(caller)? {
-        Scope::Customer(own) => Follow::Customer(own.as_str().to_owned()),
-        Scope::Everyone => Follow::Everyone,
+    let follow = match Scope::of(caller)?.customer() {
+        Some(own) => Follow::Customer(own.to_owned()),
+        None => Follow::Everyone,
     };
     stream(&request, &live, follow).await
 }

@@ -293,6 +293,14 @@ impl Scope {
             })
     }
 
+    /// The customer this scope is kept to; `None`: everyone's.
+    pub fn customer(&self) -> Option<&str> {
+        match self {
+            Self::Customer(own) => Some(own.as_str()),
+            Self::Everyone => None,
+        }
+    }
+
     /// Whether `order` is in this scope.
     pub fn sees(&self, order: &order::Model) -> bool {
         match self {
@@ -302,11 +310,11 @@ impl Scope {
     }
 }
 
-fn not_found(id: Uuid) -> Problem {
+pub(crate) fn not_found(id: Uuid) -> Problem {
     Problem::not_found(format!("order {id} does not exist"))
 }
 
-fn parse_order_id(id: &str) -> Result<Uuid, Problem> {
+pub(crate) fn parse_order_id(id: &str) -> Result<Uuid, Problem> {
     Uuid::parse_str(id).map_err(|_| Problem::bad_field("id", format!("must be a UUID, got {id:?}")))
 }
 
@@ -614,11 +622,7 @@ pub async fn cancel_order(
 ) -> Result<HttpResponse, Problem> {
     let scope = Scope::of(caller)?;
     let id = parse_order_id(&id)?;
-    let customer = match &scope {
-        Scope::Customer(own) => Some(own.as_str()),
-        Scope::Everyone => None,
-    };
-    match store.cancel(id, customer).await? {
+    match store.cancel(id, scope.customer()).await? {
         Cancelled::Now(order) | Cancelled::Before(order) => {
             Ok(HttpResponse::Ok().json(OrderResponse::try_from(order)?))
         }

@@ -1,14 +1,13 @@
 //! `POST /orders/{id}/cancel`: a pending order is cancelled once, announced through the outbox,
 //! and no verdict moves it afterwards; a decided order cannot be cancelled.
 
-use chrono::Utc;
-use contracts::events::{Envelope, OrderCancelled, OrderProcessed, ProcessingStatus};
+use contracts::events::{Envelope, OrderCancelled, ProcessingStatus};
 use contracts::routing_keys;
 use serde_json::Value;
 use test_support::prometheus::sample;
 use uuid::Uuid;
 
-use crate::helpers::{DEADLINE, TestApp, spawn_app, valid_order};
+use crate::helpers::{DEADLINE, TestApp, spawn_app, valid_order, verdict};
 
 async fn cancel(app: &TestApp, id: &str) -> reqwest::Response {
     app.client
@@ -26,18 +25,6 @@ async fn statuses(app: &TestApp, id: &str) -> Vec<String> {
         .iter()
         .map(|entry| entry["status"].as_str().unwrap().to_owned())
         .collect()
-}
-
-fn verdict(order_id: Uuid, status: ProcessingStatus) -> Envelope<OrderProcessed> {
-    Envelope::new(
-        order_id,
-        OrderProcessed {
-            order_id,
-            status,
-            reason: None,
-            processed_at: Utc::now(),
-        },
-    )
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use contracts::events::{Envelope, OrderProcessed, ProcessingStatus};
 use order_service::configuration::Settings;
 use order_service::startup;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
@@ -75,6 +76,19 @@ async fn start(settings: Settings, cleanup: Cleanup) -> TestApp {
         handle,
         cleanup,
     }
+}
+
+/// The processor's verdict on `order_id` (with a reason unless `completed`).
+pub fn verdict(order_id: uuid::Uuid, status: ProcessingStatus) -> Envelope<OrderProcessed> {
+    Envelope::new(
+        order_id,
+        OrderProcessed {
+            order_id,
+            status,
+            reason: (status != ProcessingStatus::Completed).then(|| "because".to_owned()),
+            processed_at: chrono::Utc::now(),
+        },
+    )
 }
 
 pub fn valid_order() -> Value {

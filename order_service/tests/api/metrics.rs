@@ -1,11 +1,10 @@
 //! `GET /metrics`: what the order service counts, in a format `promtool` accepts.
 
-use chrono::Utc;
-use contracts::events::{Envelope, OrderProcessed, ProcessingStatus};
+use contracts::events::ProcessingStatus;
 use test_support::prometheus::{promtool_check, sample};
 use uuid::Uuid;
 
-use crate::helpers::{DEADLINE, TestApp, spawn_app, valid_order};
+use crate::helpers::{DEADLINE, TestApp, spawn_app, valid_order, verdict};
 
 async fn scrape(app: &TestApp) -> String {
     let response = app.get("/metrics").await;
@@ -28,18 +27,6 @@ async fn wait_for(app: &TestApp, name: &str, labels: &[(&str, &str)], value: f64
         },
     )
     .await
-}
-
-fn verdict(order_id: Uuid, status: ProcessingStatus) -> Envelope<OrderProcessed> {
-    Envelope::new(
-        order_id,
-        OrderProcessed {
-            order_id,
-            status,
-            reason: (status != ProcessingStatus::Completed).then(|| "because".to_owned()),
-            processed_at: Utc::now(),
-        },
-    )
 }
 
 #[tokio::test]

@@ -2,30 +2,19 @@
 //! create→decision percentiles agree with the orders themselves, before and after the deltas
 //! are compacted.
 
-use chrono::Utc;
-use contracts::events::{Envelope, OrderProcessed, ProcessingStatus};
+use contracts::events::ProcessingStatus;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
-use crate::helpers::{DEADLINE, TestApp, spawn_app};
+use crate::helpers::{DEADLINE, TestApp, spawn_app, verdict};
 
 fn order(customer: &str, price: &str) -> Value {
     json!({"customer_id": customer, "items": [{"product_id": "p", "quantity": 2, "price": price}]})
 }
 
 async fn decide(app: &TestApp, id: &str, status: ProcessingStatus) {
-    let order_id: Uuid = id.parse().unwrap();
     app.probe
-        .publish(&Envelope::new(
-            order_id,
-            OrderProcessed {
-                order_id,
-                status,
-                reason: (status != ProcessingStatus::Completed).then(|| "because".to_owned()),
-                processed_at: Utc::now(),
-            },
-        ))
+        .publish(&verdict(id.parse().unwrap(), status))
         .await;
 }
 
