@@ -90,7 +90,8 @@ async fn changes_from_either_instance_reach_a_client_on_the_other_and_it_resumes
         assert_eq!(mine, of(id, &["pending", "completed"]), "{id}");
     }
 
-    // The client goes; meanwhile an order is placed and decided, another placed and cancelled.
+    // The client goes; meanwhile an order is placed and decided, another placed on the first
+    // instance and cancelled on the second.
     let last_event_id = alices.last_event_id.clone().unwrap();
     drop(alices);
     let decided = place(&second.address, &alice, "alice").await;
@@ -98,7 +99,7 @@ async fn changes_from_either_instance_reach_a_client_on_the_other_and_it_resumes
     pipeline.stop_processor().await;
     let three = place(&first, &alice, "alice").await;
     let cancelled = reqwest::Client::new()
-        .post(format!("{first}/orders/{three}/cancel"))
+        .post(format!("{}/orders/{three}/cancel", second.address))
         .bearer_auth(&alice)
         .send()
         .await
@@ -117,10 +118,18 @@ async fn changes_from_either_instance_reach_a_client_on_the_other_and_it_resumes
     ]
     .concat();
     assert_eq!(changes(&mut resumed, 4).await, missed);
+    // Live again: placed on the second, then cancelled there, seen on the first.
     let four = place(&second.address, &alice, "alice").await;
     assert_eq!(changes(&mut resumed, 1).await, of(&four, &["pending"]));
+    let cancelled = reqwest::Client::new()
+        .post(format!("{}/orders/{four}/cancel", second.address))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 200);
+    assert_eq!(changes(&mut resumed, 1).await, of(&four, &["cancelled"]));
     pipeline.start_processor().await;
-    assert_eq!(changes(&mut resumed, 1).await, of(&four, &["completed"]));
     pipeline
         .assert_agreement(&[one, two, decided, three, four, bobs])
         .await;
