@@ -2,9 +2,48 @@
 //! operator without HTTP access list and replay the dead letters of `order.processed`
 //! (`service_kit::dead_letters::cli`).
 
+use service_kit::configuration::{AuthSettings, RuntimeSettings};
 use service_kit::dead_letters::cli::{DeadLetterQueues, DeadLettersCommand, ServiceCli};
+use service_kit::entry::Entry;
+use service_kit::service::Service;
 
-use crate::configuration::Settings;
+use crate::configuration::{ENV_PREFIX, Settings};
+
+/// The binary: `service_kit::entry::run::<OrderService>()`.
+pub struct OrderService;
+
+impl Entry for OrderService {
+    const NAME: &'static str = "order_service";
+    const ENV_PREFIX: &'static str = ENV_PREFIX;
+    type Settings = Settings;
+
+    fn parse() -> ServiceCli {
+        parse()
+    }
+
+    fn load() -> anyhow::Result<Settings> {
+        Ok(Settings::load()?)
+    }
+
+    fn runtime(settings: &Settings) -> &RuntimeSettings {
+        &settings.runtime
+    }
+
+    fn auth(settings: &Settings) -> &AuthSettings {
+        &settings.auth
+    }
+
+    async fn build(settings: Settings) -> anyhow::Result<Service> {
+        crate::startup::build(settings).await
+    }
+
+    async fn dead_letters(
+        settings: &Settings,
+        command: DeadLettersCommand,
+    ) -> anyhow::Result<String> {
+        run_dead_letters(settings, command).await
+    }
+}
 
 /// The process's arguments.
 pub fn parse() -> ServiceCli {
@@ -25,7 +64,7 @@ pub async fn run_dead_letters(
         dead_letter_queue: &settings.amqp.topology.order_processed_dead_letter_queue,
         work_queue: &settings.amqp.topology.order_processed_queue,
         heartbeat_seconds: settings.amqp.heartbeat_seconds(),
-        tls: settings.amqp.tls(crate::configuration::ENV_PREFIX)?,
+        tls: settings.amqp.tls(ENV_PREFIX)?,
         connection_name: "order_service-cli",
     };
     service_kit::dead_letters::cli::run(queues, command).await

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod configuration;
 pub mod dead_letters;
+pub mod entry;
 pub mod http;
 pub mod prometheus;
 pub mod service;
