@@ -46,6 +46,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Service> {
         service.reads().get_postgres_connection_pool().clone(),
         settings.database.url.expose(),
         &settings.live,
+        &service.meter(),
     )
     .await?;
     let writes = service.db().get_postgres_connection_pool().clone();

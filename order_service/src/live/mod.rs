@@ -28,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use messaging::meter::{Counter, Gauge, Meter};
+
 use crate::configuration::LiveSettings;
 use crate::domain::OrderStatus;
 use snapshot::{Cursor, Snapshot};
@@ -92,6 +94,58 @@ pub enum LiveError {
     Db(#[from] sqlx::Error),
 }
 
+/// What live status counts.
+#[derive(Clone)]
+struct LiveMetrics {
+    open: Gauge,
+    refused: Counter,
+    dropped: Counter,
+}
+
+impl LiveMetrics {
+    fn new(meter: &Meter) -> Self {
+        Self {
+            open: meter.gauge(
+                "live_streams_open",
+                "Live status streams open on this instance.",
+                &[],
+            ),
+            refused: meter.counter(
+                "live_streams_refused_total",
+                "Live status streams refused because LIVE__MAX_CONNECTIONS were open.",
+                &[],
+            ),
+            dropped: meter.counter(
+                "live_streams_dropped_total",
+                "Live status streams closed because their client fell behind.",
+                &[],
+            ),
+        }
+    }
+}
+
+/// A stream's place among the open ones: counted while it is held.
+struct Place {
+    _permit: OwnedSemaphorePermit,
+    open: Gauge,
+}
+
+impl Place {
+    fn new(permit: OwnedSemaphorePermit, open: &Gauge) -> Self {
+        open.increment(1.0);
+        Self {
+            _permit: permit,
+            open: open.clone(),
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.open.decrement(1.0);
+    }
+}
+
 /// The fan-out of one instance. Cheap to clone.
 #[derive(Clone)]
 pub struct Live {
@@ -99,6 +153,7 @@ pub struct Live {
     url: String,
     batches: broadcast::Sender<Arc<Batch>>,
     connections: Arc<Semaphore>,
+    metrics: LiveMetrics,
     poll_interval: Duration,
     heartbeat: Duration,
     /// The tailer's first snapshot, taken before any stream opens: every change after it is
@@ -109,11 +164,12 @@ pub struct Live {
 }
 
 impl Live {
-    /// Reads on `reads`; listens on a connection of its own to `database_url`.
+    /// Reads on `reads`; listens on a connection of its own to `database_url`; counts in `meter`.
     pub async fn new(
         reads: PgPool,
         database_url: &str,
         settings: &LiveSettings,
+        meter: &Meter,
     ) -> Result<Self, sqlx::Error> {
         let mut txn = begin_snapshot(&reads).await?;
         let first = current_snapshot(&mut txn).await?;
@@ -123,6 +179,7 @@ impl Live {
             url: messaging::database::with_ssl_mode(database_url),
             batches: broadcast::channel(BATCHES).0,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
+            metrics: LiveMetrics::new(meter),
             poll_interval: settings.poll_interval,
             heartbeat: settings.heartbeat,
             first,
@@ -208,11 +265,10 @@ impl Live {
         follow: Follow,
         cursor: Option<Cursor>,
     ) -> Result<mpsc::Receiver<Bytes>, LiveError> {
-        let permit = self
-            .connections
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| LiveError::Full)?;
+        let permit = self.connections.clone().try_acquire_owned().map_err(|_| {
+            self.metrics.refused.increment(1);
+            LiveError::Full
+        })?;
         // Subscribed first: a change committing during the catch-up is in a later batch.
         let batches = self.batches.subscribe();
         let mut txn = begin_snapshot(&self.reads).await?;
@@ -250,7 +306,8 @@ impl Live {
                 Connection {
                     follow,
                     sender,
-                    _permit: permit,
+                    _place: Place::new(permit, &self.metrics.open),
+                    dropped: self.metrics.dropped.clone(),
                 },
                 seen,
                 batches,
@@ -267,7 +324,8 @@ impl Live {
 struct Connection {
     follow: Follow,
     sender: mpsc::Sender<Bytes>,
-    _permit: OwnedSemaphorePermit,
+    _place: Place,
+    dropped: Counter,
 }
 
 /// Sends the connection's changes of each batch until its client goes, falls behind or the
@@ -279,7 +337,12 @@ async fn forward(
     heartbeat: Duration,
     closing: CancellationToken,
 ) {
-    let Connection { follow, sender, .. } = &connection;
+    let Connection {
+        follow,
+        sender,
+        dropped,
+        ..
+    } = &connection;
     let mut heartbeat = tokio::time::interval(heartbeat);
     heartbeat.tick().await;
     loop {
@@ -287,7 +350,11 @@ async fn forward(
             () = closing.cancelled() => return,
             () = sender.closed() => return,
             _ = heartbeat.tick() => {
-                if sender.try_send(Bytes::from_static(b": keep-alive\n\n")).is_err() {
+                if let Err(error) = sender.try_send(Bytes::from_static(b": keep-alive\n\n")) {
+                    if matches!(error, mpsc::error::TrySendError::Full(_)) {
+                        dropped.increment(1);
+                        tracing::info!("live client too slow; its stream is closed");
+                    }
                     return;
                 }
             }
@@ -295,6 +362,7 @@ async fn forward(
                 let batch = match batch {
                     Ok(batch) => batch,
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        dropped.increment(1);
                         tracing::info!(missed, "live client too slow; its stream is closed");
                         return;
                     }
@@ -317,8 +385,11 @@ async fn forward(
                             partial: Some((batch.snapshot.clone(), change.seq)),
                         }
                     };
-                    if sender.try_send(event(&id, change)).is_err() {
-                        tracing::info!("live client too slow; its stream is closed");
+                    if let Err(error) = sender.try_send(event(&id, change)) {
+                        if matches!(error, mpsc::error::TrySendError::Full(_)) {
+                            dropped.increment(1);
+                            tracing::info!("live client too slow; its stream is closed");
+                        }
                         return;
                     }
                 }

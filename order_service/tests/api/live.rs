@@ -3,6 +3,7 @@
 
 use sea_orm::sqlx;
 use serde_json::Value;
+use test_support::prometheus::sample;
 use test_support::sse::EventStream;
 
 use crate::helpers::{DEADLINE, TestApp, spawn_app, spawn_app_with, valid_order};
@@ -192,6 +193,16 @@ async fn a_client_that_stops_reading_is_dropped() {
             (response.status() == 200).then_some(response)
         })
         .await;
+    // Counted: refused (the first try, and those while waiting), one dropped, one open (the
+    // new one).
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let refused = sample(&metrics, "live_streams_refused_total", &[]).unwrap();
+    assert!(refused >= 1.0, "{metrics}");
+    assert_eq!(
+        sample(&metrics, "live_streams_dropped_total", &[]),
+        Some(1.0)
+    );
+    assert_eq!(sample(&metrics, "live_streams_open", &[]), Some(1.0));
     drop(events);
     drop(slow);
 }
