@@ -32,7 +32,10 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 const PERSISTENT: u8 = 2;
 
 pub struct Broker {
-    url: Secret,
+    /// The brokers, tried in turn from `preferred` (a cluster's nodes; one for a single broker).
+    urls: Vec<Secret>,
+    /// The one that answered last, tried first at the next connection.
+    preferred: std::sync::atomic::AtomicUsize,
     /// The CA and client certificate of `amqps://` connections.
     tls: lapin::tcp::OwnedTLSConfig,
     topology: Topology,
@@ -52,13 +55,13 @@ pub struct Broker {
 
 impl Broker {
     pub fn new(
-        url: Secret,
+        urls: Vec<Secret>,
         topology: Topology,
         connection_name: impl Into<String>,
         heartbeat_seconds: u16,
     ) -> Arc<Self> {
         Self::with_tls(
-            url,
+            urls,
             topology,
             connection_name,
             heartbeat_seconds,
@@ -68,7 +71,7 @@ impl Broker {
 
     /// [`Broker::new`], with the CA and client certificate of `amqps://` connections.
     pub fn with_tls(
-        url: Secret,
+        urls: Vec<Secret>,
         topology: Topology,
         connection_name: impl Into<String>,
         heartbeat_seconds: u16,
@@ -76,7 +79,8 @@ impl Broker {
     ) -> Arc<Self> {
         Arc::new(Self {
             tls,
-            url,
+            urls,
+            preferred: std::sync::atomic::AtomicUsize::new(0),
             topology,
             connection_name: connection_name.into(),
             current: Mutex::new(None),
@@ -110,22 +114,51 @@ impl Broker {
         if let Some(connection) = self.live() {
             return Ok(connection);
         }
-        let connected = self.connect().await;
-        if let Ok(mut last_error) = self.last_error.lock() {
-            *last_error = connected
-                .as_ref()
-                .err()
-                .map(|error| crate::disclose::broker(error, self.url.expose()));
+        let count = self.urls.len().max(1);
+        let first = self.preferred.load(std::sync::atomic::Ordering::Relaxed);
+        let mut failed = None;
+        for offset in 0..count {
+            let index = (first + offset) % count;
+            let Some(url) = self.urls.get(index) else {
+                break;
+            };
+            match self.connect(url).await {
+                Ok(connection) => {
+                    self.preferred
+                        .store(index, std::sync::atomic::Ordering::Relaxed);
+                    if let Ok(mut last_error) = self.last_error.lock() {
+                        *last_error = None;
+                    }
+                    return Ok(connection);
+                }
+                Err(error) => {
+                    let disclosed = crate::disclose::broker(&error, url.expose());
+                    if count > 1 {
+                        tracing::warn!(connection = %self.connection_name, broker = index + 1, error = %disclosed, "a broker did not take the connection; trying the next");
+                    }
+                    if let Ok(mut last_error) = self.last_error.lock() {
+                        *last_error = Some(disclosed);
+                    }
+                    failed = Some(error);
+                }
+            }
         }
-        connected
+        Err(failed.unwrap_or_else(|| {
+            lapin::Error::from(std::io::Error::other("no broker address is configured"))
+        }))
     }
 
-    /// A new connection, with the topology declared on it.
-    async fn connect(&self) -> Result<Arc<Connection>, lapin::Error> {
+    /// The address connected to last (or tried first next), for scrubbing what the broker says.
+    fn address(&self) -> &str {
+        let index = self.preferred.load(std::sync::atomic::Ordering::Relaxed);
+        self.urls.get(index).map_or("", |url| url.expose())
+    }
+
+    /// A new connection to `url`, with the topology declared on it.
+    async fn connect(&self, url: &Secret) -> Result<Arc<Connection>, lapin::Error> {
         let properties = ConnectionProperties::default()
             .with_connection_name(LongString::from(self.connection_name.as_bytes()));
-        let mut uri: lapin::uri::AMQPUri = self
-            .url
+        let mut uri: lapin::uri::AMQPUri = url
             .expose()
             .parse()
             .map_err(|error: String| lapin::Error::from(std::io::Error::other(error)))?;
@@ -214,7 +247,7 @@ impl Broker {
             });
         };
         if let Some(reason) = self.blocked() {
-            let reason = crate::disclose::scrub(&reason, self.url.expose());
+            let reason = crate::disclose::scrub(&reason, self.address());
             return Err(format!("connection.blocked: {reason}"));
         }
         let answered = tokio::time::timeout(timeout, async {
@@ -226,7 +259,7 @@ impl Broker {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
                 tracing::warn!(%error, "the broker refused a channel to the readiness probe");
-                Err(crate::disclose::broker(&error, self.url.expose()))
+                Err(crate::disclose::broker(&error, self.address()))
             }
             Err(_) => Err(format!(
                 "no answer within {} ms (connected, but the broker does not respond)",

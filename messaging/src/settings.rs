@@ -157,6 +157,10 @@ impl DatabaseSettings {
 pub struct AmqpSettings {
     /// `amqp://user:password@host:port/vhost`.
     pub url: Secret,
+    /// Several brokers (the nodes of a cluster), comma-separated: each connection, the first
+    /// and every reconnection, tries them in turn from the one that answered last. Unset: `url`.
+    #[serde(default)]
+    pub urls: Option<Secret>,
     /// Deliveries a consumer holds unacknowledged at once; also how many it processes concurrently.
     pub prefetch: u16,
     /// The exchange and queue names, the queues' kind and their delivery limit.
@@ -200,6 +204,7 @@ impl AmqpSettings {
     pub fn local() -> Self {
         Self {
             url: Secret::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            urls: None,
             prefetch: 256,
             topology: Topology::default(),
             heartbeat: Duration::from_secs(10),
@@ -265,6 +270,27 @@ impl AmqpSettings {
         u16::try_from(self.heartbeat.as_secs()).unwrap_or(u16::MAX)
     }
 
+    /// The brokers to connect to, in order: `urls` when set, else `url`.
+    pub fn addresses(&self) -> Vec<Secret> {
+        match &self.urls {
+            Some(urls) => urls
+                .expose()
+                .split(',')
+                .map(str::trim)
+                .filter(|url| !url.is_empty())
+                .map(Secret::new)
+                .collect(),
+            None => vec![self.url.clone()],
+        }
+    }
+
+    /// Whether any broker is reached over TLS.
+    pub fn uses_tls(&self) -> bool {
+        self.addresses()
+            .iter()
+            .any(|url| url.expose().starts_with("amqps://"))
+    }
+
     pub fn check(&self, prefix: &str) -> Result<(), ConfigurationError> {
         if self.url.expose().parse::<lapin::uri::AMQPUri>().is_err() {
             return Err(ConfigurationError::new(
@@ -272,6 +298,20 @@ impl AmqpSettings {
                 "amqp.url",
                 "must be an amqp:// or amqps:// URL",
             ));
+        }
+        if self.urls.is_some() {
+            let addresses = self.addresses();
+            if addresses.is_empty()
+                || addresses
+                    .iter()
+                    .any(|url| url.expose().parse::<lapin::uri::AMQPUri>().is_err())
+            {
+                return Err(ConfigurationError::new(
+                    prefix,
+                    "amqp.urls",
+                    "must be amqp:// or amqps:// URLs, comma-separated",
+                ));
+            }
         }
         check_range(prefix, "amqp.prefetch", self.prefetch, 1..=10_000)?;
         check_millis(prefix, "amqp.group_linger_ms", self.group_linger, 0..=1_000)?;

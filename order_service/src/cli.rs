@@ -59,7 +59,7 @@ pub async fn run_dead_letters(
     command: DeadLettersCommand,
 ) -> anyhow::Result<String> {
     let queues = DeadLetterQueues {
-        url: &settings.amqp.url,
+        urls: settings.amqp.addresses(),
         topology: settings.amqp.topology.clone(),
         dead_letter_queue: &settings.amqp.topology.order_processed_dead_letter_queue,
         work_queue: &settings.amqp.topology.order_processed_queue,

@@ -112,13 +112,13 @@ impl Builder {
             .await
             .with_context(|| format!("preparing the read pool of {name}"))?;
         let broker = Broker::with_tls(
-            amqp.url.clone(),
+            amqp.addresses(),
             amqp.topology.clone(),
             name,
             amqp.heartbeat_seconds(),
             amqp.tls(env_prefix)?,
         );
-        if amqp.url.expose().starts_with("amqps://") {
+        if amqp.uses_tls() {
             check_broker_certificate(&broker, env_prefix).await?;
         }
         let exporter = Exporter::new()?;

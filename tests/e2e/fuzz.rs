@@ -417,7 +417,9 @@ async fn thousands_of_hostile_messages_never_stop_the_pipeline() {
     }
     // Every dead letter says why.
     let broker = messaging::broker::Broker::new(
-        service_kit::configuration::Secret::new(test_support::amqp_url()),
+        vec![service_kit::configuration::Secret::new(
+            test_support::amqp_url(),
+        )],
         amqp.topology.clone(),
         "fuzz-test",
         10,

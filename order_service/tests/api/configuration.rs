@@ -33,6 +33,21 @@ fn an_out_of_range_prefetch_fails_start_up_naming_the_variable() {
 }
 
 #[test]
+fn broker_addresses_that_are_not_amqp_urls_fail_start_up_naming_the_variable() {
+    for value in [
+        ",",
+        "amqp://guest:guest@127.0.0.1:5672/%2f, http://elsewhere",
+    ] {
+        let (ok, stderr) = start_with("ORDER_SERVICE__AMQP__URLS", value);
+        assert!(!ok);
+        assert!(
+            stderr.contains("ORDER_SERVICE__AMQP__URLS"),
+            "{value}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn an_unknown_queue_type_fails_start_up_naming_the_variable() {
     let (ok, stderr) = start_with("ORDER_SERVICE__AMQP__QUEUE_TYPE", "stream");
     assert!(!ok);

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
+mod brokers;
 mod cancel;
 mod configuration;
 mod dead_letters;

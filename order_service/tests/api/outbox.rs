@@ -260,7 +260,9 @@ async fn a_batch_published_together_is_confirmed_and_arrives_in_order() {
     let probe = test_support::BrokerProbe::connect(topology.clone()).await;
     let mut tap = probe.tap(routing_keys::ORDER_CREATED).await;
     let broker = messaging::broker::Broker::new(
-        service_kit::configuration::Secret::new(test_support::amqp_url()),
+        vec![service_kit::configuration::Secret::new(
+            test_support::amqp_url(),
+        )],
         topology,
         "publish-all-test",
         10,

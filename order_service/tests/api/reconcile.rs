@@ -20,7 +20,7 @@ async fn spawn() -> TestApp {
 
 fn reconciler(app: &TestApp, max_per_sweep: u32) -> Reconciler {
     let broker = Broker::new(
-        app.settings.amqp.url.clone(),
+        app.settings.amqp.addresses(),
         app.settings.amqp.topology.clone(),
         "reconcile-test",
         10,

@@ -72,7 +72,8 @@ pub enum DeadLettersCommand {
 
 /// Where a service's dead letters live.
 pub struct DeadLetterQueues<'a> {
-    pub url: &'a Secret,
+    /// The brokers, tried in turn ([`messaging::settings::AmqpSettings::addresses`]).
+    pub urls: Vec<Secret>,
     pub topology: Topology,
     pub dead_letter_queue: &'a str,
     pub work_queue: &'a str,
@@ -89,7 +90,7 @@ pub async fn run(
     command: DeadLettersCommand,
 ) -> anyhow::Result<String> {
     let broker = messaging::broker::Broker::with_tls(
-        queues.url.clone(),
+        queues.urls,
         queues.topology,
         queues.connection_name,
         queues.heartbeat_seconds,
