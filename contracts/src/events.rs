@@ -32,8 +32,7 @@ pub trait Event: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
     }
 
     /// The payload of an event of `event_type`, one [`Event::reads`].
-    fn from_payload(event_type: &str, payload: &RawValue) -> Result<Self, serde_json::Error> {
-        let _ = event_type;
+    fn from_payload(_event_type: &str, payload: &RawValue) -> Result<Self, serde_json::Error> {
         serde_json::from_str(payload.get())
     }
 }

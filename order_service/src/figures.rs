@@ -155,17 +155,19 @@ pub async fn read(pool: &PgPool, window: &Window) -> Result<Figures, sqlx::Error
     let mut txn = crate::live::begin_snapshot(pool).await?;
     let row = query(0).fetch_one(&mut *txn).await?;
     let placed: i64 = row.try_get("placed")?;
+    let (completed, rejected, failed, cancelled): (i64, i64, i64, i64) = (
+        row.try_get("completed")?,
+        row.try_get("rejected")?,
+        row.try_get("failed")?,
+        row.try_get("cancelled")?,
+    );
+    // Every order placed is in one status; those not in a final one are pending.
     let by_status = ByStatus {
-        completed: row.try_get("completed")?,
-        rejected: row.try_get("rejected")?,
-        failed: row.try_get("failed")?,
-        cancelled: row.try_get("cancelled")?,
-        pending: 0,
-    };
-    let decided = by_status.completed + by_status.rejected + by_status.failed + by_status.cancelled;
-    let by_status = ByStatus {
-        pending: placed - decided,
-        ..by_status
+        pending: placed - completed - rejected - failed - cancelled,
+        completed,
+        rejected,
+        failed,
+        cancelled,
     };
     let revenue: Decimal = row.try_get("revenue")?;
     let placed_per_minute = query(1)

@@ -106,9 +106,7 @@ impl WorkHandler {
         }
         Outcome::Ack
     }
-}
 
-impl WorkHandler {
     /// An `order.cancelled`: recorded as the order's decision `cancelled`, superseding a verdict
     /// the order service never applied (it cancels only a pending order).
     async fn cancelled(

@@ -282,26 +282,22 @@ impl Live {
         txn.commit().await?;
         let (sender, receiver) = mpsc::channel(QUEUED + CATCH_UP as usize + 2);
         let _ = sender.try_send(Bytes::from_static(b"retry: 2000\n: live\n\n"));
-        let mut missing: Vec<StatusChange> = pending
-            .into_iter()
+        let mut missing: Vec<&StatusChange> = pending
+            .iter()
             .filter(|change| !cursor.has(change.seq, change.xid))
             .collect();
         let complete = missing.len() <= CATCH_UP as usize;
         missing.truncate(CATCH_UP as usize);
-        let count = missing.len();
-        for (index, change) in missing.into_iter().enumerate() {
-            let id = if complete && index + 1 == count {
-                Cursor::at(cursor.seen.union(&now))
-            } else {
-                Cursor {
-                    seen: cursor.seen.clone(),
-                    partial: Some((now.clone(), change.seq)),
-                }
-            };
-            let _ = sender.try_send(event(&id, &change));
-        }
-        if complete {
-            let seen = cursor.seen.union(&now);
+        // The channel holds the whole page: nothing is dropped here.
+        let seen = send_batch(
+            &sender,
+            &self.metrics.dropped,
+            &cursor.seen,
+            &now,
+            &missing,
+            complete,
+        );
+        if let (true, Some(seen)) = (complete, seen) {
             tokio::spawn(forward(
                 Connection {
                     follow,
@@ -350,11 +346,7 @@ async fn forward(
             () = closing.cancelled() => return,
             () = sender.closed() => return,
             _ = heartbeat.tick() => {
-                if let Err(error) = sender.try_send(Bytes::from_static(b": keep-alive\n\n")) {
-                    if matches!(error, mpsc::error::TrySendError::Full(_)) {
-                        dropped.increment(1);
-                        tracing::info!("live client too slow; its stream is closed");
-                    }
+                if !deliver(sender, dropped, Bytes::from_static(b": keep-alive\n\n")) {
                     return;
                 }
             }
@@ -374,28 +366,56 @@ async fn forward(
                     .filter(|change| follow.wants(change) && !seen.shows(change.xid))
                     .collect();
                 changes.sort_by_key(|change| change.seq);
-                let next = seen.union(&batch.snapshot);
-                let count = changes.len();
-                for (index, change) in changes.into_iter().enumerate() {
-                    let id = if index + 1 == count {
-                        Cursor::at(next.clone())
-                    } else {
-                        Cursor {
-                            seen: seen.clone(),
-                            partial: Some((batch.snapshot.clone(), change.seq)),
-                        }
-                    };
-                    if let Err(error) = sender.try_send(event(&id, change)) {
-                        if matches!(error, mpsc::error::TrySendError::Full(_)) {
-                            dropped.increment(1);
-                            tracing::info!("live client too slow; its stream is closed");
-                        }
-                        return;
-                    }
+                match send_batch(sender, dropped, &seen, &batch.snapshot, &changes, true) {
+                    Some(next) => seen = next,
+                    None => return,
                 }
-                seen = next;
             }
         }
+    }
+}
+
+/// Sends `changes` (in history id order, all shown by `batch`) to a client that has `seen`.
+/// Each event's id is what the client has once it got that event: `seen` and `batch` up to
+/// that change; the last one, when the batch is `complete`, `seen` and all of `batch`. Answers
+/// what the client has after the last (`seen` ∪ `batch`), or `None` if the client went or fell
+/// behind.
+fn send_batch(
+    sender: &mpsc::Sender<Bytes>,
+    dropped: &Counter,
+    seen: &Snapshot,
+    batch: &Snapshot,
+    changes: &[&StatusChange],
+    complete: bool,
+) -> Option<Snapshot> {
+    let next = seen.union(batch);
+    for (index, change) in changes.iter().enumerate() {
+        let id = if complete && index + 1 == changes.len() {
+            Cursor::at(next.clone())
+        } else {
+            Cursor {
+                seen: seen.clone(),
+                partial: Some((batch.clone(), change.seq)),
+            }
+        };
+        if !deliver(sender, dropped, event(&id, change)) {
+            return None;
+        }
+    }
+    Some(next)
+}
+
+/// Queues `bytes` for the client; `false` if it went, or fell behind (its queue is full: the
+/// stream is closed, counted in `dropped`).
+fn deliver(sender: &mpsc::Sender<Bytes>, dropped: &Counter, bytes: Bytes) -> bool {
+    match sender.try_send(bytes) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            dropped.increment(1);
+            tracing::info!("live client too slow; its stream is closed");
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }
 
