@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds and starts the whole pipeline on this machine: PostgreSQL and RabbitMQ (started if needed,
 # management UI enabled), then both services in release mode (each creates and migrates its own
-# database). Requests from this machine need no token (an operator's rights); tokens signed with
-# the development key in .run/dev-jwt.key (generated on first use) are verified, so that a
-# customer's view can be tried with `scripts/dev-token.sh`. Ctrl-C stops both services.
+# database; queues left of another kind are migrated first). Requests from this machine need no
+# token (an operator's rights); tokens signed with the development key in .run/dev-jwt.key
+# (generated on first use) are verified, so that a customer's view can be tried with
+# `scripts/dev-token.sh`. Ctrl-C stops both services.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,16 @@ mkdir -p .run
 source scripts/dev-auth.sh
 # Generates the development key if it is missing; the services read it at start.
 "$target_dir/release/order_service" dev-token --customer customer-123 >/dev/null
+
+# Queues left by an earlier deployment of another kind (classic queues, now quorum by default)
+# are replaced with their messages moved: a no-op when they already are as configured.
+for service in order_service processor_service; do
+  if ! moved=$("$target_dir/release/$service" queues migrate); then
+    echo "$service could not migrate its queues (above); see README, \"Queue kinds\"" >&2
+    exit 1
+  fi
+  [ "$moved" = "[]" ] || echo "$service queues migrated: $moved"
+done
 
 "$target_dir/release/order_service" > .run/order_service.log 2>&1 &
 order_pid=$!

@@ -49,6 +49,8 @@ pub struct Broker {
     heartbeat_seconds: u16,
     /// Why the broker blocks this connection's publishers, while it does.
     blocked: Arc<Mutex<Option<String>>>,
+    /// Whether each new connection declares [`Broker::topology`] first.
+    declares_topology: bool,
     /// Connections made so far (the first, then each reconnection).
     connections_made: std::sync::atomic::AtomicU64,
 }
@@ -78,6 +80,7 @@ impl Broker {
         tls: lapin::tcp::OwnedTLSConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
+            declares_topology: true,
             tls,
             urls,
             preferred: std::sync::atomic::AtomicUsize::new(0),
@@ -90,6 +93,27 @@ impl Broker {
             blocked: Arc::new(Mutex::new(None)),
             connections_made: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// [`Broker::with_tls`] whose connections declare nothing: for [`crate::migrate`], which
+    /// replaces the queues whose declaration the broker refuses.
+    pub fn declaring_nothing(
+        urls: Vec<Secret>,
+        connection_name: impl Into<String>,
+        heartbeat_seconds: u16,
+        tls: lapin::tcp::OwnedTLSConfig,
+    ) -> Arc<Self> {
+        let mut broker = Self::with_tls(
+            urls,
+            Topology::default(),
+            connection_name,
+            heartbeat_seconds,
+            tls,
+        );
+        if let Some(broker) = Arc::get_mut(&mut broker) {
+            broker.declares_topology = false;
+        }
+        broker
     }
 
     pub fn topology(&self) -> &Topology {
@@ -177,10 +201,12 @@ impl Broker {
             ))
         })??;
         self.watch_blocked(&connection);
-        let channel = connection.create_channel().await?;
-        self.topology.declare(&channel).await?;
-        channel.close(200, "OK".into()).await?;
-        tracing::info!(connection = %self.connection_name, "connected to RabbitMQ, topology declared");
+        if self.declares_topology {
+            let channel = connection.create_channel().await?;
+            self.topology.declare(&channel).await?;
+            channel.close(200, "OK".into()).await?;
+            tracing::info!(connection = %self.connection_name, "connected to RabbitMQ, topology declared");
+        }
         let connection = Arc::new(connection);
         self.connections_made
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -12,6 +12,7 @@ pub mod disclose;
 pub mod failure;
 pub mod headers;
 pub mod meter;
+pub mod migrate;
 pub mod outbox;
 pub mod settings;
 pub mod shutdown;

@@ -11,21 +11,20 @@ use contracts::topology as names;
 
 /// The kind of the work and dead-letter queues.
 ///
-/// `classic` (the default) is RabbitMQ's single-node durable queue. `quorum` is its replicated
-/// queue (Raft over the cluster's nodes): a message a publisher saw confirmed survives the loss of
-/// a minority of the nodes, which is what a cluster in production wants. On one node both keep
-/// messages on disk, and they measured the same cost here (BENCHMARKS.md, "Decisions, measured").
+/// `quorum` (the default) is RabbitMQ's replicated queue (Raft over the cluster's nodes): a
+/// message a publisher saw confirmed survives the loss of a minority of the nodes. `classic` is
+/// its single-node durable queue. On one node both keep messages on disk, and they measured the
+/// same cost here (BENCHMARKS.md, "Decisions, measured").
 ///
 /// RabbitMQ cannot change the kind of an existing queue: a queue declared with the other kind
-/// makes the declaration fail (`PRECONDITION_FAILED - inequivalent arg 'x-queue-type'`). To
-/// switch, stop the services, drain or move the queues' messages, delete the queues, and start
-/// the services with the new kind (or give the queues new names). The retry queues are of the
-/// same kind.
+/// makes the declaration fail (`PRECONDITION_FAILED - inequivalent arg 'x-queue-type'`).
+/// [`crate::migrate`] replaces such queues, moving their messages (`<service> queues migrate`).
+/// The retry queues are of the same kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QueueType {
-    #[default]
     Classic,
+    #[default]
     Quorum,
 }
 
@@ -103,7 +102,7 @@ impl Default for Topology {
             order_processed_queue: names::ORDER_PROCESSED_QUEUE.into(),
             order_created_dead_letter_queue: names::ORDER_CREATED_DEAD_LETTER_QUEUE.into(),
             order_processed_dead_letter_queue: names::ORDER_PROCESSED_DEAD_LETTER_QUEUE.into(),
-            queue_type: QueueType::Classic,
+            queue_type: QueueType::Quorum,
             delivery_limit: 1000,
         }
     }
@@ -133,23 +132,24 @@ impl Topology {
             durable: true,
             ..ExchangeDeclareOptions::default()
         };
-        channel
-            .exchange_declare(
-                self.exchange.as_str().into(),
-                ExchangeKind::Topic,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .exchange_declare(
-                self.dead_letter_exchange.as_str().into(),
-                ExchangeKind::Topic,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
+        for exchange in [&self.exchange, &self.dead_letter_exchange] {
+            channel
+                .exchange_declare(
+                    exchange.as_str().into(),
+                    ExchangeKind::Topic,
+                    durable,
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        for queue in self.queues() {
+            queue.declare(channel).await?;
+        }
+        Ok(())
+    }
 
+    /// The work and dead-letter queues, as [`Topology::declare`] declares them.
+    pub fn queues(&self) -> Vec<QueueDeclaration> {
         // Work queues: a rejected (requeue = false) message is dead-lettered to the DLX with its
         // original routing key, which routes it to the matching dead-letter queue.
         let mut work_queue_arguments = FieldTable::default();
@@ -167,6 +167,7 @@ impl Topology {
         let dead_letter_queue_arguments = self.queue_type.arguments(FieldTable::default());
         // The processor's work queue carries an order's creation and its cancellation: one queue,
         // so that a cancellation waits behind the creation it cancels.
+        let mut queues = Vec::new();
         for (queue, dead_letter_queue, routing_keys) in [
             (
                 &self.order_created_queue,
@@ -179,38 +180,37 @@ impl Topology {
                 &[routing_keys::ORDER_PROCESSED][..],
             ),
         ] {
-            let durable = QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
+            let bound_to = |exchange: &String| {
+                routing_keys
+                    .iter()
+                    .map(|&key| (exchange.clone(), key.to_owned()))
+                    .collect()
             };
-            channel
-                .queue_declare(queue.as_str().into(), durable, work_queue_arguments.clone())
-                .await?;
-            channel
-                .queue_declare(
-                    dead_letter_queue.as_str().into(),
-                    durable,
-                    dead_letter_queue_arguments.clone(),
-                )
-                .await?;
-            for &routing_key in routing_keys {
-                for (queue, exchange) in [
-                    (queue, &self.exchange),
-                    (dead_letter_queue, &self.dead_letter_exchange),
-                ] {
-                    channel
-                        .queue_bind(
-                            queue.as_str().into(),
-                            exchange.as_str().into(),
-                            routing_key.into(),
-                            QueueBindOptions::default(),
-                            FieldTable::default(),
-                        )
-                        .await?;
-                }
-            }
+            queues.push(QueueDeclaration {
+                name: queue.clone(),
+                arguments: work_queue_arguments.clone(),
+                bindings: bound_to(&self.exchange),
+            });
+            queues.push(QueueDeclaration {
+                name: dead_letter_queue.clone(),
+                arguments: dead_letter_queue_arguments.clone(),
+                bindings: bound_to(&self.dead_letter_exchange),
+            });
         }
-        Ok(())
+        queues
+    }
+
+    /// The declarations of `work_queue` and of its dead-letter queue.
+    pub fn queues_of(&self, work_queue: &str) -> Vec<QueueDeclaration> {
+        let dead_letter_queue = if work_queue == self.order_created_queue {
+            &self.order_created_dead_letter_queue
+        } else {
+            &self.order_processed_dead_letter_queue
+        };
+        self.queues()
+            .into_iter()
+            .filter(|queue| queue.name == work_queue || &queue.name == dead_letter_queue)
+            .collect()
     }
 
     /// Removes everything `declare` made (tests clean up after themselves with this).
@@ -232,6 +232,58 @@ impl Topology {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// A durable queue as it is declared: its name, its arguments (which decide its kind) and the
+/// bindings that route to it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueDeclaration {
+    pub name: String,
+    pub arguments: FieldTable,
+    /// `(exchange, routing key)` pairs.
+    pub bindings: Vec<(String, String)>,
+}
+
+impl QueueDeclaration {
+    /// Declares the queue (durable, with its arguments) and its bindings.
+    pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        channel
+            .queue_declare(
+                self.name.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                self.arguments.clone(),
+            )
+            .await?;
+        for (exchange, routing_key) in &self.bindings {
+            channel
+                .queue_bind(
+                    self.name.as_str().into(),
+                    exchange.as_str().into(),
+                    routing_key.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the queue expires its messages into another one (a retry queue's `x-message-ttl`).
+    pub fn expires_messages(&self) -> bool {
+        self.arguments.inner().contains_key("x-message-ttl")
+    }
+
+    /// The queue kind's own argument (`x-queue-type`), without the others.
+    pub fn kind_only(&self) -> FieldTable {
+        let mut arguments = FieldTable::default();
+        if let Some(kind) = self.arguments.inner().get("x-queue-type") {
+            arguments.insert("x-queue-type".into(), kind.clone());
+        }
+        arguments
     }
 }
 
@@ -284,7 +336,7 @@ impl RetryTiers {
             .collect();
         Self {
             work_queue: work_queue.to_owned(),
-            queue_type: QueueType::Classic,
+            queue_type: QueueType::Quorum,
             delays,
         }
     }
@@ -322,34 +374,40 @@ impl RetryTiers {
     }
 
     pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
-        let mut delays = self.delays.clone();
-        delays.dedup();
-        for delay in delays {
-            let mut arguments = FieldTable::default();
-            arguments.insert(
-                "x-message-ttl".into(),
-                AMQPValue::LongLongInt(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
-            );
-            arguments.insert(
-                "x-dead-letter-exchange".into(),
-                AMQPValue::LongString(LongString::from(&b""[..])),
-            );
-            arguments.insert(
-                "x-dead-letter-routing-key".into(),
-                AMQPValue::LongString(LongString::from(self.work_queue.as_bytes())),
-            );
-            channel
-                .queue_declare(
-                    self.queue_named(delay).as_str().into(),
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    self.queue_type.dead_lettering(arguments),
-                )
-                .await?;
+        for queue in self.declarations() {
+            queue.declare(channel).await?;
         }
         Ok(())
+    }
+
+    /// The retry queues, as [`RetryTiers::declare`] declares them (no bindings: messages reach
+    /// them through the default exchange).
+    pub fn declarations(&self) -> Vec<QueueDeclaration> {
+        let mut delays = self.delays.clone();
+        delays.dedup();
+        delays
+            .into_iter()
+            .map(|delay| {
+                let mut arguments = FieldTable::default();
+                arguments.insert(
+                    "x-message-ttl".into(),
+                    AMQPValue::LongLongInt(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+                );
+                arguments.insert(
+                    "x-dead-letter-exchange".into(),
+                    AMQPValue::LongString(LongString::from(&b""[..])),
+                );
+                arguments.insert(
+                    "x-dead-letter-routing-key".into(),
+                    AMQPValue::LongString(LongString::from(self.work_queue.as_bytes())),
+                );
+                QueueDeclaration {
+                    name: self.queue_named(delay),
+                    arguments: self.queue_type.dead_lettering(arguments),
+                    bindings: Vec::new(),
+                }
+            })
+            .collect()
     }
 }
 

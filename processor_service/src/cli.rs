@@ -1,9 +1,10 @@
-//! The command line: `processor_service` runs the service; `processor_service dead-letters ...` lets an
-//! operator without HTTP access list and replay the dead letters of `order.created`
+//! The command line: `processor_service` runs the service; `processor_service dead-letters ...` lets an operator
+//! without HTTP access list and replay the dead letters of `order.created`, and
+//! `processor_service queues migrate` moves its queues to the configured kind
 //! (`service_kit::dead_letters::cli`).
 
 use service_kit::configuration::{AuthSettings, RuntimeSettings};
-use service_kit::dead_letters::cli::{DeadLetterQueues, DeadLettersCommand, ServiceCli};
+use service_kit::dead_letters::cli::{ServiceCli, ServiceQueues};
 use service_kit::entry::Entry;
 use service_kit::service::Service;
 
@@ -37,11 +38,8 @@ impl Entry for ProcessorService {
         crate::startup::build(settings).await
     }
 
-    async fn dead_letters(
-        settings: &Settings,
-        command: DeadLettersCommand,
-    ) -> anyhow::Result<String> {
-        run_dead_letters(settings, command).await
+    fn queues(settings: &Settings) -> anyhow::Result<ServiceQueues> {
+        queues(settings)
     }
 }
 
@@ -53,19 +51,20 @@ pub fn parse() -> ServiceCli {
     )
 }
 
-/// Runs a dead-letter command against the configured broker; returns what to print.
-pub async fn run_dead_letters(
-    settings: &Settings,
-    command: DeadLettersCommand,
-) -> anyhow::Result<String> {
-    let queues = DeadLetterQueues {
+/// The queues this service consumes, with the configured broker.
+pub fn queues(settings: &Settings) -> anyhow::Result<ServiceQueues> {
+    Ok(ServiceQueues {
         urls: settings.amqp.addresses(),
         topology: settings.amqp.topology.clone(),
-        dead_letter_queue: &settings.amqp.topology.order_created_dead_letter_queue,
-        work_queue: &settings.amqp.topology.order_created_queue,
+        work_queue: settings.amqp.topology.order_created_queue.clone(),
+        dead_letter_queue: settings
+            .amqp
+            .topology
+            .order_created_dead_letter_queue
+            .clone(),
+        retry: settings.retry_tiers(),
         heartbeat_seconds: settings.amqp.heartbeat_seconds(),
         tls: settings.amqp.tls(ENV_PREFIX)?,
         connection_name: "processor_service-cli",
-    };
-    service_kit::dead_letters::cli::run(queues, command).await
+    })
 }

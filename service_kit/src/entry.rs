@@ -1,6 +1,6 @@
 //! What a service's `main` does: with no subcommand, start the service (logs and traces, its
 //! settings, a runtime built from them, SIGTERM/SIGINT as a clean stop) and run it until it stops;
-//! with one, run the command (`dead-letters`, `dev-token`) and print its output. Each binary's
+//! with one, run the command (`dead-letters`, `queues`, `dev-token`) and print its output. Each binary's
 //! `main.rs` names its [`Entry`] and calls [`run`].
 
 use std::future::Future;
@@ -8,7 +8,7 @@ use std::future::Future;
 use tokio_util::sync::CancellationToken;
 
 use crate::configuration::{AuthSettings, RuntimeSettings};
-use crate::dead_letters::cli::{DeadLettersCommand, ServiceCli, ServiceCommand};
+use crate::dead_letters::cli::{ServiceCli, ServiceCommand, ServiceQueues};
 use crate::service::Service;
 use crate::telemetry::{LogFormat, get_subscriber, init_subscriber};
 
@@ -28,11 +28,8 @@ pub trait Entry {
     fn auth(settings: &Self::Settings) -> &AuthSettings;
     /// Builds the service from its settings (`startup::build`).
     fn build(settings: Self::Settings) -> impl Future<Output = anyhow::Result<Service>>;
-    /// Runs a dead-letter command; answers what to print.
-    fn dead_letters(
-        settings: &Self::Settings,
-        command: DeadLettersCommand,
-    ) -> impl Future<Output = anyhow::Result<String>>;
+    /// The queues the service consumes, for its `dead-letters` and `queues` commands.
+    fn queues(settings: &Self::Settings) -> anyhow::Result<ServiceQueues>;
 }
 
 /// The whole of a service's `main`.
@@ -63,9 +60,22 @@ pub fn run<E: Entry>() -> anyhow::Result<()> {
     ))?;
     let settings = E::load()?;
     let output = match command {
-        ServiceCommand::DeadLetters(command) => E::runtime(&settings)
-            .build()?
-            .block_on(E::dead_letters(&settings, command))?,
+        ServiceCommand::DeadLetters(command) => {
+            E::runtime(&settings)
+                .build()?
+                .block_on(crate::dead_letters::cli::run(
+                    E::queues(&settings)?,
+                    command,
+                ))?
+        }
+        ServiceCommand::Queues(command) => {
+            E::runtime(&settings)
+                .build()?
+                .block_on(crate::dead_letters::cli::run_queues(
+                    E::queues(&settings)?,
+                    command,
+                ))?
+        }
         ServiceCommand::DevToken(args) => {
             crate::auth::dev::run(E::auth(&settings), E::ENV_PREFIX, &args)?
         }

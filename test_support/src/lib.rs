@@ -171,6 +171,30 @@ impl BrokerProbe {
         assert!(confirmation.is_ack(), "broker refused the test message");
     }
 
+    /// Publishes `body` straight into `queue` (through the default exchange), persistent.
+    pub async fn publish_to_queue(&self, queue: &str, body: &[u8], properties: BasicProperties) {
+        let confirmation = self
+            .channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                body,
+                properties.with_delivery_mode(2),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(
+            confirmation.is_ack() && confirmation.take_message().is_none(),
+            "broker refused or returned the test message"
+        );
+    }
+
     /// Publishes an event as a service would (`message_id` = `event_id`).
     pub async fn publish<P: Event>(&self, event: &Envelope<P>) {
         self.publish_raw(

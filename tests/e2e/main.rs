@@ -12,6 +12,7 @@ mod failures;
 mod fuzz;
 mod helpers;
 mod live;
+mod migration;
 mod observability;
 mod page;
 mod pipeline;

@@ -72,6 +72,36 @@ impl Process {
 
     /// SIGTERM, and waits for the process to end (a clean stop exports and flushes what it holds).
     pub async fn stop(mut self) {
+        self.terminate().await;
+    }
+
+    /// Starts it again (after [`Process::terminate`]) with `extra` variables over its own.
+    pub fn start_again_with(&mut self, extra: &[(&str, String)]) {
+        let env = overridden(&self.env, extra);
+        *self = Self::start(self.binary.clone(), env, self.log.clone());
+    }
+
+    /// Runs the service's binary with `args` (a command, not the service) in the service's
+    /// environment with `extra` over it; its stdout, once it exited successfully.
+    pub async fn command(&self, args: &[&str], extra: &[(&str, String)]) -> String {
+        let output = Command::new(&self.binary)
+            .args(args)
+            .envs(overridden(&self.env, extra))
+            .output()
+            .await
+            .expect("run the command");
+        assert!(
+            output.status.success(),
+            "{} {args:?}: {}\n{}",
+            self.binary.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("UTF-8 output")
+    }
+
+    /// SIGTERM, and waits for the process to end.
+    pub async fn terminate(&mut self) {
         let pid = self.child.id().expect("running");
         let status = std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -84,6 +114,17 @@ impl Process {
             .expect("reap");
         assert!(exited.success(), "stopped with {exited}");
     }
+}
+
+/// `env` with each of `extra` set over it (a service's own prefix is not added).
+fn overridden(env: &[(String, String)], extra: &[(&str, String)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = env
+        .iter()
+        .filter(|(key, _)| !extra.iter().any(|(name, _)| name == key))
+        .cloned()
+        .collect();
+    env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    env
 }
 
 /// Both services running as processes.

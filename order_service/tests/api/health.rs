@@ -75,11 +75,11 @@ async fn unknown_routes_answer_a_problem_404() {
 
 #[tokio::test]
 async fn ready_names_the_brokers_refusal_when_the_queues_exist_with_another_kind() {
-    // This one declares the queues as classic queues...
+    // This one declares the queues as quorum queues (the default)...
     let app = spawn_app().await;
-    // ...and a second instance on the same names wants quorum queues.
+    // ...and a second instance on the same names wants classic queues.
     let mut settings = app.settings.clone();
-    settings.amqp.topology.queue_type = QueueType::Quorum;
+    settings.amqp.topology.queue_type = QueueType::Classic;
     let other = startup::build(settings).await.unwrap();
     let address = format!("http://127.0.0.1:{}", other.port());
     let stop = CancellationToken::new();

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::{ReplayRequest, ReplayResult};
 use crate::configuration::Secret;
-use messaging::topology::Topology;
+use messaging::topology::{RetryTiers, Topology};
 
 /// A service's command line: without a subcommand it runs the service; `dead-letters ...` operates
 /// the service's dead-letter queue.
@@ -22,6 +22,9 @@ pub enum ServiceCommand {
     /// Inspect and replay the service's dead-letter queue.
     #[command(subcommand)]
     DeadLetters(DeadLettersCommand),
+    /// Operate the queues the service consumes.
+    #[command(subcommand)]
+    Queues(QueuesCommand),
     /// Print a development token signed with the key in AUTH__HS256_SECRET_FILE (generated if
     /// missing), for a customer or an operator.
     DevToken(crate::auth::dev::DevTokenArgs),
@@ -70,39 +73,76 @@ pub enum DeadLettersCommand {
     },
 }
 
-/// Where a service's dead letters live.
-pub struct DeadLetterQueues<'a> {
+#[derive(Debug, Subcommand)]
+pub enum QueuesCommand {
+    /// Redeclare the service's work, dead-letter and retry queues as AMQP__QUEUE_TYPE says
+    /// (classic to quorum), moving their messages; with the services stopped. Prints what it
+    /// moved as JSON ([] when every queue is already as declared).
+    Migrate,
+}
+
+/// The queues a service consumes, and the brokers they live on.
+pub struct ServiceQueues {
     /// The brokers, tried in turn ([`messaging::settings::AmqpSettings::addresses`]).
     pub urls: Vec<Secret>,
     pub topology: Topology,
-    pub dead_letter_queue: &'a str,
-    pub work_queue: &'a str,
+    pub work_queue: String,
+    pub dead_letter_queue: String,
+    /// The work queue's retry queues.
+    pub retry: RetryTiers,
     /// Names the broker connection.
-    pub connection_name: &'a str,
+    pub connection_name: &'static str,
     pub heartbeat_seconds: u16,
     /// The CA and client certificate of an `amqps://` URL.
     pub tls: lapin::tcp::OwnedTLSConfig,
 }
 
+impl ServiceQueues {
+    fn broker(&self) -> std::sync::Arc<messaging::broker::Broker> {
+        messaging::broker::Broker::with_tls(
+            self.urls.clone(),
+            self.topology.clone(),
+            self.connection_name,
+            self.heartbeat_seconds,
+            self.tls.clone(),
+        )
+    }
+}
+
 /// Runs `command` against the configured broker; returns what to print.
-pub async fn run(
-    queues: DeadLetterQueues<'_>,
-    command: DeadLettersCommand,
-) -> anyhow::Result<String> {
-    let broker = messaging::broker::Broker::with_tls(
-        queues.urls,
-        queues.topology,
+pub async fn run_queues(queues: ServiceQueues, command: QueuesCommand) -> anyhow::Result<String> {
+    let broker = messaging::broker::Broker::declaring_nothing(
+        queues.urls.clone(),
         queues.connection_name,
         queues.heartbeat_seconds,
-        queues.tls,
+        queues.tls.clone(),
     );
     let output = match command {
+        QueuesCommand::Migrate => {
+            let declarations = [
+                queues.topology.queues_of(&queues.work_queue),
+                queues.retry.declarations(),
+            ]
+            .concat();
+            let migrated = messaging::migrate::migrate(&broker, &declarations).await;
+            broker.close().await;
+            serde_json::to_string_pretty(&migrated?)?
+        }
+    };
+    Ok(output)
+}
+
+/// Runs `command` against the configured broker; returns what to print.
+pub async fn run(queues: ServiceQueues, command: DeadLettersCommand) -> anyhow::Result<String> {
+    let broker = queues.broker();
+    let queues = &queues;
+    let output = match command {
         DeadLettersCommand::List { limit } => {
-            let letters = super::list(&broker, queues.dead_letter_queue, limit).await?;
+            let letters = super::list(&broker, &queues.dead_letter_queue, limit).await?;
             crate::audit::operator_action(
                 crate::audit::COMMAND_LINE,
                 crate::audit::LIST_DEAD_LETTERS,
-                queues.dead_letter_queue,
+                &queues.dead_letter_queue,
                 letters.len(),
             );
             serde_json::to_string_pretty(&letters)?
@@ -117,15 +157,15 @@ pub async fn run(
             };
             let replayed = super::replay(
                 &broker,
-                queues.dead_letter_queue,
-                queues.work_queue,
+                &queues.dead_letter_queue,
+                &queues.work_queue,
                 &request,
             )
             .await?;
             crate::audit::operator_action(
                 crate::audit::COMMAND_LINE,
                 crate::audit::REPLAY_DEAD_LETTERS,
-                queues.dead_letter_queue,
+                &queues.dead_letter_queue,
                 replayed,
             );
             serde_json::to_string(&ReplayResult { replayed })?

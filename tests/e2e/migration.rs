@@ -1,0 +1,233 @@
+//! A deployment on classic queues moves to quorum queues with `<service> queues migrate`: the
+//! orders waiting in the work queue, a dead letter and a message waiting in a retry queue all
+//! survive, and every order ends final once on the new queues.
+
+use lapin::BasicProperties;
+use serde_json::Value;
+
+use crate::helpers::order;
+use crate::processes::{self, START, wait_ready};
+
+const CLASSIC: [(&str, &str); 2] = [
+    ("ORDER_SERVICE__AMQP__QUEUE_TYPE", "classic"),
+    ("PROCESSOR_SERVICE__AMQP__QUEUE_TYPE", "classic"),
+];
+
+fn quorum() -> Vec<(&'static str, String)> {
+    CLASSIC
+        .iter()
+        .map(|(name, _)| (*name, "quorum".to_owned()))
+        .collect()
+}
+
+/// The kind of `queue` (`classic`, `quorum`), as the broker lists it.
+async fn kind_of(queue: &str) -> String {
+    let output = tokio::process::Command::new("rabbitmqctl")
+        .args(["list_queues", "-q", "--formatter", "json", "name", "type"])
+        .output()
+        .await
+        .expect("run rabbitmqctl");
+    assert!(output.status.success(), "rabbitmqctl list_queues failed");
+    let queues: Value = serde_json::from_slice(&output.stdout).unwrap();
+    queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|listed| listed["name"] == queue)
+        .and_then(|listed| listed["type"].as_str())
+        .unwrap_or("missing")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_classic_deployment_moves_to_quorum_queues_losing_nothing() {
+    let extra: Vec<(&str, String)> = CLASSIC
+        .iter()
+        .map(|(name, value)| (*name, (*value).to_owned()))
+        .collect();
+    let mut processes = processes::start(&extra, None).await;
+    let client = reqwest::Client::new();
+    let topology = processes.topology.clone();
+    let place = |i: usize| {
+        let client = client.clone();
+        let url = format!("{}/orders", processes.orders_url);
+        async move {
+            let response = client
+                .post(url)
+                .json(&order(&format!("migration-{}", i % 3), 1, "2.00"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201);
+            let order: Value = response.json().await.unwrap();
+            order["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(place(i).await);
+    }
+    // The processor stops: the next orders wait in its (classic) work queue.
+    processes.processor.terminate().await;
+    for i in 10..40 {
+        ids.push(place(i).await);
+    }
+    let probe = test_support::BrokerProbe::connect(messaging::topology::Topology {
+        queue_type: messaging::topology::QueueType::Classic,
+        ..topology.clone()
+    })
+    .await;
+    test_support::wait_until("30 orders waiting in the work queue", START, || async {
+        (probe.message_count(&topology.order_created_queue).await >= 30).then_some(())
+    })
+    .await;
+    // A dead letter, and a message waiting in a retry queue (not an order: it ends as poison).
+    let retry_queue = processor_service::configuration::Settings::default()
+        .retry
+        .redelivery()
+        .tiers(
+            &topology.order_created_queue,
+            messaging::topology::QueueType::Classic,
+        )
+        .queues()
+        .pop()
+        .unwrap();
+    let message = |id: &str| BasicProperties::default().with_message_id(id.into());
+    probe
+        .publish_to_queue(
+            &topology.order_created_dead_letter_queue,
+            b"{\"dead\": true}",
+            message("planted-dead-letter"),
+        )
+        .await;
+    // As the consumer parks a failed delivery: with the routing key it was published with.
+    let mut retry_headers = messaging::headers::Headers::default();
+    retry_headers.set_str(
+        messaging::headers::ORIGINAL_ROUTING_KEY,
+        contracts::routing_keys::ORDER_CREATED,
+    );
+    probe
+        .publish_to_queue(
+            &retry_queue,
+            b"not an order",
+            message("planted-retry").with_headers(retry_headers.into_table()),
+        )
+        .await;
+    processes.orders.terminate().await;
+    drop(probe);
+    assert_eq!(kind_of(&topology.order_created_queue).await, "classic");
+
+    // On classic queues, services that want quorum queues are refused: the migration first.
+    let migrated: Value = serde_json::from_str(
+        &processes
+            .processor
+            .command(&["queues", "migrate"], &quorum())
+            .await,
+    )
+    .unwrap();
+    let moved = |queue: &str| {
+        migrated
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|entry| entry["queue"] == queue)
+            .map(|entry| entry["messages"].as_u64().unwrap())
+    };
+    assert!(
+        moved(&topology.order_created_queue).unwrap() >= 30,
+        "{migrated}"
+    );
+    assert_eq!(
+        moved(&topology.order_created_dead_letter_queue),
+        Some(1),
+        "{migrated}"
+    );
+    assert!(moved(&retry_queue).is_some(), "{migrated}");
+    let migrated_orders = processes
+        .orders
+        .command(&["queues", "migrate"], &quorum())
+        .await;
+    assert!(
+        migrated_orders.contains(&topology.order_processed_queue),
+        "{migrated_orders}"
+    );
+    // Done once: a second run has nothing to do.
+    assert_eq!(
+        processes
+            .processor
+            .command(&["queues", "migrate"], &quorum())
+            .await
+            .trim(),
+        "[]"
+    );
+    for queue in [
+        &topology.order_created_queue,
+        &topology.order_created_dead_letter_queue,
+        &topology.order_processed_queue,
+        &topology.order_processed_dead_letter_queue,
+        &retry_queue,
+    ] {
+        assert_eq!(kind_of(queue).await, "quorum", "{queue}");
+    }
+
+    processes.orders.start_again_with(&quorum());
+    processes.processor.start_again_with(&quorum());
+    wait_ready(&client, &[&processes.orders_url, &processes.processor_url]).await;
+    for i in 40..50 {
+        ids.push(place(i).await);
+    }
+    for id in &ids {
+        let order = test_support::wait_until(&format!("order {id} final"), START, || async {
+            let order: Value = client
+                .get(format!("{}/orders/{id}", processes.orders_url))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (order["status"] != "pending").then_some(order)
+        })
+        .await;
+        assert_eq!(order["status"], "completed", "{order}");
+        let history: Value = client
+            .get(format!("{}/orders/{id}/history", processes.orders_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(history.as_array().unwrap().len(), 2, "{id}: {history}");
+    }
+    crate::helpers::assert_agreement(
+        &client,
+        &processes.orders_url,
+        &processes.processor_url,
+        &ids,
+    )
+    .await;
+    // Both planted messages are dead letters now: the one moved as it was, the retry one after
+    // it expired into the work queue and was refused as poison.
+    let letters = test_support::wait_until("both planted dead letters", START, || async {
+        let listed: Value = serde_json::from_str(
+            &processes
+                .processor
+                .command(&["dead-letters", "list"], &quorum())
+                .await,
+        )
+        .ok()?;
+        let ids: Vec<String> = listed
+            .as_array()?
+            .iter()
+            .filter_map(|letter| letter["event_id"].as_str().map(str::to_owned))
+            .collect();
+        (ids.len() == 2).then_some(ids)
+    })
+    .await;
+    assert!(
+        letters.contains(&"planted-dead-letter".to_owned()),
+        "{letters:?}"
+    );
+    assert!(letters.contains(&"planted-retry".to_owned()), "{letters:?}");
+}
