@@ -15,6 +15,7 @@ COMPOSE_PROJECT_NAME=order-pipeline
 POSTGRES_PASSWORD=$(random 24)
 RABBITMQ_USER=pipeline
 RABBITMQ_PASSWORD=$(random 24)
+RABBITMQ_ERLANG_COOKIE=$(random 24)
 AUTH_ISSUER=order-pipeline
 AUTH_AUDIENCE=order-pipeline
 AUTH_HS256_SECRET=$(random 32)

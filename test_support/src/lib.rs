@@ -25,6 +25,7 @@ pub mod netns;
 pub mod otlp;
 pub mod outage;
 pub mod prometheus;
+pub mod rabbit_cluster;
 pub mod rabbit_node;
 pub mod schemathesis;
 pub mod sse;

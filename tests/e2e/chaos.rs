@@ -23,7 +23,7 @@ use crate::processes::wait_ready;
 const LONG: Duration = Duration::from_secs(180);
 
 /// Places `count` orders, `concurrency` at a time, retrying none: returns the ids that got a 201.
-struct Burst {
+pub struct Burst {
     placed: Arc<Mutex<Vec<String>>>,
     attempted: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
@@ -31,7 +31,7 @@ struct Burst {
 
 impl Burst {
     /// `client` carries whatever identity the services ask for and a request timeout.
-    fn start(
+    pub fn start(
         client: reqwest::Client,
         orders_url: String,
         count: usize,
@@ -76,14 +76,14 @@ impl Burst {
         }
     }
 
-    async fn wait_for_attempts(&self, n: usize) {
+    pub async fn wait_for_attempts(&self, n: usize) {
         test_support::wait_until(&format!("{n} orders attempted"), LONG, || async {
             (self.attempted.load(Ordering::SeqCst) >= n).then_some(())
         })
         .await;
     }
 
-    async fn finish(self) -> Vec<String> {
+    pub async fn finish(self) -> Vec<String> {
         self.task.await.unwrap();
         let placed = self.placed.lock().await.clone();
         assert!(!placed.is_empty(), "no order of the burst got a 201");
@@ -94,7 +94,7 @@ impl Burst {
 /// Every order reached a final status, moved once (history pending -> final), decided once.
 /// Every order completed, once, and both services agree. With `one_attempt`, each order's
 /// processing record counts one delivery: the outage cost no order an attempt.
-async fn assert_all_final_once(
+pub async fn assert_all_final_once(
     client: &reqwest::Client,
     orders: &str,
     processor: &str,

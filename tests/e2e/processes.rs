@@ -140,6 +140,40 @@ pub struct Processes {
 /// Starts both binaries with `extra` variables besides their settings, each writing its stdout to
 /// `logs/<service>.log` if `logs` is given, and waits until both are ready.
 pub async fn start(extra: &[(&str, String)], logs: Option<&std::path::Path>) -> Processes {
+    let mut replicas = start_replicas(1, 1, extra, logs).await;
+    Processes {
+        orders: replicas.orders.remove(0),
+        processor: replicas.processors.remove(0),
+        orders_url: replicas.orders_urls.remove(0),
+        processor_url: replicas.processor_urls.remove(0),
+        topology: replicas.topology,
+        _cleanup: replicas._cleanup,
+    }
+}
+
+/// Several instances of each service as processes, sharing one test's broker names and its two
+/// databases, as replicas of a deployment do.
+pub struct Replicas {
+    pub orders: Vec<Process>,
+    pub processors: Vec<Process>,
+    pub orders_urls: Vec<String>,
+    pub processor_urls: Vec<String>,
+    pub topology: messaging::topology::Topology,
+    /// The databases every instance of a service shares.
+    pub orders_database: String,
+    pub processor_database: String,
+    _cleanup: Cleanup,
+}
+
+/// Starts `orders` order_service and `processors` processor_service processes with `extra`
+/// variables besides their settings (stdout to `logs/<service>-<n>.log` if `logs` is given; the
+/// first instance's is `logs/<service>.log`), and waits until every one is ready.
+pub async fn start_replicas(
+    orders: usize,
+    processors: usize,
+    extra: &[(&str, String)],
+    logs: Option<&std::path::Path>,
+) -> Replicas {
     let id = test_support::unique_id();
     let amqp = test_support::amqp_settings(&id);
     let orders_db = test_support::database_settings(&format!("orders_{id}"));
@@ -166,38 +200,63 @@ pub async fn start(extra: &[(&str, String)], logs: Option<&std::path::Path>) -> 
         ]
         .concat(),
     };
-    let (orders_port, processor_port) = (test_support::free_port(), test_support::free_port());
     let env = |prefix: &str, port: u16, database: &str| {
         let mut env = test_support::service_env(prefix, port, database, &amqp);
         env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         env
     };
-    let log = |name: &str| logs.map(|dir| dir.join(format!("{name}.log")));
-    let orders = Process::start(
-        binary("order_service"),
-        env("ORDER_SERVICE", orders_port, orders_db.url.expose()),
-        log("order_service"),
-    );
-    let processor = Process::start(
-        binary("processor_service"),
-        env(
-            "PROCESSOR_SERVICE",
-            processor_port,
-            processor_db.url.expose(),
-        ),
-        log("processor_service"),
-    );
-    let processes = Processes {
-        orders,
-        processor,
-        orders_url: format!("http://127.0.0.1:{orders_port}"),
-        processor_url: format!("http://127.0.0.1:{processor_port}"),
+    let log = |name: &str, n: usize| {
+        logs.map(|dir| match n {
+            0 => dir.join(format!("{name}.log")),
+            n => dir.join(format!("{name}-{}.log", n + 1)),
+        })
+    };
+    let mut replicas = Replicas {
+        orders: Vec::new(),
+        processors: Vec::new(),
+        orders_urls: Vec::new(),
+        processor_urls: Vec::new(),
         topology: amqp.topology.clone(),
+        orders_database: orders_db.url.expose().to_owned(),
+        processor_database: processor_db.url.expose().to_owned(),
         _cleanup: cleanup,
     };
     let client = reqwest::Client::new();
-    wait_ready(&client, &[&processes.orders_url, &processes.processor_url]).await;
-    processes
+    // The first of each creates and migrates its database; the others start on a migrated one.
+    for batch in [0..1, 1..orders.max(processors)] {
+        for n in batch.clone() {
+            if n < orders {
+                let port = test_support::free_port();
+                replicas.orders.push(Process::start(
+                    binary("order_service"),
+                    env("ORDER_SERVICE", port, orders_db.url.expose()),
+                    log("order_service", n),
+                ));
+                replicas
+                    .orders_urls
+                    .push(format!("http://127.0.0.1:{port}"));
+            }
+            if n < processors {
+                let port = test_support::free_port();
+                replicas.processors.push(Process::start(
+                    binary("processor_service"),
+                    env("PROCESSOR_SERVICE", port, processor_db.url.expose()),
+                    log("processor_service", n),
+                ));
+                replicas
+                    .processor_urls
+                    .push(format!("http://127.0.0.1:{port}"));
+            }
+        }
+        let urls: Vec<&str> = replicas
+            .orders_urls
+            .iter()
+            .chain(&replicas.processor_urls)
+            .map(String::as_str)
+            .collect();
+        wait_ready(&client, &urls).await;
+    }
+    replicas
 }
 
 pub async fn ready(client: &reqwest::Client, url: &str) -> bool {
