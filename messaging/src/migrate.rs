@@ -86,7 +86,7 @@ pub async fn migrate(
         *moved.entry(queue.name.clone()).or_default() += count;
     }
     // A channel that used a queue must not publish to a new queue of the same name: RabbitMQ
-    // (4.x) keeps the old queue's state on the channel and fails it with an internal error.
+    // (3.10) keeps the old queue's state on the channel and fails it with an internal error.
     channel.close(200, "OK".into()).await?;
     let channel = confirming_channel(&connection).await?;
     // Work queues first: a retry queue refilled expires into its work queue, which must exist.

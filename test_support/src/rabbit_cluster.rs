@@ -2,8 +2,6 @@
 //! `scripts/rabbit-cluster.sh` (the script an operator uses on this machine), on ports no other
 //! test uses. Stopped and removed when dropped.
 
-use std::process::Command;
-
 /// The script, from the workspace.
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/rabbit-cluster.sh");
 
@@ -16,14 +14,14 @@ pub struct RabbitCluster {
 
 impl RabbitCluster {
     /// Starts the nodes `rabbit-<id>-1..3@localhost` and waits until they form one cluster.
-    pub fn start(id: &str) -> Self {
+    pub async fn start(id: &str) -> Self {
         let port = free_base();
         let mut cluster = Self {
             name: id.to_owned(),
             port,
             urls: String::new(),
         };
-        cluster.urls = cluster.script(&["start"]).trim().to_owned();
+        cluster.urls = cluster.script(&["start"]).await.trim().to_owned();
         assert_eq!(cluster.urls.split(',').count(), 3, "{}", cluster.urls);
         cluster
     }
@@ -34,29 +32,29 @@ impl RabbitCluster {
     }
 
     /// Node `n` (1-based) stops cleanly: it closes its connections first.
-    pub fn stop_node(&self, n: u8) {
-        self.script(&["stop-node", &n.to_string()]);
+    pub async fn stop_node(&self, n: u8) {
+        self.script(&["stop-node", &n.to_string()]).await;
     }
 
     /// Node `n`'s Erlang VM is SIGKILLed: its sockets just go.
-    pub fn kill_node(&self, n: u8) {
-        self.script(&["kill-node", &n.to_string()]);
+    pub async fn kill_node(&self, n: u8) {
+        self.script(&["kill-node", &n.to_string()]).await;
     }
 
     /// Starts node `n` again and waits until the three run as one cluster.
-    pub fn start_node(&self, n: u8) {
-        self.script(&["start-node", &n.to_string()]);
+    pub async fn start_node(&self, n: u8) {
+        self.script(&["start-node", &n.to_string()]).await;
     }
 
     /// `rabbitmqctl` against node 1; its stdout.
-    pub fn ctl(&self, args: &[&str]) -> String {
+    pub async fn ctl(&self, args: &[&str]) -> String {
         let mut all = vec!["ctl"];
         all.extend_from_slice(args);
-        self.script(&all)
+        self.script(&all).await
     }
 
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("bash");
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new("bash");
         command
             .arg(SCRIPT)
             .args(args)
@@ -65,8 +63,12 @@ impl RabbitCluster {
         command
     }
 
-    fn script(&self, args: &[&str]) -> String {
-        let output = self.command(args).output().expect("run rabbit-cluster.sh");
+    /// Runs the script without holding the test's runtime: the services in it keep running.
+    async fn script(&self, args: &[&str]) -> String {
+        let output = tokio::process::Command::from(self.command(args))
+            .output()
+            .await
+            .expect("run rabbit-cluster.sh");
         assert!(
             output.status.success(),
             "rabbit-cluster.sh {args:?}: {}\n{}",

@@ -10,11 +10,11 @@ use crate::chaos::{Burst, assert_all_final_once};
 use crate::helpers::spawn_pipeline_with;
 use crate::processes::wait_ready;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "disruptive: runs a three-node cluster and stops its nodes; run with --ignored --test-threads=1"]
 async fn nodes_of_the_cluster_stopped_and_killed_during_a_burst_lose_and_duplicate_nothing() {
     let id = test_support::unique_id();
-    let cluster = test_support::rabbit_cluster::RabbitCluster::start(&id);
+    let cluster = test_support::rabbit_cluster::RabbitCluster::start(&id).await;
     let urls = cluster.urls().to_owned();
     let pipeline = spawn_pipeline_with(|orders, processor| {
         for amqp in [&mut orders.amqp, &mut processor.amqp] {
@@ -32,15 +32,17 @@ async fn nodes_of_the_cluster_stopped_and_killed_during_a_burst_lose_and_duplica
     wait_ready(&client, &[&orders, &processor]).await;
 
     // The work queue is a quorum queue with a member on each node.
-    let queues = cluster.ctl(&[
-        "list_queues",
-        "-q",
-        "--formatter",
-        "json",
-        "name",
-        "type",
-        "members",
-    ]);
+    let queues = cluster
+        .ctl(&[
+            "list_queues",
+            "-q",
+            "--formatter",
+            "json",
+            "name",
+            "type",
+            "members",
+        ])
+        .await;
     let queues: serde_json::Value = serde_json::from_str(&queues).unwrap();
     let work_queue = &pipeline
         .processor_settings
@@ -56,20 +58,38 @@ async fn nodes_of_the_cluster_stopped_and_killed_during_a_burst_lose_and_duplica
     assert_eq!(listed["type"], "quorum", "{listed}");
     assert_eq!(listed["members"].as_array().unwrap().len(), 3, "{listed}");
 
-    let burst = Burst::start(client.clone(), orders.clone(), 400, 4);
-    burst.wait_for_attempts(80).await;
+    // About 10 s of orders at 4 at a time: each node comes back while orders still flow.
+    let burst = Burst::start(client.clone(), orders.clone(), 2000, 4);
+    burst.wait_for_attempts(200).await;
     // The node both services connected to first closes their connections and goes.
-    cluster.stop_node(1);
-    burst.wait_for_attempts(160).await;
-    cluster.start_node(1);
-    burst.wait_for_attempts(240).await;
+    cluster.stop_node(1).await;
+    burst.wait_for_attempts(400).await;
+    cluster.start_node(1).await;
+    burst.wait_for_attempts(1000).await;
     // Another one just vanishes.
-    cluster.kill_node(2);
-    burst.wait_for_attempts(320).await;
-    cluster.start_node(2);
+    cluster.kill_node(2).await;
+    burst.wait_for_attempts(1200).await;
+    cluster.start_node(2).await;
     wait_ready(&client, &[&orders, &processor]).await;
 
     let ids = burst.finish().await;
+    // Both services lost a connection to a node and made another.
+    for url in [&orders, &processor] {
+        let text = client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let reconnections: f64 = text
+            .lines()
+            .find_map(|line| line.strip_prefix("broker_reconnections_total "))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("broker_reconnections_total of {url}"));
+        assert!(reconnections >= 1.0, "{url}: {reconnections}");
+    }
     // Acknowledgements and confirms in flight when a node goes are lost: those deliveries come
     // again, and are absorbed.
     assert_all_final_once(&client, &orders, &processor, &ids, false).await;
