@@ -3,11 +3,16 @@
 # own, both services with default settings, then `loadgen bench` (extra arguments go to it, e.g.
 # `--orders 20000 --repeat 3`), or with `soak [SECONDS]` a run at half the maximum, or with
 # `overload [SECONDS]` a run at twice the maximum, or with `open RATE [SECONDS]` one open loop at
-# RATE orders/s (default 30 s; to profile the services meanwhile, e.g. with `perf`). Set
+# RATE orders/s (default 30 s; to profile the services meanwhile, e.g. with `perf`), or with
+# `max [ORDERS]` the maximum alone. Set
 # SEED=1000000 to bulk-load that many orders first. The services inherit the environment, so
 # `OTEL_*` variables set tracing up (scripts/bench-observability.sh).
 # BENCH_POSTGRES (default postgres://postgres@127.0.0.1:5432) and BENCH_AMQP_URL (default
 # amqp://guest:guest@127.0.0.1:5672/%2f) point it at other servers (scripts/bench-in-memory.sh).
+# BENCH_AMQP_URLS gives the services several brokers (a cluster's nodes, AMQP__URLS; loadgen
+# follows order.processed on the first) and BENCH_RABBITMQ_PIDS their Erlang VMs (space-separated,
+# their CPU summed); BENCH_PROCESSORS=N runs N processor_service instances (ports 8001, 8011, ...;
+# their CPU summed). scripts/bench-scale.sh uses these.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 postgres=${BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}
@@ -28,8 +33,14 @@ psql -q "$postgres/postgres" -c 'DROP DATABASE IF EXISTS bench_orders WITH (FORC
   -c 'DROP DATABASE IF EXISTS bench_processor WITH (FORCE)'
 export ORDER_SERVICE__DATABASE__URL=$postgres/bench_orders
 export PROCESSOR_SERVICE__DATABASE__URL=$postgres/bench_processor
+if [ -n "${BENCH_AMQP_URLS:-}" ]; then
+  amqp=${BENCH_AMQP_URLS%%,*}
+fi
 for prefix in ORDER_SERVICE PROCESSOR_SERVICE; do
   export ${prefix}__AMQP__URL=$amqp
+  if [ -n "${BENCH_AMQP_URLS:-}" ]; then
+    export ${prefix}__AMQP__URLS=$BENCH_AMQP_URLS
+  fi
   export ${prefix}__AMQP__EXCHANGE=bench.orders
   export ${prefix}__AMQP__DEAD_LETTER_EXCHANGE=bench.orders.dlx
   export ${prefix}__AMQP__ORDER_CREATED_QUEUE=bench.processor.order-created
@@ -38,8 +49,11 @@ for prefix in ORDER_SERVICE PROCESSOR_SERVICE; do
   export ${prefix}__AMQP__ORDER_PROCESSED_DEAD_LETTER_QUEUE=bench.order-service.order-processed.dlq
 done
 
+processors=${BENCH_PROCESSORS:-1}
+processor_ports=()
+for i in $(seq 0 $((processors - 1))); do processor_ports+=($((8001 + 10 * i))); done
 # Services left running on the ports (say, by an earlier run) would answer in place of these.
-for port in 8000 8001; do
+for port in 8000 "${processor_ports[@]}"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "bench: port $port is taken: stop what listens there first" >&2
     exit 1
@@ -47,14 +61,25 @@ for port in 8000 8001; do
 done
 "$bin/order_service" > .run/bench-order_service.log 2>&1 &
 order_pid=$!
-"$bin/processor_service" > .run/bench-processor_service.log 2>&1 &
-processor_pid=$!
-trap 'kill -TERM $order_pid $processor_pid 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+processor_pids=()
+for port in "${processor_ports[@]}"; do
+  # The first migrates its database; the others start once it is ready.
+  PROCESSOR_SERVICE__HTTP__PORT=$port "$bin/processor_service" > ".run/bench-processor_service-$port.log" 2>&1 &
+  processor_pids+=($!)
+  if [ "$port" = 8001 ]; then
+    for _ in $(seq 1 60); do curl -fs http://127.0.0.1:8001/ready >/dev/null && break; sleep 1; done
+  fi
+done
+trap 'kill -TERM $order_pid ${processor_pids[*]} 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 for _ in $(seq 1 60); do
-  curl -fs http://127.0.0.1:8000/ready >/dev/null && curl -fs http://127.0.0.1:8001/ready >/dev/null && break
+  ready=1
+  for port in 8000 "${processor_ports[@]}"; do
+    curl -fs "http://127.0.0.1:$port/ready" >/dev/null || ready=0
+  done
+  [ "$ready" = 1 ] && break
   sleep 1
 done
-if ! kill -0 "$order_pid" "$processor_pid" 2>/dev/null; then
+if ! kill -0 "$order_pid" "${processor_pids[@]}" 2>/dev/null; then
   echo "bench: a service did not start; see .run/bench-*.log" >&2
   exit 1
 fi
@@ -78,8 +103,13 @@ else
 fi
 server_pids=()
 [ -n "$postgres_pid" ] && server_pids+=(--postgres-pid "$postgres_pid")
-[ -n "$rabbitmq_pid" ] && server_pids+=(--rabbitmq-pid "$rabbitmq_pid")
-pids=(--order-service-pid "$order_pid" --processor-service-pid "$processor_pid" "${server_pids[@]}")
+if [ -n "${BENCH_RABBITMQ_PIDS:-}" ]; then
+  for pid in $BENCH_RABBITMQ_PIDS; do server_pids+=(--rabbitmq-pid "$pid"); done
+elif [ -n "$rabbitmq_pid" ]; then
+  server_pids+=(--rabbitmq-pid "$rabbitmq_pid")
+fi
+pids=(--order-service-pid "$order_pid" "${server_pids[@]}")
+for pid in "${processor_pids[@]}"; do pids+=(--processor-service-pid "$pid"); done
 if [ "${1:-}" = soak ]; then
   # `scripts/bench.sh soak [SECONDS] [LOADGEN ARGS...]`: the maximum (closed loop), then an open
   # loop at half of it for SECONDS (default 600), with autovacuum on as on any production server
@@ -92,7 +122,7 @@ if [ "${1:-}" = soak ]; then
   echo "maximum: $max orders final/s; open loop at $rate/s for $seconds s"
   psql -q "$postgres/postgres" -c 'ALTER SYSTEM SET autovacuum = on' -c 'SELECT pg_reload_conf()'
   trap 'psql -q "$postgres/postgres" -c "ALTER SYSTEM RESET autovacuum" -c "SELECT pg_reload_conf()"
-    kill -TERM $order_pid $processor_pid 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+    kill -TERM $order_pid ${processor_pids[*]} 2>/dev/null || true; wait 2>/dev/null || true' EXIT
   "$bin/loadgen" run --exchange bench.orders --amqp-url "$amqp" --rate "$rate" \
     --orders $((rate * seconds)) --deadline-seconds 120 "${pids[@]}" "$@"
   exit
@@ -108,6 +138,17 @@ if [ "${1:-}" = open ]; then
   echo "open loop at $rate/s for $seconds s"
   "$bin/loadgen" run --exchange bench.orders --amqp-url "$amqp" --rate "$rate" \
     --orders $((rate * seconds)) "${pids[@]}" "$@"
+  exit
+fi
+if [ "${1:-}" = max ]; then
+  # `scripts/bench.sh max [ORDERS] [LOADGEN ARGS...]`: 2,000 orders of warm-up, then the maximum
+  # alone (closed loop, 64 clients, ORDERS orders, default 20,000) with the CPU of each part.
+  orders=${2:-20000}
+  shift $(( $# < 2 ? $# : 2 ))
+  "$bin/loadgen" run --exchange bench.orders --amqp-url "$amqp" --orders 2000 \
+    --concurrency 64 --quiet "${pids[@]}" > /dev/null
+  "$bin/loadgen" run --exchange bench.orders --amqp-url "$amqp" --orders "$orders" \
+    --concurrency 64 "${pids[@]}" "$@"
   exit
 fi
 if [ "${1:-}" = overload ]; then

@@ -10,6 +10,7 @@
 #   scripts/rabbit-cluster.sh ctl ARGS...       rabbitmqctl ARGS against node 1
 #   scripts/rabbit-cluster.sh stop-node N       stop node N cleanly (its connections are closed)
 #   scripts/rabbit-cluster.sh kill-node N       SIGKILL node N (its sockets just go)
+#   scripts/rabbit-cluster.sh pid N             the process id of node N's Erlang VM
 #   scripts/rabbit-cluster.sh start-node N      start node N again, wait until it is back in the cluster
 #
 # CLUSTER_NAME (default `cluster`) names the nodes and the directory
@@ -130,14 +131,15 @@ case ${1:-} in
     ctl 1 "$@"
     ;;
   stop-node) ctl "$2" stop ;;
-  kill-node) kill -KILL "$(ctl "$2" eval "os:getpid()." | tr -d "\"")" ;;
+  pid) ctl "$2" eval "os:getpid()." | tr -d '"' ;;
+  kill-node) kill -KILL "$(ctl "$2" eval "os:getpid()." | tr -d '"')" ;;
   start-node)
     start_node "$2"
     wait_node "$2"
     wait_cluster
     ;;
   *)
-    sed -n '2,18p' "$0" >&2
+    sed -n '2,19p' "$0" >&2
     exit 2
     ;;
 esac

@@ -41,15 +41,17 @@ pub struct Target {
     /// PIDs of the services, for their peak RSS (VmHWM).
     #[arg(long)]
     pub order_service_pid: Option<u32>,
+    /// Repeatable: the CPU of several processors is summed, the peak RSS is the first's.
     #[arg(long)]
-    pub processor_service_pid: Option<u32>,
+    pub processor_service_pid: Vec<u32>,
     /// PID of the PostgreSQL server's main process (the postmaster), to report its CPU per
     /// order with its backends'.
     #[arg(long)]
     pub postgres_pid: Option<u32>,
-    /// PID of the RabbitMQ node (`beam.smp`), to report its CPU per order.
+    /// PID of the RabbitMQ node (`beam.smp`), to report its CPU per order; repeatable, for the
+    /// nodes of a cluster (their CPU summed).
     #[arg(long)]
-    pub rabbitmq_pid: Option<u32>,
+    pub rabbitmq_pid: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -78,17 +78,36 @@ impl Programs {
         let named = [
             (
                 "order_service",
-                target.order_service_pid.map(Count::Process),
+                target
+                    .order_service_pid
+                    .map(Count::Process)
+                    .into_iter()
+                    .collect(),
             ),
             (
                 "processor_service",
-                target.processor_service_pid.map(Count::Process),
+                target
+                    .processor_service_pid
+                    .iter()
+                    .map(|&pid| Count::Process(pid))
+                    .collect(),
             ),
-            ("postgresql", target.postgres_pid.map(Count::Tree)),
-            ("rabbitmq", target.rabbitmq_pid.map(Count::Tree)),
+            (
+                "postgresql",
+                target.postgres_pid.map(Count::Tree).into_iter().collect(),
+            ),
+            (
+                "rabbitmq",
+                target
+                    .rabbitmq_pid
+                    .iter()
+                    .map(|&pid| Count::Tree(pid))
+                    .collect::<Vec<_>>(),
+            ),
         ];
-        for (name, count) in named {
-            if let Some(count) = count {
+        // A name given several processes (replicas, a cluster's nodes) counts their sum.
+        for (name, counts) in named {
+            for count in counts {
                 programs.push((name, count));
             }
         }
@@ -141,14 +160,14 @@ impl Programs {
                 Count::Tree(pid) => children.get(&(*pid as i32)).copied().unwrap_or(0),
                 Count::Process(_) => 0,
             };
-            programs.insert(*name, own + live_children);
+            *programs.entry(*name).or_default() += own + live_children;
         }
         let mut switches = BTreeMap::new();
         for (name, count) in &self.programs {
             if let Count::Process(pid) = *count
                 && let Some(n) = thread_switches(pid)
             {
-                switches.insert(*name, n);
+                *switches.entry(*name).or_default() += n;
             }
         }
         let stats = procfs::KernelStats::current().ok();
@@ -450,9 +469,9 @@ mod tests {
             amqp_url: String::new(),
             exchange: String::new(),
             order_service_pid: Some(pid),
-            processor_service_pid: Some(pid),
+            processor_service_pid: vec![pid],
             postgres_pid: None,
-            rabbitmq_pid: None,
+            rabbitmq_pid: Vec::new(),
         };
         let programs = Programs::of(&target);
         // A thread keeps the process's CPU time moving while the samples are taken, so reading
@@ -491,9 +510,9 @@ mod tests {
             amqp_url: String::new(),
             exchange: String::new(),
             order_service_pid: None,
-            processor_service_pid: Some(std::process::id()),
+            processor_service_pid: vec![std::process::id()],
             postgres_pid: None,
-            rabbitmq_pid: None,
+            rabbitmq_pid: Vec::new(),
         };
         let names: Vec<&str> = Programs::of(&target)
             .programs

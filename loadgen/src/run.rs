@@ -232,7 +232,7 @@ async fn load(args: &RunArgs) -> anyhow::Result<Report> {
         let memory = memory.clone();
         let pids = (
             args.target.order_service_pid,
-            args.target.processor_service_pid,
+            args.target.processor_service_pid.first().copied(),
         );
         tokio::spawn(async move {
             let mib =
@@ -430,7 +430,7 @@ async fn load(args: &RunArgs) -> anyhow::Result<Report> {
         statuses,
         not_final,
         peak_rss_order_service_mib: mib(args.target.order_service_pid),
-        peak_rss_processor_service_mib: mib(args.target.processor_service_pid),
+        peak_rss_processor_service_mib: mib(args.target.processor_service_pid.first().copied()),
         cpu: per_order(&cpu_before, &cpu_after, final_count, ticks_per_second()),
         timeline,
     })

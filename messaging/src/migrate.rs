@@ -10,7 +10,8 @@
 //! 2. declare q as wanted, bind it, unbind q.migrating, move the messages back, delete q.migrating
 //! ```
 //!
-//! A message is acknowledged on the queue it leaves only once the broker confirmed its copy on
+//! Nothing is changed while a queue to replace has a consumer (a service still running). A
+//! message is acknowledged on the queue it leaves only once the broker confirmed its copy on
 //! the other: a crash leaves it in one queue or in both (at least once; the consumers are
 //! idempotent), never in none, and running the migration again resumes it. Queues that expire
 //! their messages into another (the retry queues) are emptied first and filled last, so that
@@ -43,7 +44,7 @@ pub struct Migrated {
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
     #[error(
-        "queue {queue} still has consumers or messages arriving: stop the services that use it and run the migration again (its messages wait in {queue}.migrating)"
+        "queue {queue} has consumers or messages still arriving: stop the services that use it and run the migration again (it finishes what it started)"
     )]
     InUse { queue: String },
     #[error("a moved message was not confirmed by the broker (left where it was): {0}")]
@@ -77,6 +78,16 @@ pub async fn migrate(
     if to_replace.is_empty() && to_refill.is_empty() {
         return Ok(Vec::new());
     }
+    // A queue a service still consumes is left as it is, and so is every other.
+    let channel = connection.create_channel().await?;
+    for queue in &to_replace {
+        if consumers(&channel, &queue.name).await? > 0 {
+            return Err(MigrateError::InUse {
+                queue: queue.name.clone(),
+            });
+        }
+    }
+    channel.close(200, "OK".into()).await?;
     let channel = confirming_channel(&connection).await?;
     // Retry queues first: once they are empty, nothing expires into a work queue being replaced.
     to_replace.sort_by_key(|queue| !queue.expires_messages());

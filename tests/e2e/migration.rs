@@ -231,3 +231,57 @@ async fn a_classic_deployment_moves_to_quorum_queues_losing_nothing() {
     );
     assert!(letters.contains(&"planted-retry".to_owned()), "{letters:?}");
 }
+
+#[tokio::test]
+async fn the_migration_changes_nothing_while_a_service_consumes_the_queues() {
+    let extra: Vec<(&str, String)> = CLASSIC
+        .iter()
+        .map(|(name, value)| (*name, (*value).to_owned()))
+        .collect();
+    let processes = processes::start(&extra, None).await;
+    let topology = processes.topology.clone();
+    // Both services still run: their consumers hold their work queues.
+    for process in [&processes.orders, &processes.processor] {
+        let refused = process
+            .command_output(&["queues", "migrate"], &quorum())
+            .await;
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("stop the services"), "{stderr}");
+    }
+    for queue in [
+        &topology.order_created_queue,
+        &topology.order_created_dead_letter_queue,
+        &topology.order_processed_queue,
+    ] {
+        assert_eq!(kind_of(queue).await, "classic", "{queue}");
+        assert_eq!(
+            kind_of(&messaging::migrate::holding_queue(queue)).await,
+            "missing"
+        );
+    }
+    // And the pipeline goes on as before.
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{}/orders", processes.orders_url))
+        .json(&order("still-classic", 1, "1.00"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let placed: Value = response.json().await.unwrap();
+    let id = placed["id"].as_str().unwrap();
+    let order = test_support::wait_until("the order final", START, || async {
+        let order: Value = client
+            .get(format!("{}/orders/{id}", processes.orders_url))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (order["status"] != "pending").then_some(order)
+    })
+    .await;
+    assert_eq!(order["status"], "completed", "{order}");
+}

@@ -82,14 +82,23 @@ impl Process {
     }
 
     /// Runs the service's binary with `args` (a command, not the service) in the service's
-    /// environment with `extra` over it; its stdout, once it exited successfully.
-    pub async fn command(&self, args: &[&str], extra: &[(&str, String)]) -> String {
-        let output = Command::new(&self.binary)
+    /// environment with `extra` over it, however it ends.
+    pub async fn command_output(
+        &self,
+        args: &[&str],
+        extra: &[(&str, String)],
+    ) -> std::process::Output {
+        Command::new(&self.binary)
             .args(args)
             .envs(overridden(&self.env, extra))
             .output()
             .await
-            .expect("run the command");
+            .expect("run the command")
+    }
+
+    /// [`Process::command_output`]: its stdout, once it exited successfully.
+    pub async fn command(&self, args: &[&str], extra: &[(&str, String)]) -> String {
+        let output = self.command_output(args, extra).await;
         assert!(
             output.status.success(),
             "{} {args:?}: {}\n{}",
