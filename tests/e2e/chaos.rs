@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::process::Command;
 use tokio::sync::Mutex;
 
-use crate::helpers::{Pipeline, order, spawn_pipeline_with};
+use crate::helpers::{Pipeline, get_json, order, spawn_pipeline_with, wait_final};
 use crate::processes::wait_ready;
 
 const LONG: Duration = Duration::from_secs(180);
@@ -104,16 +104,7 @@ pub async fn assert_all_final_once(
     let unique: HashSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len());
     for id in ids {
-        let order = test_support::wait_until(&format!("order {id} to be final"), LONG, || async {
-            let response = client
-                .get(format!("{orders}/orders/{id}"))
-                .send()
-                .await
-                .ok()?;
-            let order: Value = response.json().await.ok()?;
-            (order["status"] != "pending").then_some(order)
-        })
-        .await;
+        let order = wait_final(client, orders, id, LONG).await;
         assert_eq!(order["status"], "completed", "{order}");
         let history = get_json(client, format!("{orders}/orders/{id}/history")).await;
         assert_eq!(history.as_array().unwrap().len(), 2, "{id}: {history}");
@@ -124,10 +115,6 @@ pub async fn assert_all_final_once(
         }
     }
     crate::helpers::assert_agreement(client, orders, processor, ids).await;
-}
-
-async fn get_json(client: &reqwest::Client, url: String) -> Value {
-    client.get(url).send().await.unwrap().json().await.unwrap()
 }
 
 async fn run(program: &str, args: &[&str]) {

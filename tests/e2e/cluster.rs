@@ -7,7 +7,7 @@
 use service_kit::configuration::Secret;
 
 use crate::chaos::{Burst, assert_all_final_once};
-use crate::helpers::spawn_pipeline_with;
+use crate::helpers::{metric, spawn_pipeline_with};
 use crate::processes::wait_ready;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,19 +75,7 @@ async fn nodes_of_the_cluster_stopped_and_killed_during_a_burst_lose_and_duplica
     let ids = burst.finish().await;
     // Both services lost a connection to a node and made another.
     for url in [&orders, &processor] {
-        let text = client
-            .get(format!("{url}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let reconnections: f64 = text
-            .lines()
-            .find_map(|line| line.strip_prefix("broker_reconnections_total "))
-            .and_then(|value| value.trim().parse().ok())
-            .unwrap_or_else(|| panic!("broker_reconnections_total of {url}"));
+        let reconnections = metric(&client, url, "broker_reconnections_total").await;
         assert!(reconnections >= 1.0, "{url}: {reconnections}");
     }
     // Acknowledgements and confirms in flight when a node goes are lost: those deliveries come

@@ -21,6 +21,19 @@ fn compose(env_file: &Path, args: &[&str]) -> Output {
         .expect("run docker-compose (Debian package docker-compose)")
 }
 
+/// A folder of its own holding a `.env` that `scripts/new-env.sh` generated.
+fn generated_env() -> (PathBuf, PathBuf) {
+    let folder = std::env::temp_dir().join(format!("compose-{}", test_support::unique_id()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let env_file = folder.join(".env");
+    let generated = Command::new(root().join("scripts/new-env.sh"))
+        .arg(&env_file)
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{generated:?}");
+    (folder, env_file)
+}
+
 /// The host ports of a resolved compose file.
 fn published(config: &str) -> BTreeSet<u16> {
     config
@@ -37,14 +50,7 @@ fn published(config: &str) -> BTreeSet<u16> {
 
 #[test]
 fn the_compose_stack_takes_its_secrets_from_env_and_publishes_only_apis_and_uis() {
-    let folder = std::env::temp_dir().join(format!("compose-{}", test_support::unique_id()));
-    std::fs::create_dir_all(&folder).unwrap();
-    let env_file = folder.join(".env");
-    let generated = Command::new(root().join("scripts/new-env.sh"))
-        .arg(&env_file)
-        .output()
-        .unwrap();
-    assert!(generated.status.success(), "{generated:?}");
+    let (folder, env_file) = generated_env();
     let again = Command::new(root().join("scripts/new-env.sh"))
         .arg(&env_file)
         .output()
@@ -227,14 +233,7 @@ fn every_kubernetes_manifest_is_valid_against_its_schema_and_none_is_skipped() {
 
 #[test]
 fn the_cluster_profile_adds_two_rabbitmq_nodes_and_a_second_replica_of_each_service() {
-    let folder = std::env::temp_dir().join(format!("compose-{}", test_support::unique_id()));
-    std::fs::create_dir_all(&folder).unwrap();
-    let env_file = folder.join(".env");
-    let generated = Command::new(root().join("scripts/new-env.sh"))
-        .arg(&env_file)
-        .output()
-        .unwrap();
-    assert!(generated.status.success(), "{generated:?}");
+    let (folder, env_file) = generated_env();
     let output = compose(&env_file, &["--profile", "cluster", "config"]);
     assert!(output.status.success(), "{output:?}");
     let config = yaml_to_json(&output.stdout);

@@ -340,3 +340,49 @@ impl Pipeline {
         response.json().await.unwrap()
     }
 }
+
+/// `GET url` as JSON (any status).
+pub async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// Waits (up to `deadline`) until order `id` is no longer pending on the order service at
+/// `orders`, and returns it.
+pub async fn wait_final(
+    client: &reqwest::Client,
+    orders: &str,
+    id: &str,
+    deadline: Duration,
+) -> Value {
+    test_support::wait_until(&format!("order {id} to be final"), deadline, || async {
+        let order: Value = client
+            .get(format!("{orders}/orders/{id}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (order["status"] != "pending").then_some(order)
+    })
+    .await
+}
+
+/// The sum of the samples of `metric` the service at `url` exports.
+pub async fn metric(client: &reqwest::Client, url: &str, metric: &str) -> f64 {
+    let text = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -5,7 +5,7 @@
 use lapin::BasicProperties;
 use serde_json::Value;
 
-use crate::helpers::order;
+use crate::helpers::{get_json, order, wait_final};
 use crate::processes::{self, START, wait_ready};
 
 const CLASSIC: [(&str, &str); 2] = [
@@ -177,27 +177,13 @@ async fn a_classic_deployment_moves_to_quorum_queues_losing_nothing() {
         ids.push(place(i).await);
     }
     for id in &ids {
-        let order = test_support::wait_until(&format!("order {id} final"), START, || async {
-            let order: Value = client
-                .get(format!("{}/orders/{id}", processes.orders_url))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (order["status"] != "pending").then_some(order)
-        })
-        .await;
+        let order = wait_final(&client, &processes.orders_url, id, START).await;
         assert_eq!(order["status"], "completed", "{order}");
-        let history: Value = client
-            .get(format!("{}/orders/{id}/history", processes.orders_url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let history = get_json(
+            &client,
+            format!("{}/orders/{id}/history", processes.orders_url),
+        )
+        .await;
         assert_eq!(history.as_array().unwrap().len(), 2, "{id}: {history}");
     }
     crate::helpers::assert_agreement(
@@ -271,17 +257,6 @@ async fn the_migration_changes_nothing_while_a_service_consumes_the_queues() {
     assert_eq!(response.status(), 201);
     let placed: Value = response.json().await.unwrap();
     let id = placed["id"].as_str().unwrap();
-    let order = test_support::wait_until("the order final", START, || async {
-        let order: Value = client
-            .get(format!("{}/orders/{id}", processes.orders_url))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (order["status"] != "pending").then_some(order)
-    })
-    .await;
+    let order = wait_final(&client, &processes.orders_url, id, START).await;
     assert_eq!(order["status"], "completed", "{order}");
 }

@@ -174,6 +174,17 @@ pub struct Replicas {
     _cleanup: Cleanup,
 }
 
+impl Replicas {
+    /// The HTTP address of every instance.
+    pub fn urls(&self) -> Vec<&str> {
+        self.orders_urls
+            .iter()
+            .chain(&self.processor_urls)
+            .map(String::as_str)
+            .collect()
+    }
+}
+
 /// Starts `orders` order_service and `processors` processor_service processes with `extra`
 /// variables besides their settings (stdout to `logs/<service>-<n>.log` if `logs` is given; the
 /// first instance's is `logs/<service>.log`), and waits until every one is ready.
@@ -257,13 +268,7 @@ pub async fn start_replicas(
                     .push(format!("http://127.0.0.1:{port}"));
             }
         }
-        let urls: Vec<&str> = replicas
-            .orders_urls
-            .iter()
-            .chain(&replicas.processor_urls)
-            .map(String::as_str)
-            .collect();
-        wait_ready(&client, &urls).await;
+        wait_ready(&client, &replicas.urls()).await;
     }
     replicas
 }

@@ -5,9 +5,9 @@
 //! absorbed are counted and reported. Ignored by default like the other disruptive tests.
 
 use sea_orm::{ConnectionTrait, Database};
-use serde_json::Value;
 
 use crate::chaos::{Burst, assert_all_final_once};
+use crate::helpers::{get_json, metric};
 use crate::processes::{START, start_replicas, wait_ready};
 
 /// The value of a query returning one bigint on `database`.
@@ -23,25 +23,6 @@ async fn count(database: &str, sql: &str) -> i64 {
         .unwrap();
     let _ = db.close().await;
     row.try_get_by_index(0).unwrap()
-}
-
-/// The sum of the samples of `metric` an instance exports.
-async fn metric(client: &reqwest::Client, url: &str, metric: &str) -> f64 {
-    let text = client
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|line| {
-            line.strip_prefix(metric)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test]
@@ -60,13 +41,7 @@ async fn two_instances_of_each_service_one_of_each_killed_lose_and_duplicate_not
     replicas.orders[0].kill_and_restart().await;
     bursts[1].wait_for_attempts(100).await;
     replicas.processors[0].kill_and_restart().await;
-    let urls: Vec<&str> = replicas
-        .orders_urls
-        .iter()
-        .chain(&replicas.processor_urls)
-        .map(String::as_str)
-        .collect();
-    wait_ready(&client, &urls).await;
+    wait_ready(&client, &replicas.urls()).await;
 
     let [first, second] = bursts;
     let mut ids = first.finish().await;
@@ -82,24 +57,13 @@ async fn two_instances_of_each_service_one_of_each_killed_lose_and_duplicate_not
     .await;
     for (orders, processor) in replicas.orders_urls.iter().zip(&replicas.processor_urls) {
         let id = &ids[0];
-        let a: Value = client
-            .get(format!("{orders}/orders/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_ne!(a["status"], "pending", "{orders} sees the shared database");
-        let record: Value = client
-            .get(format!("{processor}/processed/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(record["decision"], a["status"], "{processor}");
+        let order = get_json(&client, format!("{orders}/orders/{id}")).await;
+        assert_ne!(
+            order["status"], "pending",
+            "{orders} sees the shared database"
+        );
+        let record = get_json(&client, format!("{processor}/processed/{id}")).await;
+        assert_eq!(record["decision"], order["status"], "{processor}");
     }
 
     // No outbox row is left unsent on either side: a row the killed instance wrote and did not
