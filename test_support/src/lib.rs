@@ -156,31 +156,32 @@ impl BrokerProbe {
 
     /// Publishes `body` to the test's exchange and waits for the broker's confirm.
     pub async fn publish_raw(&self, routing_key: &str, body: &[u8], properties: BasicProperties) {
-        let confirmation = self
-            .channel
-            .basic_publish(
-                self.topology.exchange.as_str().into(),
-                routing_key.into(),
-                BasicPublishOptions::default(),
-                body,
-                properties.with_delivery_mode(2),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
-        assert!(confirmation.is_ack(), "broker refused the test message");
+        let exchange = self.topology.exchange.clone();
+        self.publish_to(&exchange, routing_key, false, body, properties)
+            .await;
     }
 
-    /// Publishes `body` straight into `queue` (through the default exchange), persistent.
+    /// Publishes `body` straight into `queue` (through the default exchange), persistent; a
+    /// message no queue takes fails the test.
     pub async fn publish_to_queue(&self, queue: &str, body: &[u8], properties: BasicProperties) {
+        self.publish_to("", queue, true, body, properties).await;
+    }
+
+    async fn publish_to(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        mandatory: bool,
+        body: &[u8],
+        properties: BasicProperties,
+    ) {
         let confirmation = self
             .channel
             .basic_publish(
-                "".into(),
-                queue.into(),
+                exchange.into(),
+                routing_key.into(),
                 BasicPublishOptions {
-                    mandatory: true,
+                    mandatory,
                     ..BasicPublishOptions::default()
                 },
                 body,
