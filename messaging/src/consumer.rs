@@ -170,6 +170,10 @@ pub struct ConsumerSettings {
     pub prefetch: u16,
     /// Exchange that routes dead letters to the dead-letter queue (by the original routing key).
     pub dead_letter_exchange: String,
+    /// A key the dead-letter exchange routes to the dead-letter queue: a dead letter whose own
+    /// key it does not route (a message put into the queue through the default exchange, a
+    /// forged `x-original-routing-key`) goes under this one instead of coming back forever.
+    pub dead_letter_routing_key: String,
     pub retry: RetryPolicy,
     /// The longest wait for the broker's confirm of a dead letter or a retry; past it the
     /// delivery goes back to the queue and the consumer parks.
@@ -710,15 +714,34 @@ async fn dead_letter(
     let routing_key = headers
         .str(headers::ORIGINAL_ROUTING_KEY)
         .unwrap_or_else(|| delivery.routing_key.to_string());
-    let published = publish(
+    let mut published = publish(
         settings.confirm_timeout,
         side,
         &settings.dead_letter_exchange,
         &routing_key,
         delivery,
-        headers,
+        headers.clone(),
     )
     .await;
+    if matches!(published, Err(crate::broker::PublishError::Returned(_)))
+        && routing_key != settings.dead_letter_routing_key
+    {
+        tracing::warn!(
+            event_id = ?message_id(delivery),
+            %routing_key,
+            fallback = %settings.dead_letter_routing_key,
+            "the dead-letter exchange routes no queue for this key; dead-lettered under the queue's own"
+        );
+        published = publish(
+            settings.confirm_timeout,
+            side,
+            &settings.dead_letter_exchange,
+            &settings.dead_letter_routing_key,
+            delivery,
+            headers,
+        )
+        .await;
+    }
     match published {
         Ok(()) if settings.crash.fires_at(CrashPoint::AfterDeadLettered) => {
             Err(crash(CrashPoint::AfterDeadLettered))

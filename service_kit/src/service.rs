@@ -183,6 +183,14 @@ impl Builder {
             queue: queue.to_owned(),
             prefetch: self.amqp.prefetch,
             dead_letter_exchange: self.amqp.topology.dead_letter_exchange.clone(),
+            dead_letter_routing_key: self
+                .amqp
+                .topology
+                .queues()
+                .into_iter()
+                .find(|declared| declared.name == dead_letter_queue)
+                .and_then(|declared| declared.bindings.first().map(|(_, key)| key.clone()))
+                .unwrap_or_else(|| H::Event::ROUTING_KEY.to_owned()),
             retry: RetryPolicy {
                 max_attempts: self.retry.max_attempts,
                 tiers: self.retry.tiers(queue, self.amqp.topology.queue_type),

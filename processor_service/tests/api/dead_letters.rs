@@ -106,6 +106,56 @@ async fn without_keys_or_token_a_loopback_client_is_the_operator() {
 }
 
 #[tokio::test]
+async fn poison_whose_routing_key_the_dead_letter_exchange_does_not_route_is_dead_lettered_still() {
+    let app = spawn_app().await;
+    let queue = app.settings.amqp.topology.order_created_queue.clone();
+    // Put straight into the work queue (its routing key is the queue's name), and with a forged
+    // original routing key: the dead-letter exchange routes neither.
+    app.probe
+        .publish_to_queue(
+            &queue,
+            b"not json",
+            lapin::BasicProperties::default().with_message_id("poison-direct".into()),
+        )
+        .await;
+    let mut forged = Headers::default();
+    forged.set_str(headers::ORIGINAL_ROUTING_KEY, "nowhere.at.all");
+    app.probe
+        .publish_raw(
+            routing_keys::ORDER_CREATED,
+            b"not json either",
+            lapin::BasicProperties::default()
+                .with_message_id("poison-forged".into())
+                .with_headers(forged.into_table()),
+        )
+        .await;
+    wait_for_dead_letters(&app, 2).await;
+    // And the consumer goes on: an order placed after them is decided.
+    let event = order_created(1, "1.00");
+    app.probe.publish(&event).await;
+    app.wait_for_record(event.correlation_id, |record| !record["decision"].is_null())
+        .await;
+    let listed: Value = admin(
+        &app,
+        reqwest::Method::GET,
+        "/dead-letters",
+        Some(ADMIN_TOKEN),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let mut ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|letter| letter["event_id"].as_str())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["poison-direct", "poison-forged"], "{listed}");
+}
+
+#[tokio::test]
 async fn poison_is_listed_without_an_order_and_replayed_only_when_asked() {
     let app = spawn_app().await;
     poison(&app, b"not json").await;
