@@ -11,6 +11,9 @@ observability/prometheus/alerts.yml.
 
     scripts/validate-manifests.py [DIR]     (default deploy/kubernetes; run with the Python
                                              scripts/ensure-kubernetes-validate.sh prepares)
+    scripts/validate-manifests.py --sync-rules
+                                            writes the groups of alerts.yml into
+                                            deploy/kubernetes/monitoring.yaml's PrometheusRule
 
 Prints one line per document; exits 1 with every problem listed.
 """
@@ -114,12 +117,27 @@ def semantic_problems(docs):
         if rule["spec"]["groups"] != alerts["groups"]:
             problems.append(
                 f"PrometheusRule {rule['metadata']['name']}: its groups differ from "
-                "observability/prometheus/alerts.yml"
+                "observability/prometheus/alerts.yml (scripts/validate-manifests.py --sync-rules)"
             )
     return problems
 
 
+def sync_rules():
+    path = ROOT / "deploy/kubernetes/monitoring.yaml"
+    alerts = yaml.safe_load((ROOT / "observability/prometheus/alerts.yml").read_text())
+    parts = path.read_text().split("\n---\n")
+    for index, part in enumerate(parts):
+        document = yaml.safe_load(part)
+        if document and document.get("kind") == "PrometheusRule":
+            document["spec"]["groups"] = alerts["groups"]
+            parts[index] = yaml.safe_dump(document, sort_keys=False, width=100).rstrip("\n")
+    path.write_text("\n---\n".join(parts).rstrip("\n") + "\n")
+    return 0
+
+
 def main():
+    if sys.argv[1:] == ["--sync-rules"]:
+        return sync_rules()
     directory = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "deploy/kubernetes")
     docs, problems = documents(directory)
     if not docs:

@@ -159,7 +159,7 @@ async fn prometheus_counts_every_order_and_every_panel_and_alert_reads_exported_
     }
 
     let mut expressions = alert_expressions();
-    assert_eq!(expressions.len(), 6, "{expressions:?}");
+    assert_eq!(expressions.len(), 7, "{expressions:?}");
     expressions.extend(dashboard_expressions());
     for expression in &expressions {
         test_support::wait_until(
