@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::configuration::{AuthSettings, RuntimeSettings};
 use crate::dead_letters::cli::{ServiceCli, ServiceCommand, ServiceQueues};
 use crate::service::Service;
-use crate::telemetry::{LogFormat, get_subscriber, init_subscriber};
+use crate::telemetry::{LogFormat, command_subscriber, init_subscriber};
 
 /// A service, as its binary starts it.
 pub trait Entry {
@@ -52,11 +52,10 @@ pub fn run<E: Entry>() -> anyhow::Result<()> {
         return stopped;
     };
     // Logs go to stderr: stdout is the command's output.
-    init_subscriber(get_subscriber(
+    init_subscriber(command_subscriber(
         E::NAME,
         LogFormat::from_env(),
         std::io::stderr,
-        None,
     ))?;
     let settings = E::load()?;
     let output = match command {

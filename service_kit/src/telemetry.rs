@@ -119,8 +119,43 @@ pub fn get_subscriber<Sink>(
 where
     Sink: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    subscriber_with(name, format, sink, tracing, filter())
+}
+
+/// The subscriber of a command (`dead-letters`, `queues`, `dev-token`): [`get_subscriber`]
+/// without lapin's own lines. A command's failure is the error it returns; lapin logs every
+/// channel the broker closes at ERROR, also the scratch channels on which a command expects a
+/// refusal (whether a queue exists, whether the broker takes a declaration).
+pub fn command_subscriber<Sink>(
+    name: &str,
+    format: LogFormat,
+    sink: Sink,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    Sink: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let quiet = match "lapin=off".parse() {
+        Ok(directive) => filter().add_directive(directive),
+        Err(_) => filter(),
+    };
+    subscriber_with(name, format, sink, None, quiet)
+}
+
+/// `RUST_LOG`, or [`DEFAULT_FILTER`].
+fn filter() -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
+}
+
+fn subscriber_with<Sink>(
+    name: &str,
+    format: LogFormat,
+    sink: Sink,
+    tracing: Option<&Tracing>,
+    filter: EnvFilter,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    Sink: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let base = Registry::default().with(filter);
     // Events only: what a span costs (its fields kept and formatted) is paid for traces alone.
     let events = || filter_fn(|metadata| metadata.is_event());
