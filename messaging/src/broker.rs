@@ -79,13 +79,31 @@ impl Broker {
         heartbeat_seconds: u16,
         tls: lapin::tcp::OwnedTLSConfig,
     ) -> Arc<Self> {
+        Self::build(
+            urls,
+            topology,
+            connection_name.into(),
+            heartbeat_seconds,
+            tls,
+            true,
+        )
+    }
+
+    fn build(
+        urls: Vec<Secret>,
+        topology: Topology,
+        connection_name: String,
+        heartbeat_seconds: u16,
+        tls: lapin::tcp::OwnedTLSConfig,
+        declares_topology: bool,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            declares_topology: true,
+            declares_topology,
             tls,
             urls,
             preferred: std::sync::atomic::AtomicUsize::new(0),
             topology,
-            connection_name: connection_name.into(),
+            connection_name,
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
             last_error: Mutex::new(None),
@@ -103,17 +121,14 @@ impl Broker {
         heartbeat_seconds: u16,
         tls: lapin::tcp::OwnedTLSConfig,
     ) -> Arc<Self> {
-        let mut broker = Self::with_tls(
+        Self::build(
             urls,
             Topology::default(),
-            connection_name,
+            connection_name.into(),
             heartbeat_seconds,
             tls,
-        );
-        if let Some(broker) = Arc::get_mut(&mut broker) {
-            broker.declares_topology = false;
-        }
-        broker
+            false,
+        )
     }
 
     pub fn topology(&self) -> &Topology {

@@ -37,7 +37,7 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Migrated {
     pub queue: String,
-    /// Messages it held and holds again.
+    /// Messages moved back into it from its holding queue.
     pub messages: u64,
 }
 
@@ -91,10 +91,8 @@ pub async fn migrate(
     let channel = confirming_channel(&connection).await?;
     // Retry queues first: once they are empty, nothing expires into a work queue being replaced.
     to_replace.sort_by_key(|queue| !queue.expires_messages());
-    let mut moved = std::collections::HashMap::<String, u64>::new();
     for queue in &to_replace {
-        let count = empty_into_holding_queue(&channel, queue).await?;
-        *moved.entry(queue.name.clone()).or_default() += count;
+        empty_into_holding_queue(&channel, queue).await?;
     }
     // A channel that used a queue must not publish to a new queue of the same name: RabbitMQ
     // (3.10) keeps the old queue's state on the channel and fails it with an internal error.
@@ -106,11 +104,10 @@ pub async fn migrate(
     let mut migrated = Vec::new();
     for queue in refill {
         let count = refill_from_holding_queue(&channel, queue).await?;
-        let before = moved.get(&queue.name).copied().unwrap_or_default();
         tracing::info!(queue = %queue.name, messages = count, "queue redeclared, messages moved back");
         migrated.push(Migrated {
             queue: queue.name.clone(),
-            messages: count.max(before),
+            messages: count,
         });
     }
     channel.close(200, "OK".into()).await?;
@@ -181,7 +178,7 @@ fn durable() -> QueueDeclareOptions {
 async fn empty_into_holding_queue(
     channel: &Channel,
     queue: &QueueDeclaration,
-) -> Result<u64, MigrateError> {
+) -> Result<(), MigrateError> {
     let holding = QueueDeclaration {
         name: holding_queue(&queue.name),
         arguments: queue.kind_only(),
@@ -189,18 +186,17 @@ async fn empty_into_holding_queue(
     };
     holding.declare(channel).await?;
     unbind(channel, &queue.name, &queue.bindings).await?;
-    let mut count = 0;
     // A message may still arrive (a retry expiring, a publisher's last one): empty the queue until
     // the broker deletes it as empty.
     for _ in 0..100 {
-        count += move_messages(channel, &queue.name, &holding.name).await?;
+        move_messages(channel, &queue.name, &holding.name).await?;
         if consumers(channel, &queue.name).await? > 0 {
             return Err(MigrateError::InUse {
                 queue: queue.name.clone(),
             });
         }
         if delete_if_empty(channel, &queue.name).await? {
-            return Ok(count);
+            return Ok(());
         }
     }
     Err(MigrateError::InUse {
