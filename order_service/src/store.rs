@@ -198,22 +198,7 @@ impl GroupWrite for NewOrderWriter {
         } else {
             INSERT_ORDERS
         };
-        let events: Vec<OutboxIdRow> = sqlx::query_as(sql)
-            .bind(column(rows, |r| r.id))
-            .bind(column(rows, |r| r.customer_id.as_str()))
-            .bind(column(rows, |r| &r.items))
-            .bind(column(rows, |r| r.total_amount))
-            .bind(column(rows, |r| r.created_at))
-            .bind(column(rows, |r| r.idempotency_key.as_deref()))
-            .bind(column(rows, |r| r.event.event_id))
-            .bind(column(rows, |r| r.event.event_type.as_str()))
-            .bind(column(rows, |r| r.event.routing_key.as_str()))
-            .bind(column(rows, |r| r.event.correlation_id))
-            .bind(column(rows, |r| r.event.body.as_slice()))
-            .bind(column(rows, |r| r.event.created_at))
-            .bind(self.outbox.lease_seconds())
-            .bind(column(rows, |r| r.event.traceparent()))
-            .bind(column(rows, |r| r.event.tracestate()))
+        let events = bind_new_orders(sql, rows, self.outbox.lease_seconds())
             .fetch_all(self.db.get_postgres_connection_pool())
             .await
             .map_err(messaging::database::from_sqlx)?;
@@ -245,6 +230,31 @@ impl GroupWrite for NewOrderWriter {
             })
             .collect())
     }
+}
+
+/// `sql` (one of the statements writing new orders) bound to `rows`, their events leased for
+/// `lease_seconds` (None: to the relay).
+fn bind_new_orders<'q>(
+    sql: &'static str,
+    rows: &'q [NewOrderRow],
+    lease_seconds: Option<f64>,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, OutboxIdRow, sqlx::postgres::PgArguments> {
+    sqlx::query_as(sql)
+        .bind(column(rows, |r| r.id))
+        .bind(column(rows, |r| r.customer_id.as_str()))
+        .bind(column(rows, |r| &r.items))
+        .bind(column(rows, |r| r.total_amount))
+        .bind(column(rows, |r| r.created_at))
+        .bind(column(rows, |r| r.idempotency_key.as_deref()))
+        .bind(column(rows, |r| r.event.event_id))
+        .bind(column(rows, |r| r.event.event_type.as_str()))
+        .bind(column(rows, |r| r.event.routing_key.as_str()))
+        .bind(column(rows, |r| r.event.correlation_id))
+        .bind(column(rows, |r| r.event.body.as_slice()))
+        .bind(column(rows, |r| r.event.created_at))
+        .bind(lease_seconds)
+        .bind(column(rows, |r| r.event.traceparent()))
+        .bind(column(rows, |r| r.event.tracestate()))
 }
 
 impl OrderStore {
@@ -722,10 +732,13 @@ RETURNING id, event_id
 /// [`INSERT_ORDERS`] for a group with idempotency keys: an order whose customer already has one
 /// under its key is skipped with its history row and event. The unique index settles it, also
 /// against an order of the same statement or of a concurrent one (which the insert waits for).
-/// Answers the outbox id of each event written.
+/// Every statement inserts in (customer, key) order, so two in flight with the same new keys
+/// cannot each hold one the other waits for (a deadlock). Answers the outbox id of each event
+/// written.
 const INSERT_KEYED_ORDERS: &str = concat!(
     insert_new_orders!(),
     r#"
+    ORDER BY customer_id, idempotency_key
     ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id
 ), first_steps AS (
@@ -790,6 +803,104 @@ FROM input i LEFT JOIN orders o ON o.id = i.id LEFT JOIN moved m ON m.id = i.id
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// A new order of `customer` under `key`, as [`OrderStore::create`] hands it to the writer.
+    fn keyed(customer: &str, key: &str) -> NewOrderRow {
+        let id = Uuid::now_v7();
+        let now = Utc::now().trunc_subsecs(6);
+        let event = order_created(OrderCreated {
+            order_id: id,
+            customer_id: customer.to_owned(),
+            items: Vec::new(),
+            total_amount: rust_decimal::Decimal::ONE,
+            created_at: now,
+        });
+        NewOrderRow {
+            id,
+            customer_id: customer.to_owned(),
+            idempotency_key: Some(key.to_owned()),
+            items: serde_json::json!([]),
+            total_amount: rust_decimal::Decimal::ONE,
+            created_at: now,
+            event: OutboxRow::new(&event).unwrap(),
+        }
+    }
+
+    /// Sessions of the test's database waiting for a lock.
+    async fn lock_waiters(pool: &sqlx::PgPool) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    }
+
+    /// Two group commits in flight with the same new keys in opposite orders: each statement
+    /// takes its keys in one order (customer, key), so the second never holds a key the first
+    /// waits for while it waits for one the first holds. Taken in the orders given, the first
+    /// holds key-1 waiting for key-0 (held by a third transaction), the second holds key-2 waiting
+    /// for key-1, and once key-0 is free the first waits for key-2: a deadlock, one aborted.
+    #[tokio::test]
+    async fn keyed_statements_take_their_keys_in_one_order_and_cannot_deadlock() {
+        const DEADLINE: Duration = Duration::from_secs(20);
+        let settings =
+            test_support::database_settings(&format!("orders_{}", test_support::unique_id()));
+        let _cleanup = test_support::Cleanup {
+            databases: vec![settings.url.expose().to_owned()],
+            topology: None,
+            queues: Vec::new(),
+        };
+        let db = messaging::database::connect(&settings).await.unwrap();
+        migration::migrate::<migration::OrdersMigrator>(&db)
+            .await
+            .unwrap();
+        let pool = db.get_postgres_connection_pool().clone();
+        let insert = |rows: Vec<NewOrderRow>| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                bind_new_orders(INSERT_KEYED_ORDERS, &rows, None)
+                    .fetch_all(&pool)
+                    .await
+                    .map(|written| written.len())
+            })
+        };
+
+        let mut holder = pool.begin().await.unwrap();
+        bind_new_orders(INSERT_KEYED_ORDERS, &[keyed("c", "key-0")], None)
+            .fetch_all(&mut *holder)
+            .await
+            .unwrap();
+        let first = insert(vec![
+            keyed("c", "key-1"),
+            keyed("c", "key-0"),
+            keyed("c", "key-2"),
+        ]);
+        let pool_ref = &pool;
+        test_support::wait_until("the first statement waits for key-0", DEADLINE, || async {
+            (lock_waiters(pool_ref).await >= 1).then_some(())
+        })
+        .await;
+        let second = insert(vec![keyed("c", "key-2"), keyed("c", "key-1")]);
+        let second_ref = &second;
+        test_support::wait_until("the second statement ends or waits", DEADLINE, || async {
+            (second_ref.is_finished() || lock_waiters(pool_ref).await >= 2).then_some(())
+        })
+        .await;
+        holder.rollback().await.unwrap();
+
+        let first = first.await.unwrap().expect("the first statement");
+        let second = second.await.unwrap().expect("the second statement");
+        assert_eq!(first + second, 3, "each key placed one order");
+        let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(orders, 3);
+        db.close().await.unwrap();
+    }
 
     #[test]
     fn cursors_round_trip() {

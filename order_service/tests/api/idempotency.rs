@@ -213,3 +213,44 @@ async fn a_malformed_key_is_refused_before_anything_is_stored() {
     assert_eq!(placed.status(), 201);
     assert!(placed.headers().get(REPLAYED).is_none());
 }
+
+#[tokio::test]
+async fn concurrent_retries_of_several_keys_in_any_order_place_one_order_per_key() {
+    let app = spawn_app().await;
+    let body = valid_order();
+    let (rounds, keys_per_round, requests) = (10, 16, 64);
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut placed = 0;
+    for round in 0..rounds {
+        // Retries of the same fresh keys at once, shuffled: the group commits in flight carry
+        // some of the same keys, in any order (see the store's test of two such statements).
+        let keys: Vec<String> = (0..keys_per_round)
+            .map(|_| uuid::Uuid::new_v4().to_string())
+            .collect();
+        let order: Vec<&String> = (0..requests)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                &keys[(state % keys_per_round as u64) as usize]
+            })
+            .collect();
+        let responses = join_all(order.iter().map(|key| post_with_key(&app, key, &body))).await;
+        let mut ids = std::collections::HashMap::new();
+        let mut new = 0;
+        for (key, response) in order.iter().zip(responses) {
+            assert_eq!(response.status(), 201, "round {round}");
+            if response.headers().get(REPLAYED).is_none() {
+                new += 1;
+            }
+            let id = response.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            assert_eq!(ids.entry(*key).or_insert_with(|| id.clone()), &id, "{key}");
+        }
+        assert_eq!(new, ids.len(), "round {round}: one new order per key");
+        placed += ids.len() as i64;
+    }
+    assert_eq!(stored(&app).await, [placed, placed, placed]);
+}
