@@ -419,3 +419,63 @@ async fn copies_of_a_dead_letter_are_listed_and_replayed_once() {
     let record = app.wait_for_record(order_id, |r| r["attempts"] == 5).await;
     assert_eq!(record["decision"], "failed");
 }
+
+#[tokio::test]
+async fn listings_and_a_replay_at_once_each_find_every_dead_letter() {
+    const LETTERS: u32 = 40;
+    let app = spawn_app().await;
+    let dlq = app
+        .settings
+        .amqp
+        .topology
+        .order_created_dead_letter_queue
+        .clone();
+    let mut orders = Vec::new();
+    for _ in 0..LETTERS {
+        let event = order_created(1, "1.00");
+        let mut failed = Headers::default();
+        failed.set_str(headers::ORDER_ID, event.correlation_id.to_string());
+        failed.set_str(headers::FAILURE_REASON, "gave up after 5 attempts: test");
+        app.probe
+            .publish_to_queue(
+                &dlq,
+                &serde_json::to_vec(&event).unwrap(),
+                lapin::BasicProperties::default()
+                    .with_message_id(event.event_id.to_string().into())
+                    .with_headers(failed.into_table()),
+            )
+            .await;
+        orders.push(event.correlation_id);
+    }
+    wait_for_dead_letters(&app, LETTERS).await;
+
+    // Three operators list at once: each takes the queue's messages in turn, and sees them all.
+    let (first, second, third) = tokio::join!(list(&app), list(&app), list(&app));
+    for listed in [first, second, third] {
+        assert_eq!(
+            listed.as_array().unwrap().len(),
+            LETTERS as usize,
+            "{listed}"
+        );
+    }
+    // A replay while two others list: it finds and moves every one.
+    let replay = async {
+        admin(
+            &app,
+            reqwest::Method::POST,
+            "/dead-letters/replay",
+            Some(ADMIN_TOKEN),
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()
+    };
+    let (replayed, _, _) = tokio::join!(replay, list(&app), list(&app));
+    assert_eq!(replayed, json!({"replayed": LETTERS}));
+    for order in orders {
+        app.wait_for_record(order, |record| !record["decision"].is_null())
+            .await;
+    }
+    wait_for_dead_letters(&app, 0).await;
+}

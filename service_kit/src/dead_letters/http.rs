@@ -110,8 +110,14 @@ impl DeadLetterAdmin {
     }
 }
 
-fn broker_problem(error: lapin::Error) -> Problem {
-    Problem::from_failure(&error, "the broker")
+fn broker_problem(error: super::DeadLetterError) -> Problem {
+    match error {
+        super::DeadLetterError::Broker(error) => Problem::from_failure(&error, "the broker"),
+        busy @ super::DeadLetterError::Busy(_) => {
+            tracing::warn!(error = %busy, "dead letters busy");
+            Problem::unavailable(format!("{busy}; retry later"))
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -154,7 +160,7 @@ impl ListQuery {
         (status = 401, description = "No or a wrong token; `WWW-Authenticate` says why", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A customer's token: operators only", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many requests from this address; `Retry-After` says when to try again", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Broker unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Broker unavailable, or another listing or replay of the queue held it for 30 s", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(name = "list dead letters", skip_all)]
@@ -190,7 +196,7 @@ pub async fn list_dead_letters(
         (status = 401, description = "No or a wrong token; `WWW-Authenticate` says why", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A customer's token: operators only", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many requests from this address; `Retry-After` says when to try again", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Broker unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Broker unavailable, or another listing or replay of the queue held it for 30 s", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(name = "replay dead letters", skip_all)]

@@ -2,6 +2,10 @@
 //! Both services use it for their own queue, over HTTP ([`http`]) and from their command line
 //! ([`cli`]).
 //!
+//! A listing or replay takes the queue's messages unacknowledged until it ends, so one at a time
+//! browses a queue ([`Turn`]): another, on this instance or any other sharing the broker, waits
+//! for it instead of finding the queue empty.
+//!
 //! A message may be dead-lettered more than once (a crash between publishing the dead letter and
 //! acknowledging the delivery, or a copy redelivered after the failure was recorded): copies share
 //! their `message_id`, and listing and replay count them once.
@@ -12,13 +16,144 @@ pub mod http;
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
 use messaging::broker::Broker;
+use messaging::failure::{Classify, FailureClass};
 use messaging::headers::{self, Headers};
 use messaging::topology::ready_count;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
+
+/// Why a listing or replay did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    #[error(transparent)]
+    Broker(#[from] lapin::Error),
+    /// Another listing or replay of the queue held it for longer than [`TURN_TIMEOUT`].
+    #[error("another listing or replay of {0} ran longer than {TURN_TIMEOUT:?}")]
+    Busy(String),
+}
+
+impl Classify for DeadLetterError {
+    fn class(&self) -> FailureClass {
+        match self {
+            Self::Broker(error) => error.class(),
+            Self::Busy(_) => FailureClass::Unavailable,
+        }
+    }
+}
+
+/// How long a listing or replay waits for its turn.
+pub const TURN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often a listing or replay waiting for its turn asks for it again.
+const TURN_POLL: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// One listing's or replay's turn to browse a dead-letter queue: the exclusive consumer of
+/// `<queue>.browsing`, an empty queue that the broker deletes when its last consumer leaves. The
+/// broker gives it to one channel at a time, whichever instance asks, and takes it back when that
+/// channel closes: at the end of the turn, or when its holder is dropped or its connection dies.
+struct Turn {
+    channel: lapin::Channel,
+    /// Held for the turn: a dropped consumer cancels itself.
+    _consumer: lapin::Consumer,
+}
+
+impl Turn {
+    async fn take(connection: &lapin::Connection, queue: &str) -> Result<Self, DeadLetterError> {
+        let turns = format!("{queue}.browsing");
+        let deadline = tokio::time::Instant::now() + TURN_TIMEOUT;
+        loop {
+            // A refusal closes the channel: each attempt on a fresh one.
+            let channel = connection.create_channel().await?;
+            match Self::hold(&channel, &turns).await {
+                Ok(consumer) => {
+                    return Ok(Self {
+                        channel,
+                        _consumer: consumer,
+                    });
+                }
+                Err(error) if Self::is_taken(&error) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(DeadLetterError::Busy(queue.to_owned()));
+                    }
+                    tokio::time::sleep(TURN_POLL).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    async fn hold(channel: &lapin::Channel, turns: &str) -> Result<lapin::Consumer, lapin::Error> {
+        // Classic whatever the broker's default type: a quorum queue cannot delete itself.
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("classic".into()),
+        );
+        channel
+            .queue_declare(
+                turns.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                arguments,
+            )
+            .await?;
+        channel
+            .basic_consume(
+                turns.into(),
+                "dead-letter-browsing".into(),
+                BasicConsumeOptions {
+                    exclusive: true,
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+    }
+
+    /// Someone else's turn: its exclusive consumer refuses ours (`ACCESS_REFUSED ... in exclusive
+    /// use`), or its queue went away with it between our declaration and our consumer.
+    fn is_taken(error: &lapin::Error) -> bool {
+        match error.kind() {
+            lapin::ErrorKind::ProtocolError(refusal) => match refusal.get_id() {
+                403 => refusal.get_message().as_str().contains("exclusive use"),
+                404 => true,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    async fn end(self) -> Result<(), lapin::Error> {
+        self.channel.close(200, "OK".into()).await
+    }
+}
+
+/// Runs `browse` in the queue's turn, and ends the turn whatever it answered.
+async fn in_turn<T, F>(
+    connection: &lapin::Connection,
+    queue: &str,
+    browse: F,
+) -> Result<T, DeadLetterError>
+where
+    F: std::future::Future<Output = Result<T, lapin::Error>>,
+{
+    let turn = Turn::take(connection, queue).await?;
+    let browsed = browse.await;
+    let ended = turn.end().await;
+    let browsed = browsed?;
+    ended?;
+    Ok(browsed)
+}
 
 /// A dead-lettered message, from its headers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -108,8 +243,16 @@ pub async fn list(
     broker: &Broker,
     queue: &str,
     limit: usize,
-) -> Result<Vec<DeadLetter>, lapin::Error> {
+) -> Result<Vec<DeadLetter>, DeadLetterError> {
     let connection = broker.connection().await?;
+    in_turn(&connection, queue, browse(&connection, queue, limit)).await
+}
+
+async fn browse(
+    connection: &lapin::Connection,
+    queue: &str,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, lapin::Error> {
     let channel = connection.create_channel().await?;
     let count = ready_count(&channel, queue).await?;
     let mut letters: Vec<DeadLetter> = Vec::new();
@@ -141,7 +284,7 @@ pub async fn list(
         }
     }
     channel.close(200, "OK".into()).await?;
-    wait_until_returned(&connection, queue, taken).await?;
+    wait_until_returned(connection, queue, taken).await?;
     Ok(letters)
 }
 
@@ -181,12 +324,26 @@ pub async fn replay(
     queue: &str,
     work_queue: &str,
     request: &ReplayRequest,
+) -> Result<usize, DeadLetterError> {
+    let connection = broker.connection().await?;
+    in_turn(
+        &connection,
+        queue,
+        move_back(&connection, queue, work_queue, request),
+    )
+    .await
+}
+
+async fn move_back(
+    connection: &lapin::Connection,
+    queue: &str,
+    work_queue: &str,
+    request: &ReplayRequest,
 ) -> Result<usize, lapin::Error> {
     let wanted: Option<HashSet<Uuid>> = request
         .order_ids
         .as_ref()
         .map(|ids| ids.iter().copied().collect());
-    let connection = broker.connection().await?;
     let channel = connection.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
@@ -259,6 +416,6 @@ pub async fn replay(
         }
     }
     channel.close(200, "OK".into()).await?;
-    wait_until_returned(&connection, queue, left).await?;
+    wait_until_returned(connection, queue, left).await?;
     Ok(replayed)
 }
