@@ -1,7 +1,8 @@
 //! Operator actions, one INFO line each under the target `audit`, with the same fields every
 //! time: `subject` (who: an operator JWT's `sub`, [`STATIC_TOKEN`] for the static operator token,
 //! [`LOOPBACK`](crate::auth::LOOPBACK) for a loopback client without a token, [`COMMAND_LINE`] for
-//! the services' `dead-letters` commands), `action`, `queue` and `count` (how many). A refused
+//! the services' `dead-letters` commands), `action`, and what it acted on: `queue` and `count`
+//! (how many) for dead letters, `order_id` for an operator's change to one order. A refused
 //! attempt is a WARN line of the same target with `outcome` `refused` and the client's address.
 //! Find them all with `grep '"target":"audit"'` or a log query on `target = audit`.
 
@@ -15,6 +16,8 @@ pub const COMMAND_LINE: &str = "command-line";
 /// The actions, the same over HTTP and from the command line.
 pub const LIST_DEAD_LETTERS: &str = "list dead letters";
 pub const REPLAY_DEAD_LETTERS: &str = "replay dead letters";
+/// An operator cancelled a customer's order.
+pub const CANCEL_ORDER: &str = "cancel order";
 
 /// `subject` did `action` on `queue`, to `count` messages.
 pub fn operator_action(subject: &str, action: &str, queue: &str, count: usize) {
@@ -24,6 +27,18 @@ pub fn operator_action(subject: &str, action: &str, queue: &str, count: usize) {
         action,
         queue,
         count,
+        outcome = "done",
+        "operator action"
+    );
+}
+
+/// `subject` did `action` to the order `order_id`.
+pub fn order_action(subject: &str, action: &str, order_id: uuid::Uuid) {
+    tracing::info!(
+        target: "audit",
+        subject,
+        action,
+        order_id = %order_id,
         outcome = "done",
         "operator action"
     );

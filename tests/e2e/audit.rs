@@ -1,5 +1,6 @@
 //! Operator actions leave an audit line in the service's log: who, what, on which queue and how
-//! many; a refused attempt leaves one too, with the client's address and never the token.
+//! many (or which order); a refused attempt leaves one too, with the client's address and never
+//! the token.
 
 use serde_json::Value;
 
@@ -26,6 +27,15 @@ async fn operator_actions_and_refused_attempts_are_audited_in_the_log() {
     let processes = processes::start(
         &[
             ("PROCESSOR_SERVICE__ADMIN__TOKEN", TOKEN.into()),
+            (
+                "ORDER_SERVICE__AUTH__ISSUER",
+                test_support::identity::ISSUER.into(),
+            ),
+            (
+                "ORDER_SERVICE__AUTH__AUDIENCE",
+                test_support::identity::AUDIENCE.into(),
+            ),
+            ("ORDER_SERVICE__AUTH__HS256_SECRET", issuer.secret.clone()),
             (
                 "PROCESSOR_SERVICE__AUTH__ISSUER",
                 test_support::identity::ISSUER.into(),
@@ -73,6 +83,33 @@ async fn operator_actions_and_refused_attempts_are_audited_in_the_log() {
         assert_eq!(response.status(), status, "{path}");
     }
 
+    // An operator cancelling a customer's order is audited; the customer's own cancellation is
+    // the order's history, not an operator action.
+    let orders = &processes.orders_url;
+    let mut cancelled = Vec::new();
+    // The customer's first: written before the operator's line, it would be found with it.
+    for canceller in [&customer, &operator] {
+        let placed: Value = client
+            .post(format!("{orders}/orders"))
+            .bearer_auth(&customer)
+            .json(&crate::helpers::order("alice", 1, "2.00"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = placed["id"].as_str().unwrap().to_owned();
+        let response = client
+            .post(format!("{orders}/orders/{id}/cancel"))
+            .bearer_auth(canceller)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{id}");
+        cancelled.push(id);
+    }
+
     let file = logs.join("processor_service.log");
     let lines = test_support::wait_until("five audit lines", DEADLINE, || async {
         let lines = audit_lines(&file);
@@ -101,6 +138,26 @@ async fn operator_actions_and_refused_attempts_are_audited_in_the_log() {
     assert_eq!(lines[3]["action"], "list dead letters", "{}", lines[3]);
     assert_eq!(lines[4]["outcome"], "refused", "{}", lines[4]);
     assert_eq!(lines[4]["reason"], "Forbidden", "{}", lines[4]);
+    let orders_log = logs.join("order_service.log");
+    let order_lines =
+        test_support::wait_until("the cancellation's audit line", DEADLINE, || async {
+            let lines = audit_lines(&orders_log);
+            (!lines.is_empty()).then_some(lines)
+        })
+        .await;
+    let line = &order_lines[0];
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert_eq!(line["subject"], "olga", "{line}");
+    assert_eq!(line["action"], "cancel order", "{line}");
+    assert_eq!(line["order_id"], cancelled[1].as_str(), "{line}");
+    assert_eq!(line["outcome"], "done", "{line}");
+    assert!(
+        !std::fs::read_to_string(&orders_log)
+            .unwrap()
+            .lines()
+            .any(|l| l.contains("\"target\":\"audit\"") && l.contains(&cancelled[0])),
+        "the customer's own cancellation is no operator action"
+    );
     let log = std::fs::read_to_string(&file).unwrap();
     assert!(!log.contains(TOKEN), "the token is never logged");
     assert!(!log.contains(guess), "nor a wrong one");

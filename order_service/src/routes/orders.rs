@@ -620,12 +620,18 @@ pub async fn cancel_order(
     caller: Identity,
     store: web::Data<OrderStore>,
 ) -> Result<HttpResponse, Problem> {
+    let operator = caller.is_operator().then(|| caller.subject.clone());
     let scope = Scope::of(caller)?;
     let id = parse_order_id(&id)?;
     match store.cancel(id, scope.customer()).await? {
-        Cancelled::Now(order) | Cancelled::Before(order) => {
+        Cancelled::Now(order) => {
+            // A customer's own cancellation is in the order's history; an operator's is audited.
+            if let Some(operator) = operator {
+                service_kit::audit::order_action(&operator, service_kit::audit::CANCEL_ORDER, id);
+            }
             Ok(HttpResponse::Ok().json(OrderResponse::try_from(order)?))
         }
+        Cancelled::Before(order) => Ok(HttpResponse::Ok().json(OrderResponse::try_from(order)?)),
         Cancelled::Decided(order) => {
             let message = format!(
                 "order {id} is {}: only a pending order can be cancelled",
