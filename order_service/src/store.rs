@@ -903,6 +903,16 @@ mod tests {
     }
 
     #[test]
+    fn the_latency_bucket_sql_ends_where_the_figures_do() {
+        let last = crate::figures::BUCKETS - 1;
+        assert!(
+            latency_bucket!("took").starts_with(&format!("LEAST({last}, ")),
+            "{}",
+            latency_bucket!("took")
+        );
+    }
+
+    #[test]
     fn cursors_round_trip() {
         let cursor = Cursor {
             created_at: Utc::now().trunc_subsecs(6),
