@@ -21,21 +21,38 @@ pub struct Process {
     child: Child,
 }
 
-/// The binary `name`, built beside this test binary.
+/// The binary `name` of the services, built from the sources of this test beside its binary: the
+/// first call builds them (`cargo build --bins`, nothing to do when `cargo test --workspace` just
+/// did), so that `cargo test -p e2e` alone never runs binaries older than the code it tests.
 fn binary(name: &str) -> PathBuf {
-    // target/<profile>/deps/e2e-<hash> -> target/<profile>/<name>
-    let path = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run `cargo build --bins` first",
-        path.display()
-    );
-    path
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let profile_dir = BUILT.get_or_init(|| {
+        // target/<profile>/deps/e2e-<hash> -> target/<profile>
+        let profile_dir = std::env::current_exe()
+            .unwrap()
+            .parent()
+            .and_then(|deps| deps.parent())
+            .unwrap()
+            .to_owned();
+        let target_dir = profile_dir.parent().unwrap();
+        let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
+            Some("debug") => "dev",
+            Some(other) => other,
+            None => panic!("{} names no profile", profile_dir.display()),
+        };
+        let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap();
+        let status = std::process::Command::new(option_env!("CARGO").unwrap_or("cargo"))
+            .current_dir(workspace)
+            .args(["build", "--bins", "--profile", profile, "--target-dir"])
+            .arg(target_dir)
+            .status()
+            .expect("run cargo build --bins");
+        assert!(status.success(), "cargo build --bins failed");
+        profile_dir
+    });
+    profile_dir.join(name)
 }
 
 impl Process {
