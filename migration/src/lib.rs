@@ -23,6 +23,7 @@ mod m20261205_000010_outbox_trace;
 mod m20261207_000011_cancellation;
 mod m20261207_000012_processing_cancellation;
 mod m20261207_000013_order_figures;
+mod m20261207_000014_orders_key_expiry;
 
 /// Migrations of the order service's database.
 pub struct OrdersMigrator;
@@ -41,6 +42,7 @@ impl MigratorTrait for OrdersMigrator {
             Box::new(m20261205_000010_outbox_trace::Migration),
             Box::new(m20261207_000011_cancellation::Migration),
             Box::new(m20261207_000013_order_figures::Migration),
+            Box::new(m20261207_000014_orders_key_expiry::Migration),
         ]
     }
 }

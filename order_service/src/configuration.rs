@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use service_kit::configuration::{
     AdminSettings, AmqpSettings, AuthSettings, ConfigurationError, DatabaseSettings, HttpSettings,
     OutboxSettings, RedeliverySettings, RuntimeSettings, ShutdownSettings, check_common,
-    check_millis, check_range, millis, seconds,
+    check_millis, check_range, hours, millis, seconds,
 };
 
 pub const ENV_PREFIX: &str = "ORDER_SERVICE";
@@ -109,11 +109,23 @@ pub struct IntakeSettings {
     /// beyond, `POST /orders` answers 503 with `Retry-After` at once instead of queueing. Bounds
     /// memory and latency under overload.
     pub max_waiting: usize,
+    /// How long an `Idempotency-Key` names the order it placed at least: a retry within it is
+    /// answered with that order; once the sweep after it released the key, the key places a new
+    /// order. Zero: keys are kept as long as their orders.
+    #[serde(rename = "idempotency_key_hours", with = "hours")]
+    pub idempotency_key_ttl: Duration,
+    /// How often the keys past `idempotency_key_ttl` are released.
+    #[serde(rename = "key_sweep_interval_ms", with = "millis")]
+    pub key_sweep_interval: Duration,
 }
 
 impl Default for IntakeSettings {
     fn default() -> Self {
-        Self { max_waiting: 1024 }
+        Self {
+            max_waiting: 1024,
+            idempotency_key_ttl: Duration::from_secs(24 * 3600),
+            key_sweep_interval: Duration::from_secs(60),
+        }
     }
 }
 
@@ -162,6 +174,18 @@ impl Settings {
             "intake.max_waiting",
             self.intake.max_waiting,
             1..=100_000,
+        )?;
+        check_range(
+            ENV_PREFIX,
+            "intake.idempotency_key_hours",
+            self.intake.idempotency_key_ttl.as_secs() / 3600,
+            0..=87_600,
+        )?;
+        check_millis(
+            ENV_PREFIX,
+            "intake.key_sweep_interval_ms",
+            self.intake.key_sweep_interval,
+            10..=3_600_000,
         )?;
         self.retry.check(ENV_PREFIX, "retry")?;
         let reconcile = &self.reconcile;

@@ -8,6 +8,7 @@ pub mod configuration;
 pub mod domain;
 pub mod entities;
 pub mod figures;
+pub mod idempotency;
 pub mod live;
 pub mod messaging;
 pub mod metrics;

@@ -11,6 +11,7 @@ use utoipa::OpenApi;
 
 use crate::api_doc::ApiDoc;
 use crate::configuration::{ENV_PREFIX, Settings};
+use crate::idempotency::KeySweep;
 use crate::live::Live;
 use crate::messaging::OrderProcessedHandler;
 use crate::metrics::OrderMetrics;
@@ -49,6 +50,12 @@ pub async fn build(settings: Settings) -> anyhow::Result<Service> {
         &service.meter(),
     )
     .await?;
+    let keys = KeySweep::new(
+        service.db().clone(),
+        settings.intake.idempotency_key_ttl,
+        settings.intake.key_sweep_interval,
+        &service.meter(),
+    );
     let writes = service.db().get_postgres_connection_pool().clone();
     let state = web::Data::new(store.clone());
     let live_state = web::Data::new(live.clone());
@@ -58,7 +65,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<Service> {
             .timeout(settings.processor.timeout)
             .build()?,
     });
-    service
+    let service = service
         .consume(
             &topology.order_processed_queue,
             &topology.order_processed_dead_letter_queue,
@@ -69,13 +76,19 @@ pub async fn build(settings: Settings) -> anyhow::Result<Service> {
         .worker("live status", move |shutdown| live.run(shutdown))
         .worker("figures compaction", move |shutdown| {
             crate::figures::compact_until(writes, shutdown)
-        })
-        .serve(ApiDoc::openapi(), move |cfg: &mut web::ServiceConfig| {
-            cfg.app_data(state.clone())
-                .app_data(live_state.clone())
-                .app_data(processor.clone())
-                .configure(routes::configure);
-        })
+        });
+    // Zero: keys never expire, and nothing sweeps.
+    let service = if settings.intake.idempotency_key_ttl.is_zero() {
+        service
+    } else {
+        service.worker("idempotency keys", move |shutdown| keys.run(shutdown))
+    };
+    service.serve(ApiDoc::openapi(), move |cfg: &mut web::ServiceConfig| {
+        cfg.app_data(state.clone())
+            .app_data(live_state.clone())
+            .app_data(processor.clone())
+            .configure(routes::configure);
+    })
 }
 
 fn blueprint(settings: &Settings) -> Blueprint<'_> {

@@ -358,30 +358,44 @@ impl OrderStore {
         // with the other orders that arrived meanwhile (a group commit): one round trip and one
         // commit for them all, and no wait when there are none.
         // A full queue refuses at once: the client retries later instead of waiting behind it.
-        let stored = self
-            .new_orders
-            .try_write(NewOrderRow {
-                id,
-                customer_id: model.customer_id.clone(),
-                idempotency_key: model.idempotency_key.clone(),
-                items: model.items.clone(),
-                total_amount: model.total_amount,
-                created_at: now,
-                event: outbox,
-            })
-            .map_err(|_| StoreError::Overloaded)?
-            .await?;
-        match (stored, idempotency_key) {
-            (Stored::Created, _) => {
-                tracing::info!(order_id = %id, event_id = %event.event_id, "order stored, order.created queued in the outbox");
-                Ok(Placed::New(model))
+        // A key found taken and then not found was released meanwhile (it expired,
+        // `crate::idempotency`): written again, the order takes it.
+        let mut outbox = Some(outbox);
+        for _ in 0..2 {
+            let event_row = match outbox.take() {
+                Some(row) => row,
+                None => OutboxRow::new(&event).map_err(OutboxError::from)?,
+            };
+            let stored = self
+                .new_orders
+                .try_write(NewOrderRow {
+                    id,
+                    customer_id: model.customer_id.clone(),
+                    idempotency_key: model.idempotency_key.clone(),
+                    items: model.items.clone(),
+                    total_amount: model.total_amount,
+                    created_at: now,
+                    event: event_row,
+                })
+                .map_err(|_| StoreError::Overloaded)?
+                .await?;
+            match (stored, idempotency_key) {
+                (Stored::Created, _) => {
+                    tracing::info!(order_id = %id, event_id = %event.event_id, "order stored, order.created queued in the outbox");
+                    return Ok(Placed::New(model));
+                }
+                (Stored::KeyTaken, Some(key)) => {
+                    if let Some(placed) = self.placed_before(new_order, key, &lines).await? {
+                        return Ok(placed);
+                    }
+                }
+                // Only a key conflicts: an order without one is always written.
+                (Stored::KeyTaken, None) => break,
             }
-            (Stored::KeyTaken, Some(key)) => self.placed_before(new_order, key, &lines).await,
-            // Only a key conflicts: an order without one is always written.
-            (Stored::KeyTaken, None) => Err(StoreError::Db(DbErr::Custom(format!(
-                "order {id} without an Idempotency-Key was not written"
-            )))),
         }
+        Err(StoreError::Db(DbErr::Custom(format!(
+            "order {id} was not written, and no order holds its Idempotency-Key"
+        ))))
     }
 
     /// Cancels order `id` if it is pending (and, given a `customer`, theirs): its status, its
@@ -449,25 +463,23 @@ impl OrderStore {
         Ok(Cancelled::Now(order))
     }
 
-    /// The order the customer placed under `key`, if it has the same `lines`.
+    /// The order the customer placed under `key` ([`StoreError::KeyReused`] if it has other
+    /// `lines`), or `None` if no order holds the key (released since the insert met it).
     async fn placed_before(
         &self,
         new_order: &NewOrder,
         key: &IdempotencyKey,
         lines: &[OrderLine],
-    ) -> Result<Placed, StoreError> {
+    ) -> Result<Option<Placed>, StoreError> {
         let customer_id = new_order.customer_id().as_str();
-        let existing = order::Entity::find()
+        let Some(existing) = order::Entity::find()
             .filter(order::Column::CustomerId.eq(customer_id))
             .filter(order::Column::IdempotencyKey.eq(key.as_str()))
             .one(&self.db)
             .await?
-            .ok_or_else(|| {
-                // The insert met it: orders are never deleted.
-                DbErr::RecordNotFound(format!(
-                    "the order of customer {customer_id:?} under its Idempotency-Key"
-                ))
-            })?;
+        else {
+            return Ok(None);
+        };
         let stored: Vec<OrderLine> = serde_json::from_value(existing.items.clone())
             .map_err(|e| StoreError::Corrupt(existing.id, e.to_string()))?;
         // Exact decimals compare by value: a price sent as 10.5 then "10.50" is the same order.
@@ -475,7 +487,7 @@ impl OrderStore {
             return Err(StoreError::KeyReused(existing.id));
         }
         tracing::info!(order_id = %existing.id, "order placed before under this Idempotency-Key; answered again");
-        Ok(Placed::Existing(existing))
+        Ok(Some(Placed::Existing(existing)))
     }
 
     /// The API's reads ([`OrderStore::get`], [`OrderStore::list`], [`OrderStore::history`]) run

@@ -1,13 +1,15 @@
 //! `Idempotency-Key` on `POST /orders`: a retried request finds the order it placed, once stored
-//! and once announced, whatever the timing of the retries.
+//! and once announced, whatever the timing of the retries; after `INTAKE__IDEMPOTENCY_KEY_HOURS` the
+//! key is released and places a new order.
 
 use chrono::Utc;
 use contracts::events::{Envelope, OrderCreated, OrderProcessed, ProcessingStatus};
 use futures_util::future::join_all;
 use messaging::topology::routing_keys;
+use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
-use crate::helpers::{DEADLINE, TestApp, spawn_app, valid_order};
+use crate::helpers::{DEADLINE, TestApp, spawn_app, spawn_app_with, valid_order};
 
 const KEY: &str = "Idempotency-Key";
 const REPLAYED: &str = "Idempotent-Replayed";
@@ -253,4 +255,54 @@ async fn concurrent_retries_of_several_keys_in_any_order_place_one_order_per_key
         placed += ids.len() as i64;
     }
     assert_eq!(stored(&app).await, [placed, placed, placed]);
+}
+
+#[tokio::test]
+async fn a_key_older_than_its_hours_is_released_and_places_a_new_order() {
+    let app = spawn_app_with(|settings| {
+        settings.intake.key_sweep_interval = std::time::Duration::from_millis(50);
+    })
+    .await;
+    let body = valid_order();
+    let old = post_with_key(&app, "old-key", &body).await;
+    assert_eq!(old.status(), 201);
+    let old: Value = old.json().await.unwrap();
+    let recent = post_with_key(&app, "recent-key", &body).await;
+    assert_eq!(recent.status(), 201);
+    let recent: Value = recent.json().await.unwrap();
+    // Placed a day and an hour ago (the default keeps keys 24 hours).
+    let old_id = old["id"].as_str().unwrap();
+    app.db
+        .execute_unprepared(&format!(
+            "UPDATE orders SET created_at = created_at - interval '25 hours' WHERE id = '{old_id}'"
+        ))
+        .await
+        .unwrap();
+    test_support::wait_until("the old key released", DEADLINE, || async {
+        (app.count(&format!(
+            "SELECT count(*) FROM orders WHERE id = '{old_id}' AND idempotency_key IS NULL"
+        ))
+        .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+
+    // The released key places a new order; the recent one still answers its order.
+    let again = post_with_key(&app, "old-key", &body).await;
+    assert_eq!(again.status(), 201);
+    assert!(again.headers().get(REPLAYED).is_none());
+    let again: Value = again.json().await.unwrap();
+    assert_ne!(again["id"], old["id"]);
+    let retried = post_with_key(&app, "recent-key", &body).await;
+    assert_eq!(retried.headers()[REPLAYED], "true");
+    assert_eq!(retried.json::<Value>().await.unwrap()["id"], recent["id"]);
+    assert_eq!(stored(&app).await, [3, 3, 3]);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == "idempotency_keys_released_total 1"),
+        "{metrics}"
+    );
 }
