@@ -13,6 +13,8 @@
 # follows order.processed on the first) and BENCH_RABBITMQ_PIDS their Erlang VMs (space-separated,
 # their CPU summed); BENCH_PROCESSORS=N runs N processor_service instances (ports 8001, 8011, ...;
 # their CPU summed). scripts/bench-scale.sh uses these.
+# BENCH_AUTH=hs256|rs256|es256|eddsa turns authentication on: the order service verifies a JWT on
+# every POST (a key generated in .run/bench-auth/), and loadgen signs one for each customer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 postgres=${BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}
@@ -48,6 +50,32 @@ for prefix in ORDER_SERVICE PROCESSOR_SERVICE; do
   export ${prefix}__AMQP__ORDER_CREATED_DEAD_LETTER_QUEUE=bench.processor.order-created.dlq
   export ${prefix}__AMQP__ORDER_PROCESSED_DEAD_LETTER_QUEUE=bench.order-service.order-processed.dlq
 done
+
+token_args=()
+if [ -n "${BENCH_AUTH:-}" ]; then
+  keys=$PWD/.run/bench-auth
+  mkdir -p "$keys"
+  case "$BENCH_AUTH" in
+    hs256)
+      openssl rand -hex 32 > "$keys/hs256.key"
+      export ORDER_SERVICE__AUTH__HS256_SECRET_FILE=$keys/hs256.key
+      signing_key=$keys/hs256.key ;;
+    rs256|es256|eddsa)
+      case "$BENCH_AUTH" in
+        rs256) openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$keys/private.pem" 2>/dev/null ;;
+        es256) openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$keys/private.pem" ;;
+        eddsa) openssl genpkey -algorithm ed25519 -out "$keys/private.pem" ;;
+      esac
+      openssl pkey -in "$keys/private.pem" -pubout -out "$keys/public.pem"
+      export ORDER_SERVICE__AUTH__PUBLIC_KEY_FILES=$keys/public.pem
+      signing_key=$keys/private.pem ;;
+    *)
+      echo "bench: BENCH_AUTH is one of hs256, rs256, es256, eddsa" >&2
+      exit 1 ;;
+  esac
+  export ORDER_SERVICE__AUTH__ISSUER=order-pipeline-bench ORDER_SERVICE__AUTH__AUDIENCE=order-pipeline
+  token_args=(--token-signing "$BENCH_AUTH" --token-key "$signing_key")
+fi
 
 processors=${BENCH_PROCESSORS:-1}
 processor_ports=()
@@ -108,7 +136,7 @@ if [ -n "${BENCH_RABBITMQ_PIDS:-}" ]; then
 elif [ -n "$rabbitmq_pid" ]; then
   server_pids+=(--rabbitmq-pid "$rabbitmq_pid")
 fi
-pids=(--order-service-pid "$order_pid" "${server_pids[@]}")
+pids=(--order-service-pid "$order_pid" "${server_pids[@]}" "${token_args[@]}")
 for pid in "${processor_pids[@]}"; do pids+=(--processor-service-pid "$pid"); done
 if [ "${1:-}" = soak ]; then
   # `scripts/bench.sh soak [SECONDS] [LOADGEN ARGS...]`: the maximum (closed loop), then an open

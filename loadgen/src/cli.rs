@@ -38,6 +38,8 @@ pub struct Target {
     /// The pipeline's topic exchange.
     #[arg(long, default_value = "orders")]
     pub exchange: String,
+    #[command(flatten)]
+    pub tokens: TokenArgs,
     /// PIDs of the services, for their peak RSS (VmHWM).
     #[arg(long)]
     pub order_service_pid: Option<u32>,
@@ -244,5 +246,45 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["loadgen", "limits", "--messages", "10"]).is_ok());
         assert!(Cli::try_parse_from(["loadgen", "seed", "--orders", "10"]).is_ok());
+    }
+}
+
+/// Bearer tokens on every POST, one per customer, signed with the key the services verify with.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// Sign tokens this way (with `--token-key`); none: no `Authorization` header.
+    #[arg(long, value_enum, requires = "token_key")]
+    pub token_signing: Option<crate::tokens::Signing>,
+    /// The HS256 secret, or the PEM private key.
+    #[arg(long)]
+    pub token_key: Option<PathBuf>,
+    /// The tokens' `iss` (the services' `AUTH__ISSUER`).
+    #[arg(long, default_value = "order-pipeline-bench")]
+    pub token_issuer: String,
+    /// The tokens' `aud` (the services' `AUTH__AUDIENCE`).
+    #[arg(long, default_value = "order-pipeline")]
+    pub token_audience: String,
+}
+
+impl Default for TokenArgs {
+    fn default() -> Self {
+        Self {
+            token_signing: None,
+            token_key: None,
+            token_issuer: "order-pipeline-bench".into(),
+            token_audience: "order-pipeline".into(),
+        }
+    }
+}
+
+impl TokenArgs {
+    /// The tokens these arguments ask for (none without `--token-signing`).
+    pub fn sign(&self) -> anyhow::Result<crate::tokens::Tokens> {
+        match (self.token_signing, &self.token_key) {
+            (Some(signing), Some(key)) => {
+                crate::tokens::Tokens::sign(signing, key, &self.token_issuer, &self.token_audience)
+            }
+            _ => Ok(crate::tokens::Tokens::default()),
+        }
     }
 }

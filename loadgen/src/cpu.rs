@@ -472,6 +472,7 @@ mod tests {
             processor_service_pid: vec![pid],
             postgres_pid: None,
             rabbitmq_pid: Vec::new(),
+            tokens: Default::default(),
         };
         let programs = Programs::of(&target);
         // A thread keeps the process's CPU time moving while the samples are taken, so reading
@@ -513,6 +514,7 @@ mod tests {
             processor_service_pid: vec![std::process::id()],
             postgres_pid: None,
             rabbitmq_pid: Vec::new(),
+            tokens: Default::default(),
         };
         let names: Vec<&str> = Programs::of(&target)
             .programs

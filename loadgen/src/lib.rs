@@ -24,3 +24,4 @@ pub mod rss;
 pub mod run;
 pub mod schedule;
 pub mod seed;
+pub mod tokens;

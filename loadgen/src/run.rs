@@ -18,6 +18,7 @@ use crate::orders::OrderMaker;
 use crate::report::{Latency, Report, Second, new_histogram};
 use crate::rss::{peak_rss_bytes, rss_bytes};
 use crate::schedule::Schedule;
+use crate::tokens::Tokens;
 
 /// One accepted order: when it was due (open loop) or sent (closed loop), and when accepted.
 struct Posted {
@@ -56,22 +57,42 @@ fn micros(latency: Duration) -> u64 {
     (latency.as_micros() as u64).max(1)
 }
 
-/// Posts one order, with an `Idempotency-Key` of its own if `keyed`. `start` is when it was due
-/// (open loop, `scheduled`) or sent (closed loop); a scheduled order's lateness in leaving
-/// loadgen is also counted apart.
+/// What each POST carries besides its order.
+#[derive(Default)]
+struct Posting {
+    /// An `Idempotency-Key` of its own.
+    keyed: bool,
+    /// Its customer's bearer token (none: no `Authorization`).
+    tokens: Tokens,
+}
+
+impl Posting {
+    fn of(args: &RunArgs) -> anyhow::Result<Self> {
+        Ok(Self {
+            keyed: args.idempotency_keys,
+            tokens: args.target.tokens.sign()?,
+        })
+    }
+}
+
+/// Posts one order, as `posting` says. `start` is when it was due (open loop, `scheduled`) or
+/// sent (closed loop); a scheduled order's lateness in leaving loadgen is also counted apart.
 async fn post(
     client: &reqwest::Client,
     url: &str,
     body: &serde_json::Value,
-    keyed: bool,
+    posting: &Posting,
     start: Instant,
     scheduled: bool,
     tally: &Mutex<Tally>,
 ) {
     let lag = scheduled.then(|| start.elapsed());
     let mut request = client.post(url).json(body);
-    if keyed {
+    if posting.keyed {
         request = request.header("Idempotency-Key", Uuid::new_v4().to_string());
+    }
+    if let Some(token) = posting.tokens.of(body) {
+        request = request.bearer_auth(token);
     }
     let response = request.send().await;
     let answered = Instant::now();
@@ -169,6 +190,7 @@ async fn open_loop(
     url: &str,
     tally: &Mutex<Tally>,
     args: &RunArgs,
+    posting: &Posting,
     rate: f64,
     seed: u64,
     began: Instant,
@@ -194,9 +216,8 @@ async fn open_loop(
             }
         }
         let (body, _) = maker.next_order();
-        let keyed = args.idempotency_keys;
         // Latency counts from when the order was due, so queueing shows.
-        in_flight.push(async move { post(client, url, &body, keyed, due, true, tally).await });
+        in_flight.push(async move { post(client, url, &body, posting, due, true, tally).await });
     }
     while in_flight.next().await.is_some() {}
     Ok(())
@@ -209,6 +230,8 @@ async fn load(args: &RunArgs) -> anyhow::Result<Report> {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let bar = progress(args);
     let programs = Programs::of(&args.target);
+    // Tokens are signed before the clock starts.
+    let posting = Arc::new(Posting::of(args)?);
     let cpu_before = programs.sample();
     let began = Instant::now();
 
@@ -255,19 +278,32 @@ async fn load(args: &RunArgs) -> anyhow::Result<Report> {
             let next = Arc::new(AtomicU64::new(0));
             let workers: Vec<_> = (0..args.concurrency.max(1))
                 .map(|worker| {
-                    let (client, url, tally, next) =
-                        (client.clone(), url.clone(), tally.clone(), next.clone());
+                    let (client, url, tally, next, posting) = (
+                        client.clone(),
+                        url.clone(),
+                        tally.clone(),
+                        next.clone(),
+                        posting.clone(),
+                    );
                     let mut maker = OrderMaker::new(
                         seed ^ worker as u64,
                         args.max_order_total,
                         args.reject_ratio,
                     );
                     let total = args.orders;
-                    let keyed = args.idempotency_keys;
                     tokio::spawn(async move {
                         while next.fetch_add(1, Ordering::Relaxed) < total {
                             let (body, _) = maker.next_order();
-                            post(&client, &url, &body, keyed, Instant::now(), false, &tally).await;
+                            post(
+                                &client,
+                                &url,
+                                &body,
+                                &posting,
+                                Instant::now(),
+                                false,
+                                &tally,
+                            )
+                            .await;
                         }
                     })
                 })
@@ -278,7 +314,10 @@ async fn load(args: &RunArgs) -> anyhow::Result<Report> {
         }
         Some(rate) if args.threads <= 1 => {
             // On this runtime, with the follower: the fewest context switches per order.
-            open_loop(&client, &url, &tally, args, rate, seed, began, 0, 1).await?;
+            open_loop(
+                &client, &url, &tally, args, &posting, rate, seed, began, 0, 1,
+            )
+            .await?;
         }
         Some(rate) => {
             // Threads of their own, each with its runtime and connections; this runtime keeps
@@ -287,7 +326,8 @@ async fn load(args: &RunArgs) -> anyhow::Result<Report> {
             let mut done = Vec::new();
             for first in 0..step {
                 let (sent, finished) = tokio::sync::oneshot::channel();
-                let (tally, url, args) = (tally.clone(), url.clone(), args.clone());
+                let (tally, url, args, posting) =
+                    (tally.clone(), url.clone(), args.clone(), posting.clone());
                 std::thread::Builder::new()
                     .name(format!("loadgen-send-{first}"))
                     .spawn(move || {
@@ -303,6 +343,7 @@ async fn load(args: &RunArgs) -> anyhow::Result<Report> {
                                         &url,
                                         &tally,
                                         &args,
+                                        &posting,
                                         rate,
                                         seed ^ first,
                                         began,

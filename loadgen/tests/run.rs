@@ -17,6 +17,13 @@ struct Services {
 }
 
 async fn spawn_services() -> Services {
+    spawn_services_with(|_| {}).await
+}
+
+/// Both services, the order service's settings changed by `customize` first.
+async fn spawn_services_with(
+    customize: impl FnOnce(&mut order_service::configuration::Settings),
+) -> Services {
     service_kit::telemetry::init_test_subscriber("loadgen_test");
     let id = test_support::unique_id();
     let amqp = test_support::amqp_settings(&id);
@@ -25,6 +32,7 @@ async fn spawn_services() -> Services {
     orders.http.port = 0;
     orders.database = test_support::database_settings(&format!("orders_{id}"));
     orders.amqp = amqp.clone();
+    customize(&mut orders);
     let orders_db = orders.database.clone();
     let mut processor = processor_service::configuration::Settings::default();
     processor.http.host = "127.0.0.1".into();
@@ -71,6 +79,7 @@ fn args(services: &Services) -> RunArgs {
             processor_service_pid: Vec::new(),
             postgres_pid: None,
             rabbitmq_pid: Vec::new(),
+            tokens: Default::default(),
         },
         orders: 200,
         concurrency: 8,
@@ -189,4 +198,36 @@ async fn an_open_loop_run_with_rejections_reports_each_status_and_draws_its_plot
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("p99"));
     let _ = std::fs::remove_file(plot);
+}
+
+#[tokio::test]
+async fn with_tokens_each_order_is_placed_as_its_customer() {
+    const SECRET: &str = "loadgen-test-secret-0123456789abcdef";
+    let services = spawn_services_with(|orders| {
+        orders.auth.issuer = Some("loadgen-test".into());
+        orders.auth.audience = Some("order-pipeline".into());
+        orders.auth.hs256_secret = Some(service_kit::configuration::Secret::new(SECRET));
+    })
+    .await;
+    // Without tokens, the service refuses every order: authentication is on.
+    let mut run = args(&services);
+    run.orders = 20;
+    let refused = loadgen::run::run(&run).await.unwrap();
+    assert_eq!(refused.accepted, 0, "{}", refused.text());
+    assert_eq!(refused.refused, 20, "{}", refused.text());
+
+    let key = std::env::temp_dir().join(format!("loadgen-{}.key", test_support::unique_id()));
+    std::fs::write(&key, SECRET).unwrap();
+    run.orders = 200;
+    run.target.tokens = loadgen::cli::TokenArgs {
+        token_signing: Some(loadgen::tokens::Signing::Hs256),
+        token_key: Some(key.clone()),
+        token_issuer: "loadgen-test".into(),
+        token_audience: "order-pipeline".into(),
+    };
+    let report = loadgen::run::run(&run).await.unwrap();
+    std::fs::remove_file(&key).unwrap();
+    assert!(report.passed(), "{}", report.text());
+    assert_eq!(report.accepted, 200);
+    assert_eq!(report.not_final, 0);
 }
