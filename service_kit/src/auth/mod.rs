@@ -84,12 +84,24 @@ pub struct Authenticator {
 struct Inner {
     static_token: Option<Secret>,
     verifier: Option<Verifier>,
+    /// Tokens verified lately: the identity each carries and its `exp`.
+    verified: moka::sync::Cache<String, (Identity, i64)>,
+    /// The leeway on `exp`, in seconds.
+    leeway: i64,
     loopback_without_token: bool,
     role_claim: Vec<String>,
     operator_role: String,
     /// `ORDER_SERVICE`, for messages naming a variable.
     prefix: String,
 }
+
+/// Tokens remembered as verified at most. A client sends one token with each request until it
+/// expires, and checking a signature costs 20–35 µs with RS256, ES256 or EdDSA (BENCHMARKS.md,
+/// "Decisions, measured"); a remembered one costs a lookup.
+const VERIFIED_TOKENS: u64 = 10_000;
+/// How long a token is remembered at most: a key removed from the provider's JWKS stops
+/// admitting the tokens it signed within this. A remembered token is refused once it expires.
+const VERIFIED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Why a request has no identity.
 #[derive(Debug)]
@@ -121,6 +133,11 @@ impl Authenticator {
             inner: Arc::new(Inner {
                 static_token: static_token.cloned(),
                 verifier,
+                verified: moka::sync::Cache::builder()
+                    .max_capacity(VERIFIED_TOKENS)
+                    .time_to_live(VERIFIED_FOR)
+                    .build(),
+                leeway: i64::try_from(settings.leeway.as_secs()).unwrap_or(i64::MAX),
                 loopback_without_token,
                 role_claim: settings.role_claim.split('.').map(str::to_owned).collect(),
                 operator_role: settings.operator_role.clone(),
@@ -180,11 +197,25 @@ impl Authenticator {
                 inner.prefix
             )));
         };
+        let now = chrono::Utc::now().timestamp();
+        if let Some((identity, expires)) = inner.verified.get(token) {
+            if now <= expires.saturating_add(inner.leeway) {
+                return Ok(identity);
+            }
+            // Expired since: verified again, it is refused with the reason.
+            inner.verified.invalidate(token);
+        }
         let claims = verifier.verify(token).await.map_err(|error| match error {
             TokenError::Invalid(message) => Refusal::Invalid(message),
             TokenError::KeysUnavailable(message) => Refusal::Unavailable(message),
         })?;
-        self.identity_of(&claims)
+        let identity = self.identity_of(&claims)?;
+        if let Some(expires) = claims.get("exp").and_then(serde_json::Value::as_i64) {
+            inner
+                .verified
+                .insert(token.to_owned(), (identity.clone(), expires));
+        }
+        Ok(identity)
     }
 
     fn identity_of(&self, claims: &Claims) -> Result<Identity, Refusal> {
@@ -350,6 +381,55 @@ mod tests {
             auth.identify_token(Some("wrong"), LOCAL, false).await,
             Err(Refusal::Invalid(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_is_the_same_token_and_is_refused_once_expired() {
+        let secret = "s".repeat(32);
+        let settings = AuthSettings {
+            issuer: Some("iss".into()),
+            audience: Some("aud".into()),
+            hs256_secret: Some(Secret::new(secret.clone())),
+            leeway: std::time::Duration::ZERO,
+            ..AuthSettings::default()
+        };
+        let auth = authenticator(settings.clone(), None).await;
+        let lifetime = std::time::Duration::from_secs(2);
+        let token = dev::mint(&settings, secret.as_bytes(), "customer-1", false, lifetime).unwrap();
+        let first = auth
+            .identify_token(Some(&token), REMOTE, false)
+            .await
+            .unwrap();
+        assert_eq!(first.subject, "customer-1");
+        // Remembered: the same token again; one changed in its signature is checked and refused.
+        let at = token.len() - 5;
+        let flipped = if &token[at..=at] == "A" { "B" } else { "A" };
+        let forged = format!("{}{flipped}{}", &token[..at], &token[at + 1..]);
+        assert!(matches!(
+            auth.identify_token(Some(&forged), REMOTE, false).await,
+            Err(Refusal::Invalid(_))
+        ));
+        assert_eq!(
+            auth.identify_token(Some(&token), REMOTE, false)
+                .await
+                .unwrap(),
+            first
+        );
+        // Past its `exp`, the remembered token is refused like any expired one.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            match auth.identify_token(Some(&token), REMOTE, false).await {
+                Ok(_) => {
+                    assert!(tokio::time::Instant::now() < deadline, "never expired");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(Refusal::Invalid(message)) => {
+                    assert!(message.contains("expired"), "{message}");
+                    break;
+                }
+                Err(other) => panic!("{other:?}"),
+            }
+        }
     }
 
     #[tokio::test]
