@@ -18,6 +18,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod topology;
 pub mod trace;
+pub mod turn;
 
 /// The event contracts (the `contracts` crate).
 pub use contracts::events;

@@ -10,7 +10,8 @@
 //! 2. declare q as wanted, bind it, unbind q.migrating, move the messages back, delete q.migrating
 //! ```
 //!
-//! Nothing is changed while a queue to replace has a consumer (a service still running). A
+//! Nothing is changed while a queue to replace has a consumer (a service still running) or is
+//! being listed or replayed (its [`Turn`], held by the migration to its end). A
 //! message is acknowledged on the queue it leaves only once the broker confirmed its copy on
 //! the other: a crash leaves it in one queue or in both (at least once; the consumers are
 //! idempotent), never in none, and running the migration again resumes it. Queues that expire
@@ -29,6 +30,7 @@ use serde::Serialize;
 
 use crate::broker::{Broker, PublishError, republish};
 use crate::topology::QueueDeclaration;
+use crate::turn::{Turn, TurnError};
 
 /// The longest wait for the broker's confirm of one moved message.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,6 +49,10 @@ pub enum MigrateError {
         "queue {queue} has consumers or messages still arriving: stop the services that use it and run the migration again (it finishes what it started)"
     )]
     InUse { queue: String },
+    #[error(
+        "queue {queue} is being listed or replayed (its dead letters are held unacknowledged): run the migration again once that ended"
+    )]
+    Browsed { queue: String },
     #[error("a moved message was not confirmed by the broker (left where it was): {0}")]
     NotConfirmed(String),
     #[error(transparent)]
@@ -88,6 +94,17 @@ pub async fn migrate(
         }
     }
     channel.close(200, "OK".into()).await?;
+    // A listing or replay holds its queue's messages unacknowledged, which a deletion would drop:
+    // each queue's turn is taken first (refused, changing nothing, if one is in progress) and
+    // held to the end, so that none starts meanwhile.
+    let mut turns = Vec::new();
+    for queue in to_replace.iter().chain(&to_refill) {
+        match Turn::take(&connection, &queue.name, Duration::ZERO).await {
+            Ok(turn) => turns.push(turn),
+            Err(TurnError::Taken(queue)) => return Err(MigrateError::Browsed { queue }),
+            Err(TurnError::Broker(error)) => return Err(error.into()),
+        }
+    }
     let channel = confirming_channel(&connection).await?;
     // Retry queues first: once they are empty, nothing expires into a work queue being replaced.
     to_replace.sort_by_key(|queue| !queue.expires_messages());
@@ -111,6 +128,9 @@ pub async fn migrate(
         });
     }
     channel.close(200, "OK".into()).await?;
+    for turn in turns {
+        turn.end().await?;
+    }
     Ok(migrated)
 }
 

@@ -1,6 +1,7 @@
 //! A deployment on classic queues moves to quorum queues with `<service> queues migrate`: the
 //! orders waiting in the work queue, a dead letter and a message waiting in a retry queue all
-//! survive, and every order ends final once on the new queues.
+//! survive, and every order ends final once on the new queues. It refuses to start while a
+//! service consumes the queues, or while an operator lists or replays their dead letters.
 
 use lapin::BasicProperties;
 use serde_json::Value;
@@ -116,6 +117,47 @@ async fn a_classic_deployment_moves_to_quorum_queues_losing_nothing() {
     processes.orders.terminate().await;
     drop(probe);
     assert_eq!(kind_of(&topology.order_created_queue).await, "classic");
+
+    // An operator lists the dead letters meanwhile: the listing holds them unacknowledged, which
+    // deleting the queue would drop. The migration refuses, changing nothing.
+    let connection = lapin::Connection::connect(
+        &test_support::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let dead_letters = &topology.order_created_dead_letter_queue;
+    let turn = messaging::turn::Turn::take(&connection, dead_letters, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    let listing = connection.create_channel().await.unwrap();
+    let held = listing
+        .basic_get(dead_letters.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    assert!(held.is_some(), "the planted dead letter");
+    let refused = processes
+        .processor
+        .command_output(&["queues", "migrate"], &quorum())
+        .await;
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("being listed or replayed"), "{stderr}");
+    assert_eq!(kind_of(dead_letters).await, "classic");
+    // The listing ends: its dead letter is back in the queue.
+    listing.close(200, "OK".into()).await.unwrap();
+    turn.end().await.unwrap();
+    let probe = test_support::BrokerProbe::connect(messaging::topology::Topology {
+        queue_type: messaging::topology::QueueType::Classic,
+        ..topology.clone()
+    })
+    .await;
+    test_support::wait_until("the listed dead letter back", START, || async {
+        (probe.message_count(dead_letters).await == 1).then_some(())
+    })
+    .await;
+    drop(probe);
+    let _ = connection.close(200, "OK".into()).await;
 
     // On classic queues, services that want quorum queues are refused: the migration first.
     let output = processes

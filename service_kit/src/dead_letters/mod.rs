@@ -3,8 +3,8 @@
 //! ([`cli`]).
 //!
 //! A listing or replay takes the queue's messages unacknowledged until it ends, so one at a time
-//! browses a queue ([`Turn`]): another, on this instance or any other sharing the broker, waits
-//! for it instead of finding the queue empty.
+//! browses a queue (a [`Turn`]): another, on this instance or any other sharing the broker, waits
+//! for it instead of finding the queue empty, and a migration of the queue refuses to start.
 //!
 //! A message may be dead-lettered more than once (a crash between publishing the dead letter and
 //! acknowledging the delivery, or a copy redelivered after the failure was recorded): copies share
@@ -16,15 +16,12 @@ pub mod http;
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions};
 use messaging::broker::Broker;
 use messaging::failure::{Classify, FailureClass};
 use messaging::headers::{self, Headers};
 use messaging::topology::ready_count;
+use messaging::turn::{Turn, TurnError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -34,10 +31,23 @@ use uuid::Uuid;
 pub enum DeadLetterError {
     #[error(transparent)]
     Broker(#[from] lapin::Error),
-    /// Another listing or replay of the queue held it for longer than [`TURN_TIMEOUT`].
-    #[error("another listing or replay of {0} ran longer than {TURN_TIMEOUT:?}")]
+    /// Another listing or replay of the queue (or its migration) held it for longer than
+    /// [`TURN_TIMEOUT`].
+    #[error("another listing, replay or migration of {0} ran longer than {TURN_TIMEOUT:?}")]
     Busy(String),
 }
+
+impl From<TurnError> for DeadLetterError {
+    fn from(error: TurnError) -> Self {
+        match error {
+            TurnError::Broker(error) => Self::Broker(error),
+            TurnError::Taken(queue) => Self::Busy(queue),
+        }
+    }
+}
+
+/// How long a listing or replay waits for its turn.
+pub const TURN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Classify for DeadLetterError {
     fn class(&self) -> FailureClass {
@@ -45,96 +55,6 @@ impl Classify for DeadLetterError {
             Self::Broker(error) => error.class(),
             Self::Busy(_) => FailureClass::Unavailable,
         }
-    }
-}
-
-/// How long a listing or replay waits for its turn.
-pub const TURN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// How often a listing or replay waiting for its turn asks for it again.
-const TURN_POLL: std::time::Duration = std::time::Duration::from_millis(25);
-
-/// One listing's or replay's turn to browse a dead-letter queue: the exclusive consumer of
-/// `<queue>.browsing`, an empty queue that the broker deletes when its last consumer leaves. The
-/// broker gives it to one channel at a time, whichever instance asks, and takes it back when that
-/// channel closes: at the end of the turn, or when its holder is dropped or its connection dies.
-struct Turn {
-    channel: lapin::Channel,
-    /// Held for the turn: a dropped consumer cancels itself.
-    _consumer: lapin::Consumer,
-}
-
-impl Turn {
-    async fn take(connection: &lapin::Connection, queue: &str) -> Result<Self, DeadLetterError> {
-        let turns = format!("{queue}.browsing");
-        let deadline = tokio::time::Instant::now() + TURN_TIMEOUT;
-        loop {
-            // A refusal closes the channel: each attempt on a fresh one.
-            let channel = connection.create_channel().await?;
-            match Self::hold(&channel, &turns).await {
-                Ok(consumer) => {
-                    return Ok(Self {
-                        channel,
-                        _consumer: consumer,
-                    });
-                }
-                Err(error) if Self::is_taken(&error) => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(DeadLetterError::Busy(queue.to_owned()));
-                    }
-                    tokio::time::sleep(TURN_POLL).await;
-                }
-                Err(error) => return Err(error.into()),
-            }
-        }
-    }
-
-    async fn hold(channel: &lapin::Channel, turns: &str) -> Result<lapin::Consumer, lapin::Error> {
-        // Classic whatever the broker's default type: a quorum queue cannot delete itself.
-        let mut arguments = FieldTable::default();
-        arguments.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("classic".into()),
-        );
-        channel
-            .queue_declare(
-                turns.into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                arguments,
-            )
-            .await?;
-        channel
-            .basic_consume(
-                turns.into(),
-                "dead-letter-browsing".into(),
-                BasicConsumeOptions {
-                    exclusive: true,
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-    }
-
-    /// Someone else's turn: its exclusive consumer refuses ours (`ACCESS_REFUSED ... in exclusive
-    /// use`), or its queue went away with it between our declaration and our consumer.
-    fn is_taken(error: &lapin::Error) -> bool {
-        match error.kind() {
-            lapin::ErrorKind::ProtocolError(refusal) => match refusal.get_id() {
-                403 => refusal.get_message().as_str().contains("exclusive use"),
-                404 => true,
-                _ => false,
-            },
-            _ => false,
-        }
-    }
-
-    async fn end(self) -> Result<(), lapin::Error> {
-        self.channel.close(200, "OK".into()).await
     }
 }
 
@@ -147,7 +67,7 @@ async fn in_turn<T, F>(
 where
     F: std::future::Future<Output = Result<T, lapin::Error>>,
 {
-    let turn = Turn::take(connection, queue).await?;
+    let turn = Turn::take(connection, queue, TURN_TIMEOUT).await?;
     let browsed = browse.await;
     let ended = turn.end().await;
     let browsed = browsed?;
