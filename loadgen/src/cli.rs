@@ -249,6 +249,10 @@ mod tests {
     }
 }
 
+/// The tokens' `iss` and `aud` unless told otherwise (what `scripts/bench.sh` configures).
+const TOKEN_ISSUER: &str = "order-pipeline-bench";
+const TOKEN_AUDIENCE: &str = "order-pipeline";
+
 /// Bearer tokens on every POST, one per customer, signed with the key the services verify with.
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
@@ -259,10 +263,10 @@ pub struct TokenArgs {
     #[arg(long)]
     pub token_key: Option<PathBuf>,
     /// The tokens' `iss` (the services' `AUTH__ISSUER`).
-    #[arg(long, default_value = "order-pipeline-bench")]
+    #[arg(long, default_value = TOKEN_ISSUER)]
     pub token_issuer: String,
     /// The tokens' `aud` (the services' `AUTH__AUDIENCE`).
-    #[arg(long, default_value = "order-pipeline")]
+    #[arg(long, default_value = TOKEN_AUDIENCE)]
     pub token_audience: String,
 }
 
@@ -271,8 +275,8 @@ impl Default for TokenArgs {
         Self {
             token_signing: None,
             token_key: None,
-            token_issuer: "order-pipeline-bench".into(),
-            token_audience: "order-pipeline".into(),
+            token_issuer: TOKEN_ISSUER.into(),
+            token_audience: TOKEN_AUDIENCE.into(),
         }
     }
 }

@@ -58,7 +58,6 @@ fn micros(latency: Duration) -> u64 {
 }
 
 /// What each POST carries besides its order.
-#[derive(Default)]
 struct Posting {
     /// An `Idempotency-Key` of its own.
     keyed: bool,

@@ -1,8 +1,8 @@
 //! Two instances of each service, as processes sharing one broker's queues and the two databases,
 //! through a burst of orders placed on both order services; one of each is SIGKILLed in the middle
-//! and started again. Every stored order (those whose 201 the kill cut off too) ends final once, both services agree, every outbox
-//! row is published (by whichever relay claimed it), and the duplicate deliveries idempotency
-//! absorbed are counted and reported. Ignored by default like the other disruptive tests.
+//! and started again. Every stored order (those whose 201 the kill cut off too) ends final once,
+//! both services agree, every outbox row is published (by whichever relay claimed it), and the
+//! duplicate deliveries idempotency absorbed are counted and reported. Ignored by default like the other disruptive tests.
 
 use std::collections::HashSet;
 

@@ -96,8 +96,8 @@ struct Inner {
 }
 
 /// Tokens remembered as verified at most. A client sends one token with each request until it
-/// expires, and checking a signature costs 20–35 µs with RS256, ES256 or EdDSA (BENCHMARKS.md,
-/// "Decisions, measured"); a remembered one costs a lookup.
+/// expires, and checking a signature costs 25–45 µs with RS256, ES256 or EdDSA (BENCHMARKS.md,
+/// "With authentication"); a remembered one costs a lookup.
 const VERIFIED_TOKENS: u64 = 10_000;
 /// How long a token is remembered at most: a key removed from the provider's JWKS stops
 /// admitting the tokens it signed within this. A remembered token is refused once it expires.

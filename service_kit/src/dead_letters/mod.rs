@@ -26,6 +26,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+/// How long a listing or replay waits for its turn.
+pub const TURN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Why a listing or replay did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum DeadLetterError {
@@ -45,9 +48,6 @@ impl From<TurnError> for DeadLetterError {
         }
     }
 }
-
-/// How long a listing or replay waits for its turn.
-pub const TURN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Classify for DeadLetterError {
     fn class(&self) -> FailureClass {
